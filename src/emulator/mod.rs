@@ -1,0 +1,1 @@
+//! A local Azure Web PubSub service for tests and development.

@@ -1,0 +1,277 @@
+//! Payloads and their data types (PROTOCOL.md §5).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::value::RawValue;
+
+/// How a payload is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// UTF-8 text, sent as a JSON string.
+    Text,
+    /// Any JSON value, embedded as is.
+    Json,
+    /// Bytes, sent as standard base64.
+    Binary,
+    /// Protocol Buffers bytes, sent as standard base64.
+    Protobuf,
+}
+
+impl DataType {
+    /// The wire name, lower case as the service documents it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Text => "text",
+            DataType::Json => "json",
+            DataType::Binary => "binary",
+            DataType::Protobuf => "protobuf",
+        }
+    }
+
+    /// Parses a wire name, ignoring ASCII case (.NET sends `Text`, `Json`, …).
+    /// Returns `None` for a name this version does not know.
+    pub fn parse(name: &str) -> Option<DataType> {
+        [
+            DataType::Text,
+            DataType::Json,
+            DataType::Binary,
+            DataType::Protobuf,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message payload together with its data type.
+///
+/// Build one from what you have: `&str` and `String` become [`Data::Text`],
+/// [`serde_json::Value`] becomes [`Data::Json`], `Vec<u8>` and `&[u8]` become
+/// [`Data::Binary`]; [`Data::json`] serialises any `Serialize` value.
+///
+/// ```
+/// use webpubsub_client::protocol::Data;
+/// assert_eq!(Data::from("hi"), Data::Text("hi".into()));
+/// assert_eq!(Data::from(vec![1u8, 2]), Data::Binary(vec![1, 2]));
+/// assert_eq!(Data::from(serde_json::json!({"a": 1})).data_type().as_str(), "json");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// Text (`dataType: "text"`).
+    Text(String),
+    /// A JSON value (`dataType: "json"`).
+    Json(serde_json::Value),
+    /// Bytes (`dataType: "binary"`).
+    Binary(Vec<u8>),
+    /// Protocol Buffers bytes (`dataType: "protobuf"`).
+    Protobuf(Vec<u8>),
+}
+
+impl Data {
+    /// Serialises `value` as a [`Data::Json`] payload.
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Data, serde_json::Error> {
+        serde_json::to_value(value).map(Data::Json)
+    }
+
+    /// The payload's data type.
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Data::Text(_) => DataType::Text,
+            Data::Json(_) => DataType::Json,
+            Data::Binary(_) => DataType::Binary,
+            Data::Protobuf(_) => DataType::Protobuf,
+        }
+    }
+
+    /// The text of a [`Data::Text`] payload.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Data::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of a [`Data::Json`] payload.
+    pub fn as_json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Data::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a [`Data::Binary`] or [`Data::Protobuf`] payload.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Data::Binary(b) | Data::Protobuf(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Appends `"dataType":"…","data":…` to a JSON object being written.
+    pub(crate) fn write_fields(&self, out: &mut String) {
+        out.push_str(",\"dataType\":\"");
+        out.push_str(self.data_type().as_str());
+        out.push_str("\",\"data\":");
+        match self {
+            Data::Text(s) => push_json_str(out, s),
+            Data::Json(v) => push_json(out, v),
+            Data::Binary(b) | Data::Protobuf(b) => {
+                out.push('"');
+                BASE64.encode_string(b, out);
+                out.push('"');
+            }
+        }
+    }
+
+    /// Decodes `data` according to `data_type`. `Ok(None)` means the data type is unknown
+    /// and the message is to be skipped.
+    pub(crate) fn decode(
+        message: &'static str,
+        data_type: Option<&RawValue>,
+        data: Option<&RawValue>,
+    ) -> Result<Option<Data>, super::ProtocolError> {
+        let ty = match data_type {
+            // The service treats a missing dataType as json; so do we.
+            None => DataType::Json,
+            Some(raw) => {
+                let name: std::borrow::Cow<'_, str> = super::raw::field(message, "dataType", raw)?;
+                match DataType::parse(&name) {
+                    Some(t) => t,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let Some(raw) = data else {
+            if ty == DataType::Json {
+                // `"data": null` reads as absent; for json it is the value null.
+                return Ok(Some(Data::Json(serde_json::Value::Null)));
+            }
+            return Err(super::ProtocolError::MissingField {
+                message,
+                field: "data",
+            });
+        };
+        Ok(Some(match ty {
+            DataType::Text => Data::Text(super::raw::field(message, "data", raw)?),
+            DataType::Json => Data::Json(super::raw::field(message, "data", raw)?),
+            DataType::Binary | DataType::Protobuf => {
+                let text: std::borrow::Cow<'_, str> = super::raw::field(message, "data", raw)?;
+                let bytes = BASE64.decode(text.as_bytes()).map_err(|e| {
+                    super::ProtocolError::InvalidField {
+                        message,
+                        field: "data",
+                        reason: format!("invalid base64: {e}"),
+                    }
+                })?;
+                if ty == DataType::Binary {
+                    Data::Binary(bytes)
+                } else {
+                    Data::Protobuf(bytes)
+                }
+            }
+        }))
+    }
+}
+
+impl From<&str> for Data {
+    fn from(s: &str) -> Data {
+        Data::Text(s.to_owned())
+    }
+}
+
+impl From<String> for Data {
+    fn from(s: String) -> Data {
+        Data::Text(s)
+    }
+}
+
+impl From<&String> for Data {
+    fn from(s: &String) -> Data {
+        Data::Text(s.clone())
+    }
+}
+
+impl From<serde_json::Value> for Data {
+    fn from(v: serde_json::Value) -> Data {
+        Data::Json(v)
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(b: Vec<u8>) -> Data {
+        Data::Binary(b)
+    }
+}
+
+impl From<&[u8]> for Data {
+    fn from(b: &[u8]) -> Data {
+        Data::Binary(b.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Data {
+    fn from(b: &[u8; N]) -> Data {
+        Data::Binary(b.to_vec())
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    // Fast path: nothing to escape.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        push_json(out, s);
+    }
+}
+
+/// Writes any serialisable value as JSON.
+pub(crate) fn push_json<T: serde::Serialize + ?Sized>(out: &mut String, v: &T) {
+    // Serialising a `str` or a `Value` into memory cannot fail, and serde_json writes
+    // valid UTF-8 only.
+    let bytes = serde_json::to_vec(v).expect("serialising JSON into memory");
+    out.push_str(std::str::from_utf8(&bytes).expect("serde_json writes UTF-8"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_type_parses_any_case_and_writes_lower_case() {
+        assert_eq!(DataType::parse("Text"), Some(DataType::Text));
+        assert_eq!(DataType::parse("JSON"), Some(DataType::Json));
+        assert_eq!(DataType::parse("bInArY"), Some(DataType::Binary));
+        assert_eq!(DataType::parse("protobuf"), Some(DataType::Protobuf));
+        assert_eq!(DataType::parse("xml"), None);
+        assert_eq!(DataType::Binary.to_string(), "binary");
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_needed() {
+        let mut out = String::new();
+        push_json_str(&mut out, "plain");
+        push_json_str(&mut out, "q\"uote\\\n\u{1}é");
+        assert_eq!(out, r#""plain""q\"uote\\\n\u0001é""#);
+    }
+
+    #[test]
+    fn json_helper_serialises_structs() {
+        #[derive(serde::Serialize)]
+        struct Point {
+            x: i32,
+        }
+        assert_eq!(
+            Data::json(&Point { x: 3 }).unwrap(),
+            Data::Json(serde_json::json!({"x": 3}))
+        );
+    }
+}
