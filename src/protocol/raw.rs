@@ -28,7 +28,9 @@ pub(crate) struct RawFrame<'a> {
     pub error: Option<&'a RawValue>,
     #[serde(borrow)]
     pub data_type: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// Unlike the other fields, `"data": null` is kept (as the raw text `null`): it is the
+    /// JSON payload null, not an absent payload.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub data: Option<&'a RawValue>,
     #[serde(borrow)]
     pub from_user_id: Option<&'a RawValue>,
@@ -48,6 +50,11 @@ pub(crate) struct RawFrame<'a> {
     pub invocation_id: Option<&'a RawValue>,
     #[serde(borrow)]
     pub target: Option<&'a RawValue>,
+}
+
+/// Reads a field that is present, even when its value is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 impl<'a> RawFrame<'a> {
