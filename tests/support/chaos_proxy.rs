@@ -705,8 +705,15 @@ fn accept_loop(inner: &Arc<Inner>, listener: TcpListener, alive: Sender<()>) {
         }
         let client = match accepted {
             Ok((stream, _)) => stream,
-            // Transient accept errors (EMFILE, ECONNABORTED): try again.
-            Err(_) => continue,
+            Err(_) => {
+                // Transient accept errors (EMFILE, ECONNABORTED): retry after a pause that a
+                // stop cuts short, rather than spinning.
+                let mut control = inner.control.lock();
+                if !control.stopping {
+                    inner.wake.wait_for(&mut control, POLL);
+                }
+                continue;
+            }
         };
         let index = next_index;
         next_index += 1;
