@@ -358,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn null_data_is_the_json_value_null_not_an_absent_payload() {
+        // Found by tests/codec_fuzz.rs: `invoke` used to read `"data":null` as no data.
+        round_trip(
+            ClientMessage::Invoke {
+                invocation_id: "3".into(),
+                event: "e".into(),
+                data: Some(Data::Json(serde_json::Value::Null)),
+            },
+            json!({"type":"invoke","invocationId":"3","target":"event","event":"e","dataType":"json","data":null}),
+        );
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"event","event":"e","dataType":"text","data":null}"#),
+            Err(ProtocolError::InvalidField { field: "data", .. })
+        ));
+    }
+
+    #[test]
     fn missing_data_type_means_json_as_the_service_reads_it() {
         let msg =
             ClientMessage::decode(r#"{"type":"sendToGroup","group":"g","data":{"a":1}}"#).unwrap();

@@ -148,7 +148,7 @@ impl Data {
         };
         let Some(raw) = data else {
             if ty == DataType::Json {
-                // `"data": null` reads as absent; for json it is the value null.
+                // A json message without `data` carries the value null.
                 return Ok(Some(Data::Json(serde_json::Value::Null)));
             }
             return Err(super::ProtocolError::MissingField {

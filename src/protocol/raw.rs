@@ -28,7 +28,9 @@ pub(crate) struct RawFrame<'a> {
     pub error: Option<&'a RawValue>,
     #[serde(borrow)]
     pub data_type: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// Unlike the other fields, `"data": null` is kept (as the raw text `null`): it is the
+    /// JSON payload null, not an absent payload.
+    #[serde(borrow, default, deserialize_with = "present")]
     pub data: Option<&'a RawValue>,
     #[serde(borrow)]
     pub from_user_id: Option<&'a RawValue>,
@@ -50,6 +52,11 @@ pub(crate) struct RawFrame<'a> {
     pub target: Option<&'a RawValue>,
 }
 
+/// Reads a field that is present, even when its value is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
 impl<'a> RawFrame<'a> {
     /// Splits a frame into its fields; fails only on text that is not a JSON object.
     pub fn parse(text: &'a str) -> Result<RawFrame<'a>, ProtocolError> {
@@ -58,7 +65,7 @@ impl<'a> RawFrame<'a> {
 
     /// The `type` field as a string; `None` when absent or not a string.
     pub fn kind(&self) -> Option<std::borrow::Cow<'a, str>> {
-        self.ty.and_then(|raw| opt_str(raw))
+        self.ty.and_then(opt_str)
     }
 }
 

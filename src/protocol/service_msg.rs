@@ -472,6 +472,16 @@ mod tests {
             },
             json!({"type":"invokeResponse","invocationId":"2","success":false,"error":{"name":"InvocationFailed","message":"boom"}}),
         );
+        // Found by tests/codec_fuzz.rs: `"data":null` used to read as no data.
+        round_trip(
+            ServiceMessage::InvokeResponse {
+                invocation_id: "3".into(),
+                success: true,
+                data: Some(Data::Json(serde_json::Value::Null)),
+                error: None,
+            },
+            json!({"type":"invokeResponse","invocationId":"3","success":true,"dataType":"json","data":null}),
+        );
     }
 
     #[test]
