@@ -21,17 +21,14 @@ fn receive(mut rx: Ws, n: u64, reliable: bool) -> Duration {
     let mut got = 0u64;
     let mut first = None;
     while got < n {
-        match rx.ws.read().expect("read") {
-            Message::Text(t) => {
-                if t.contains("\"type\":\"message\"") {
-                    first.get_or_insert_with(Instant::now);
-                    got += 1;
-                    if reliable && got % 500 == 0 {
-                        rx.send(ClientMessage::SequenceAck { sequence_id: got });
-                    }
+        if let Message::Text(t) = rx.ws.read().expect("read") {
+            if t.contains("\"type\":\"message\"") {
+                first.get_or_insert_with(Instant::now);
+                got += 1;
+                if reliable && got % 500 == 0 {
+                    rx.send(ClientMessage::SequenceAck { sequence_id: got });
                 }
             }
-            _ => {}
         }
     }
     first.unwrap().elapsed()

@@ -4,12 +4,11 @@
 //! complete frame, then writes what other threads queued in the session — many frames,
 //! one flush. A session outlives its socket while it can be recovered.
 
+use super::checks::{check_group, check_size, redact_frame, truncate};
 use super::net::{Stream, Waiter};
 use super::state::{call_handler, encode, end_session, forbidden, Command, Hub, Phase, Session};
 use super::{EventKind, EventRequest, EventResponse, Observation, Permission, UpstreamEvent};
-use crate::protocol::{
-    AckError, ClientMessage, Data, ServiceMessage, MAX_GROUP_NAME_CHARS, MAX_MESSAGE_BYTES,
-};
+use crate::protocol::{AckError, ClientMessage, Data, ServiceMessage};
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,10 +16,6 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
-
-/// Ack error name for a request the emulator refuses as invalid: a group name outside
-/// 1..=1024 characters, or a payload over 1 MB.
-pub const BAD_REQUEST: &str = "BadRequest";
 
 /// Frames moved from the session per write batch.
 const MAX_BATCH: usize = 4096;
@@ -562,51 +557,5 @@ impl Connection {
             event,
             data: data.unwrap_or(Data::Json(serde_json::Value::Null)),
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
-fn check_group(group: &str) -> Result<(), AckError> {
-    let n = group.chars().count();
-    if n == 0 || n > MAX_GROUP_NAME_CHARS {
-        return Err(AckError::new(
-            BAD_REQUEST,
-            format!("Group name must be 1 to {MAX_GROUP_NAME_CHARS} characters, not {n}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_size(data: &Data) -> Result<(), AckError> {
-    let n = match data {
-        Data::Text(s) => s.len(),
-        Data::Binary(b) | Data::Protobuf(b) => b.len(),
-        Data::Json(v) => serde_json::to_string(v).map(|s| s.len()).unwrap_or(0),
-    };
-    if n > MAX_MESSAGE_BYTES {
-        return Err(AckError::new(
-            BAD_REQUEST,
-            format!("Message payload is {n} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"),
-        ));
-    }
-    Ok(())
-}
-
-/// Hides the reconnection token of a `connected` frame in trace logs.
-fn redact_frame(f: &str) -> std::borrow::Cow<'_, str> {
-    match f.find("\"reconnectionToken\":\"") {
-        Some(i) => {
-            let start = i + "\"reconnectionToken\":\"".len();
-            let end = f[start..].find('"').map(|e| start + e).unwrap_or(f.len());
-            std::borrow::Cow::Owned(format!("{}***{}", &f[..start], &f[end..]))
-        }
-        None => std::borrow::Cow::Borrowed(f),
     }
 }

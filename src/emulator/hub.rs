@@ -1,11 +1,12 @@
 //! [`HubHandle`]: server-side operations on one hub, shared by Rust callers and the REST API.
 
-use super::state::{end_session, Command, Hub, Phase, Session, Shared};
+use super::state::{encode_body, end_session, Command, Hub, Phase, Session, Shared};
 use super::{ClientUrlBuilder, ConnectionInfo, Permission, UpstreamEvent};
 use crate::protocol::{Data, ServiceMessage};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tungstenite::Utf8Bytes;
 
 /// A cheap handle for server-side operations on one hub: what an application server does
 /// through the REST API, plus fault injection for tests.
@@ -346,5 +347,124 @@ impl HubHandle {
         f(&mut st.faults);
         st.wake();
         true
+    }
+}
+
+/// Server-side operations shared by the in-process handle and the REST API.
+impl Hub {
+    /// Delivers `body` to each session, then ends those that overflowed while dropped.
+    fn fan_out<'a>(
+        &self,
+        shared: &Shared,
+        sessions: impl Iterator<Item = &'a Arc<Session>>,
+        body: &Utf8Bytes,
+        excluded: &[&str],
+    ) -> Vec<Arc<Session>> {
+        let mut overflowed = Vec::new();
+        for s in sessions {
+            if excluded.contains(&s.id.as_str()) {
+                continue;
+            }
+            if s.deliver(body, &shared.cfg) {
+                overflowed.push(s.clone());
+            }
+        }
+        overflowed
+    }
+
+    fn end_all(&self, shared: &Shared, sessions: Vec<Arc<Session>>) {
+        for s in sessions {
+            let reason = s.st.lock().end_reason.clone().unwrap_or_default();
+            end_session(shared, self, &s, &reason);
+        }
+    }
+
+    pub fn send_to_all(&self, shared: &Shared, data: Data, excluded: &[&str]) {
+        let body = encode_body(&ServiceMessage::ServerMessage {
+            data,
+            sequence_id: None,
+        });
+        let over = {
+            let st = self.state.lock();
+            self.fan_out(
+                shared,
+                st.sessions.values().map(|e| &e.session),
+                &body,
+                excluded,
+            )
+        };
+        self.end_all(shared, over);
+    }
+
+    pub fn send_to_user(&self, shared: &Shared, user: &str, data: Data) {
+        let body = encode_body(&ServiceMessage::ServerMessage {
+            data,
+            sequence_id: None,
+        });
+        let over = {
+            let st = self.state.lock();
+            let sessions = st.user_sessions(user);
+            self.fan_out(shared, sessions.iter(), &body, &[])
+        };
+        self.end_all(shared, over);
+    }
+
+    pub fn send_to_connection(&self, shared: &Shared, conn: &str, data: Data) -> bool {
+        let body = encode_body(&ServiceMessage::ServerMessage {
+            data,
+            sequence_id: None,
+        });
+        let Some(s) = self.state.lock().session(conn) else {
+            return false;
+        };
+        let over = self.fan_out(shared, std::iter::once(&s), &body, &[]);
+        self.end_all(shared, over);
+        true
+    }
+
+    /// Sends `msg` (a group or server message without sequence id) to a group's members.
+    pub fn send_message_to_group(
+        &self,
+        shared: &Shared,
+        group: &str,
+        msg: &ServiceMessage,
+        excluded: &[&str],
+    ) {
+        let body = encode_body(msg);
+        let over = {
+            let st = self.state.lock();
+            match st.groups.get(group) {
+                Some(members) => self.fan_out(shared, members.values(), &body, excluded),
+                None => Vec::new(),
+            }
+        };
+        self.end_all(shared, over);
+    }
+
+    pub fn add_user_to_group(&self, user: &str, group: &str) {
+        let mut st = self.state.lock();
+        st.user_groups
+            .entry(user.to_owned())
+            .or_default()
+            .insert(group.to_owned());
+        let ids: Vec<String> = st.users.get(user).into_iter().flatten().cloned().collect();
+        for id in ids {
+            st.join(&id, group);
+        }
+    }
+
+    pub fn remove_user_from_group(&self, user: &str, group: &str) {
+        let mut st = self.state.lock();
+        if let Some(gs) = st.user_groups.get_mut(user) {
+            gs.remove(group);
+        }
+        let ids: Vec<String> = st.users.get(user).into_iter().flatten().cloned().collect();
+        for id in ids {
+            st.leave(&id, group);
+        }
+    }
+
+    pub fn record_event(&self, ev: UpstreamEvent) {
+        self.events.lock().push(ev);
     }
 }

@@ -5,7 +5,7 @@
 //! session's queues, never across I/O or a call into user code.
 
 use super::{EventHandler, EventRequest, EventResponse, Observation, Permission, UpstreamEvent};
-use crate::protocol::{splice_sequence_id, AckError, Data, ServiceMessage};
+use crate::protocol::{splice_sequence_id, AckError, ServiceMessage};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -439,125 +439,6 @@ pub(crate) fn encode_body(msg: &ServiceMessage) -> Utf8Bytes {
 
 pub(crate) fn encode(msg: &ServiceMessage) -> Utf8Bytes {
     encode_body(msg)
-}
-
-/// Server-side operations shared by the in-process handle and the REST API.
-impl Hub {
-    /// Delivers `body` to each session, then ends those that overflowed while dropped.
-    fn fan_out<'a>(
-        &self,
-        shared: &Shared,
-        sessions: impl Iterator<Item = &'a Arc<Session>>,
-        body: &Utf8Bytes,
-        excluded: &[&str],
-    ) -> Vec<Arc<Session>> {
-        let mut overflowed = Vec::new();
-        for s in sessions {
-            if excluded.contains(&s.id.as_str()) {
-                continue;
-            }
-            if s.deliver(body, &shared.cfg) {
-                overflowed.push(s.clone());
-            }
-        }
-        overflowed
-    }
-
-    fn end_all(&self, shared: &Shared, sessions: Vec<Arc<Session>>) {
-        for s in sessions {
-            let reason = s.st.lock().end_reason.clone().unwrap_or_default();
-            end_session(shared, self, &s, &reason);
-        }
-    }
-
-    pub fn send_to_all(&self, shared: &Shared, data: Data, excluded: &[&str]) {
-        let body = encode_body(&ServiceMessage::ServerMessage {
-            data,
-            sequence_id: None,
-        });
-        let over = {
-            let st = self.state.lock();
-            self.fan_out(
-                shared,
-                st.sessions.values().map(|e| &e.session),
-                &body,
-                excluded,
-            )
-        };
-        self.end_all(shared, over);
-    }
-
-    pub fn send_to_user(&self, shared: &Shared, user: &str, data: Data) {
-        let body = encode_body(&ServiceMessage::ServerMessage {
-            data,
-            sequence_id: None,
-        });
-        let over = {
-            let st = self.state.lock();
-            let sessions = st.user_sessions(user);
-            self.fan_out(shared, sessions.iter(), &body, &[])
-        };
-        self.end_all(shared, over);
-    }
-
-    pub fn send_to_connection(&self, shared: &Shared, conn: &str, data: Data) -> bool {
-        let body = encode_body(&ServiceMessage::ServerMessage {
-            data,
-            sequence_id: None,
-        });
-        let Some(s) = self.state.lock().session(conn) else {
-            return false;
-        };
-        let over = self.fan_out(shared, std::iter::once(&s), &body, &[]);
-        self.end_all(shared, over);
-        true
-    }
-
-    /// Sends `msg` (a group or server message without sequence id) to a group's members.
-    pub fn send_message_to_group(
-        &self,
-        shared: &Shared,
-        group: &str,
-        msg: &ServiceMessage,
-        excluded: &[&str],
-    ) {
-        let body = encode_body(msg);
-        let over = {
-            let st = self.state.lock();
-            match st.groups.get(group) {
-                Some(members) => self.fan_out(shared, members.values(), &body, excluded),
-                None => Vec::new(),
-            }
-        };
-        self.end_all(shared, over);
-    }
-
-    pub fn add_user_to_group(&self, user: &str, group: &str) {
-        let mut st = self.state.lock();
-        st.user_groups
-            .entry(user.to_owned())
-            .or_default()
-            .insert(group.to_owned());
-        let ids: Vec<String> = st.users.get(user).into_iter().flatten().cloned().collect();
-        for id in ids {
-            st.join(&id, group);
-        }
-    }
-
-    pub fn remove_user_from_group(&self, user: &str, group: &str) {
-        let mut st = self.state.lock();
-        if let Some(gs) = st.user_groups.get_mut(user) {
-            gs.remove(group);
-        }
-        let ids: Vec<String> = st.users.get(user).into_iter().flatten().cloned().collect();
-        for id in ids {
-            st.leave(&id, group);
-        }
-    }
-
-    pub fn record_event(&self, ev: UpstreamEvent) {
-        self.events.lock().push(ev);
-    }
 }
 
 /// Ends a session for good: removes it from its hub and reports `SessionEnded`.
