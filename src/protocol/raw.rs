@@ -58,7 +58,7 @@ impl<'a> RawFrame<'a> {
 
     /// The `type` field as a string; `None` when absent or not a string.
     pub fn kind(&self) -> Option<std::borrow::Cow<'a, str>> {
-        self.ty.and_then(|raw| opt_str(raw))
+        self.ty.and_then(opt_str)
     }
 }
 
