@@ -93,3 +93,18 @@ pub fn client_threads() -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Asserts that the client's thread count reaches `n` within a second. `join()` returns when
+/// the kernel clears the thread's tid, a moment before the task leaves `/proc/self/task`; this
+/// bounded re-check covers only that window.
+pub fn assert_client_threads(n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now = client_threads();
+        if now == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{now} client threads, expected {n}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
