@@ -20,7 +20,7 @@ fn exactly_two_threads_while_started_and_none_after_stop() {
     let g = client.start().unwrap();
     let c2 = client.clone();
     let events = client.events();
-    let sub = client.on_group_message(move |_| c2.stop());
+    let sub = client.on_server_message(move |_| c2.stop());
     emu.hub(HUB).send_to_group("g", "stop please");
     recv_until(&events, |e| matches!(e, webpubsub_client::Event::Stopped));
     sub.remove();
