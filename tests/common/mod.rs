@@ -38,8 +38,16 @@ pub fn builder(url: impl Into<webpubsub_client::Credential>) -> WebPubSubClientB
 /// A started client (detached from its guard: stopped by `drop`).
 pub fn started(emu: &Emulator, user: &str) -> WebPubSubClient {
     init_log();
-    let client = builder(url(emu, user)).build().unwrap();
-    client.start().unwrap().detach()
+    start(builder(url(emu, user)).build().unwrap())
+}
+
+/// Starts `client` and waits until its `Connected` event was dispatched, so that receivers
+/// made afterwards do not see it.
+pub fn start(client: WebPubSubClient) -> WebPubSubClient {
+    let events = client.events();
+    let client = client.start().unwrap().detach();
+    recv_until(&events, is_connected);
+    client
 }
 
 /// Receives until `pred` matches; panics after `WAIT`.
