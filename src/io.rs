@@ -444,6 +444,8 @@ impl IoThread {
                         from_user_id,
                         sequence_id,
                     })));
+                } else {
+                    log::debug!("dropping redelivered message {sequence_id:?}");
                 }
             }
             ServiceMessage::ServerMessage { data, sequence_id } => {
@@ -560,6 +562,7 @@ impl IoThread {
                     // B31: if the write fails the connection ends, and the ack is sent again
                     // after the recovery.
                     if write(o, frame.into()) {
+                        log::trace!("sequenceAck {id}");
                         self.seq.acked(id);
                     }
                 }
