@@ -31,7 +31,9 @@ fn ack_ids_count_from_one_unless_given() {
     let a = started(&emu, "a");
     assert_eq!(a.join_group("g").unwrap().ack_id, 1);
     assert_eq!(a.send_to_group("g", "x").unwrap().ack_id, 2);
-    let o = a.send_event_with("e", "y", &RequestOptions::new().ack_id(1000)).unwrap();
+    let o = a
+        .send_event_with("e", "y", &RequestOptions::new().ack_id(1000))
+        .unwrap();
     assert_eq!(o.ack_id, 1000);
     assert_eq!(a.leave_group("g").unwrap().ack_id, 3);
     assert_eq!(ack_ids(&obs), [Some(1), Some(2), Some(1000), Some(3)]);
@@ -81,13 +83,21 @@ fn transient_failures_are_retried_with_the_same_ack_id() {
     let sends: Vec<(Option<u64>, bool)> = obs
         .try_iter()
         .filter_map(|o| match o {
-            Observation::Request { message: ClientMessage::SendToGroup { ack_id, no_echo, .. }, .. } => {
-                Some((ack_id, no_echo))
-            }
+            Observation::Request {
+                message:
+                    ClientMessage::SendToGroup {
+                        ack_id, no_echo, ..
+                    },
+                ..
+            } => Some((ack_id, no_echo)),
             _ => None,
         })
         .collect();
-    assert_eq!(sends, vec![(Some(o.ack_id), true); 3], "same ack id and no_echo on every try");
+    assert_eq!(
+        sends,
+        vec![(Some(o.ack_id), true); 3],
+        "same ack id and no_echo on every try"
+    );
 }
 
 #[test]
@@ -97,7 +107,10 @@ fn retries_give_up_after_the_policy_with_the_last_error() {
     let a = started(&emu, "a");
     emu.hub(HUB).fail_next_acks(a.connection_id().unwrap(), 10);
     let err = a.send_event("e", "x").unwrap_err();
-    assert!(matches!(err, Error::Ack(ref f) if f.name == "InternalServerError"), "{err:?}");
+    assert!(
+        matches!(err, Error::Ack(ref f) if f.name == "InternalServerError"),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 }
 
@@ -112,13 +125,16 @@ fn ack_timeout_bounds_the_wait() {
             .build()
             .unwrap(),
     );
-    emu.hub(HUB).delay_acks(a.connection_id().unwrap(), Duration::from_secs(5));
+    emu.hub(HUB)
+        .delay_acks(a.connection_id().unwrap(), Duration::from_secs(5));
     let t0 = Instant::now();
     let err = a.send_event("e", "x").unwrap_err();
     assert_eq!(err, Error::Timeout(TimeoutKind::Ack { ack_id: 1 }));
     assert!(t0.elapsed() < Duration::from_secs(2));
     // A per-call timeout overrides the client's.
-    let err = a.send_event_timeout("e", "x", Duration::from_millis(50)).unwrap_err();
+    let err = a
+        .send_event_timeout("e", "x", Duration::from_millis(50))
+        .unwrap_err();
     assert!(matches!(err, Error::Timeout(TimeoutKind::Ack { .. })));
 }
 
@@ -128,7 +144,9 @@ fn an_ack_arriving_before_the_wait_is_not_missed() {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let a = started(&emu, "a");
-    let h = a.send_event_nowait("e", "x", &RequestOptions::default()).unwrap();
+    let h = a
+        .send_event_nowait("e", "x", &RequestOptions::default())
+        .unwrap();
     // The emulator reports the request after it answered it: the ack is on its way or here.
     next_request(&obs, |m| matches!(m, ClientMessage::Event { .. }));
     let o = h.wait_timeout(Duration::from_secs(5)).unwrap();
@@ -145,7 +163,9 @@ fn fire_and_forget_sends_without_ack_id() {
         .send_event_with("e", "x", &RequestOptions::new().fire_and_forget(true))
         .unwrap();
     assert_eq!(o.ack_id, 0);
-    next_request(&obs, |m| matches!(m, ClientMessage::Event { ack_id: None, .. }));
+    next_request(&obs, |m| {
+        matches!(m, ClientMessage::Event { ack_id: None, .. })
+    });
     let bad = RequestOptions::new().fire_and_forget(true).ack_id(3);
     assert!(matches!(
         a.send_event_with("e", "x", &bad),
@@ -161,7 +181,10 @@ fn one_thread_keeps_a_thousand_requests_in_flight() {
     a.join_group("g").unwrap();
     let t0 = Instant::now();
     let handles: Vec<_> = (0..1000)
-        .map(|i| a.send_to_group_nowait("g", format!("{i}"), &RequestOptions::new().no_echo(true)).unwrap())
+        .map(|i| {
+            a.send_to_group_nowait("g", format!("{i}"), &RequestOptions::new().no_echo(true))
+                .unwrap()
+        })
         .collect();
     let mut ids: Vec<u64> = handles.iter().map(|h| h.ack_id()).collect();
     for h in handles {
@@ -190,9 +213,16 @@ fn sequence_ack_follows_received_messages() {
     for i in 0..400 {
         hub.send_to_connection(&id, format!("{i}"));
     }
-    let m = next_request(&obs, |m| matches!(m, ClientMessage::SequenceAck { sequence_id } if *sequence_id >= 301));
+    let m = next_request(
+        &obs,
+        |m| matches!(m, ClientMessage::SequenceAck { sequence_id } if *sequence_id >= 301),
+    );
     assert!(matches!(m, ClientMessage::SequenceAck { .. }));
-    assert!(t0.elapsed() < Duration::from_millis(900), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -215,19 +245,39 @@ fn invalid_inputs_are_typed_errors() {
     // B35
     let emu = Emulator::start().unwrap();
     let a = started(&emu, "a");
-    assert!(matches!(a.join_group(""), Err(Error::InvalidInput(InvalidInput::GroupName(_)))));
+    assert!(matches!(
+        a.join_group(""),
+        Err(Error::InvalidInput(InvalidInput::GroupName(_)))
+    ));
     let long = "g".repeat(1025);
-    assert!(matches!(a.send_to_group(&long, "x"), Err(Error::InvalidInput(InvalidInput::GroupName(_)))));
+    assert!(matches!(
+        a.send_to_group(&long, "x"),
+        Err(Error::InvalidInput(InvalidInput::GroupName(_)))
+    ));
     assert!(a.join_group(&"g".repeat(1024)).is_ok());
-    assert!(matches!(a.send_event("", "x"), Err(Error::InvalidInput(InvalidInput::EventName))));
+    assert!(matches!(
+        a.send_event("", "x"),
+        Err(Error::InvalidInput(InvalidInput::EventName))
+    ));
     let big = vec![0u8; 800 * 1024]; // base64 makes it larger than 1 MB
     assert!(matches!(
         a.send_to_group("g", big),
-        Err(Error::InvalidInput(InvalidInput::PayloadTooLarge { max: 1048576, .. }))
+        Err(Error::InvalidInput(InvalidInput::PayloadTooLarge {
+            max: 1048576,
+            ..
+        }))
     ));
-    for bad in ["ftp://x/client/hubs/h", "wss://x/client/", "not a url", "ws:///client/hubs/h"] {
+    for bad in [
+        "ftp://x/client/hubs/h",
+        "wss://x/client/",
+        "not a url",
+        "ws:///client/hubs/h",
+    ] {
         assert!(
-            matches!(WebPubSubClient::new(bad), Err(Error::InvalidInput(InvalidInput::Url(_)))),
+            matches!(
+                WebPubSubClient::new(bad),
+                Err(Error::InvalidInput(InvalidInput::Url(_)))
+            ),
             "{bad}"
         );
     }

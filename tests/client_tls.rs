@@ -11,12 +11,16 @@ fn tls_emulator() -> (Emulator, Certificate) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "webpubsub-client test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "webpubsub-client test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let identity = Identity::from_pkcs8(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
         .expect("identity");
@@ -32,7 +36,10 @@ fn untrusted_certificate_is_refused_by_default() {
     assert!(u.starts_with("wss://"), "{u}");
     let client = builder(u.as_str()).build().unwrap();
     let err = client.start().unwrap_err();
-    assert!(matches!(err, Error::Connect(ConnectError::Tls(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Connect(ConnectError::Tls(_))),
+        "{err:?}"
+    );
     assert_eq!(client.state(), ClientState::Stopped);
 }
 
@@ -49,8 +56,11 @@ fn certificate_is_accepted_when_its_root_is_added() {
     client.send_to_group("g", "over tls").unwrap();
     // Recovery over TLS too.
     let events = client.events();
-    emu.hub(HUB).drop_connection(client.connection_id().unwrap());
-    recv_until(&events, |e| matches!(e, webpubsub_client::Event::Recovered { .. }));
+    emu.hub(HUB)
+        .drop_connection(client.connection_id().unwrap());
+    recv_until(&events, |e| {
+        matches!(e, webpubsub_client::Event::Recovered { .. })
+    });
     client.send_to_group("g", "after recovery").unwrap();
 }
 
