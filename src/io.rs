@@ -88,7 +88,7 @@ enum Attempt {
 enum Conn {
     Idle,
     Dialing {
-        dialer: Dialer,
+        dialer: Box<Dialer>,
         deadline: Option<Instant>,
     },
     Open(Box<Open>),
@@ -298,7 +298,12 @@ impl IoThread {
             Attempt::Reconnect => Some(now + timeout),
         };
         match Dialer::start(url, &self.core.options, tls, self.poll.registry(), SOCKET) {
-            Ok(dialer) => self.conn = Conn::Dialing { dialer, deadline },
+            Ok(dialer) => {
+                self.conn = Conn::Dialing {
+                    dialer: Box::new(dialer),
+                    deadline,
+                }
+            }
             Err(e) => self.attempt_failed(None, e, now),
         }
     }

@@ -11,13 +11,14 @@ use webpubsub_client::{
 fn ack_ids(obs: &crossbeam_channel::Receiver<Observation>) -> Vec<Option<u64>> {
     obs.try_iter()
         .filter_map(|o| match o {
-            Observation::Request { message, .. } => match message {
-                ClientMessage::JoinGroup { ack_id, .. }
-                | ClientMessage::LeaveGroup { ack_id, .. }
-                | ClientMessage::SendToGroup { ack_id, .. }
-                | ClientMessage::Event { ack_id, .. } => Some(ack_id),
-                _ => None,
-            },
+            Observation::Request {
+                message:
+                    ClientMessage::JoinGroup { ack_id, .. }
+                    | ClientMessage::LeaveGroup { ack_id, .. }
+                    | ClientMessage::SendToGroup { ack_id, .. }
+                    | ClientMessage::Event { ack_id, .. },
+                ..
+            } => Some(ack_id),
             _ => None,
         })
         .collect()
