@@ -1,0 +1,409 @@
+//! Opening a connection without blocking: TCP connect, TLS handshake and WebSocket client
+//! handshake, each driven through `WouldBlock` by the I/O thread's poll, so that `stop()`
+//! interrupts any of them.
+
+use crate::endpoint::AccessUrl;
+use crate::error::{ConnectError, Error, Result};
+use crate::options::Options;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::WebSocket;
+
+/// The socket of a connection: plain TCP or TLS over TCP, both non-blocking.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub(crate) fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_mut(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The WebSocket configuration: frames up to the service's message limit plus headroom.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
+enum Stage {
+    Tcp(TcpStream),
+    Tls(MidHandshakeTlsStream<TcpStream>),
+    WsStart(Stream),
+    Ws(Upgrade),
+    Done,
+}
+
+/// The WebSocket upgrade in progress. We write the request ourselves rather than through
+/// tungstenite's `ClientHandshake`, which logs the whole request — the access token with it —
+/// at trace level (B37).
+struct Upgrade {
+    stream: Stream,
+    request: Vec<u8>,
+    written: usize,
+    response: Vec<u8>,
+    accept: String,
+}
+
+/// One connection attempt in progress.
+pub(crate) struct Dialer {
+    stage: Stage,
+    url: AccessUrl,
+    addrs: std::vec::IntoIter<SocketAddr>,
+    tls: Option<TlsConnector>,
+    subprotocol: &'static str,
+    user_agent: String,
+    token: Token,
+}
+
+impl Dialer {
+    /// Resolves the host (blocking: the one step `stop()` cannot interrupt) and starts a
+    /// non-blocking TCP connect, registered with `registry` under `token`.
+    pub(crate) fn start(
+        url: AccessUrl,
+        options: &Options,
+        tls: Option<TlsConnector>,
+        registry: &Registry,
+        token: Token,
+    ) -> Result<Dialer> {
+        let addrs: Vec<SocketAddr> = (url.host(), url.port())
+            .to_socket_addrs()
+            .map_err(|e| Error::io(&e))?
+            .collect();
+        let mut d = Dialer {
+            stage: Stage::Done,
+            url,
+            addrs: addrs.into_iter(),
+            tls,
+            subprotocol: options.protocol.name(),
+            user_agent: options.user_agent.clone(),
+            token,
+        };
+        d.connect_next(registry, None)?;
+        Ok(d)
+    }
+
+    fn connect_next(&mut self, registry: &Registry, last: Option<io::Error>) -> Result<()> {
+        let mut last = last;
+        for addr in self.addrs.by_ref() {
+            match TcpStream::connect(addr) {
+                Ok(mut s) => {
+                    registry
+                        .register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE)
+                        .map_err(|e| Error::io(&e))?;
+                    self.stage = Stage::Tcp(s);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the host name resolved to no address",
+            )
+        });
+        Err(Error::io(&e))
+    }
+
+    /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
+    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<WebSocket<Stream>>> {
+        loop {
+            match std::mem::replace(&mut self.stage, Stage::Done) {
+                Stage::Tcp(mut s) => {
+                    if let Some(e) = s.take_error().map_err(|e| Error::io(&e))? {
+                        let _ = registry.deregister(&mut s);
+                        self.connect_next(registry, Some(e))?;
+                        continue;
+                    }
+                    match s.peer_addr() {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotConnected
+                                || e.kind() == io::ErrorKind::WouldBlock =>
+                        {
+                            self.stage = Stage::Tcp(s);
+                            return Ok(None);
+                        }
+                        Err(e) => {
+                            let _ = registry.deregister(&mut s);
+                            self.connect_next(registry, Some(e))?;
+                            continue;
+                        }
+                    }
+                    let _ = s.set_nodelay(true);
+                    match &self.tls {
+                        None => self.stage = Stage::WsStart(Stream::Plain(s)),
+                        Some(c) => {
+                            let host = self.url.host().trim_matches(['[', ']']).to_owned();
+                            self.stage = tls_step(c.connect(&host, s))?;
+                        }
+                    }
+                }
+                Stage::Tls(mid) => {
+                    self.stage = tls_step(mid.handshake())?;
+                    if matches!(self.stage, Stage::Tls(_)) {
+                        return Ok(None);
+                    }
+                }
+                Stage::WsStart(stream) => {
+                    let key = tungstenite::handshake::client::generate_key();
+                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    self.stage = Stage::Ws(Upgrade {
+                        stream,
+                        request: self.request(&key),
+                        written: 0,
+                        response: Vec::with_capacity(1024),
+                        accept,
+                    });
+                }
+                Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
+                    Some(part) => {
+                        return Ok(Some(WebSocket::from_partially_read(
+                            up.stream,
+                            part,
+                            tungstenite::protocol::Role::Client,
+                            Some(ws_config()),
+                        )))
+                    }
+                    None => {
+                        self.stage = Stage::Ws(up);
+                        return Ok(None);
+                    }
+                },
+                Stage::Done => {
+                    return Err(Error::Connect(ConnectError::Handshake(
+                        "connection attempt already finished".into(),
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The upgrade request (RFC 6455 §4.1).
+    fn request(&self, key: &str) -> Vec<u8> {
+        let url = self.url.url();
+        let mut target = url.path().to_owned();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", self.url.host()),
+            None => self.url.host().to_owned(),
+        };
+        // The user agent is ours to sanitise; the URL parts are already percent-encoded.
+        let ua: String = self
+            .user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+             Sec-WebSocket-Protocol: {}\r\nUser-Agent: {ua}\r\n\r\n",
+            self.subprotocol
+        )
+        .into_bytes()
+    }
+
+    /// Writes the request, reads the response. `Some(leftover bytes)` once upgraded.
+    fn upgrade_step(&self, up: &mut Upgrade) -> Result<Option<Vec<u8>>> {
+        while up.written < up.request.len() {
+            match up.stream.write(&up.request[up.written..]) {
+                Ok(0) => return Err(closed_during_upgrade()),
+                Ok(n) => up.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&e)),
+            }
+        }
+        let _ = up.stream.flush();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(done) = self.parse_response(up)? {
+                return Ok(Some(done));
+            }
+            if up.response.len() > 64 * 1024 {
+                return Err(handshake("the upgrade response is too large"));
+            }
+            match up.stream.read(&mut buf) {
+                Ok(0) => {
+                    // A refused upgrade may end the connection right after its body.
+                    return match parse_head(&up.response)? {
+                        Some((status, _, head_len, _)) if status != 101 => {
+                            Err(http_error(status, &up.response[head_len..]))
+                        }
+                        _ => Err(closed_during_upgrade()),
+                    };
+                }
+                Ok(n) => up.response.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&e)),
+            }
+        }
+    }
+
+    /// `Ok(None)`: the response is incomplete.
+    fn parse_response(&self, up: &Upgrade) -> Result<Option<Vec<u8>>> {
+        let Some((status, headers, head_len, content_length)) = parse_head(&up.response)? else {
+            return Ok(None);
+        };
+        if status != 101 {
+            let body = &up.response[head_len..];
+            if body.len() < content_length.unwrap_or(0).min(4096) {
+                return Ok(None);
+            }
+            return Err(http_error(status, body));
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        if header("Sec-WebSocket-Accept").map(str::trim) != Some(up.accept.as_str()) {
+            return Err(handshake(
+                "bad Sec-WebSocket-Accept in the upgrade response",
+            ));
+        }
+        match header("Sec-WebSocket-Protocol").map(str::trim) {
+            Some(p) if p == self.subprotocol => {}
+            Some(p) => {
+                return Err(Error::Protocol(format!(
+                    "the service chose the subprotocol `{p}`, not `{}`",
+                    self.subprotocol
+                )))
+            }
+            None => {
+                return Err(Error::Protocol(format!(
+                    "the service did not accept the subprotocol `{}`",
+                    self.subprotocol
+                )))
+            }
+        }
+        Ok(Some(up.response[head_len..].to_vec()))
+    }
+
+    /// Stops the attempt and removes its socket from the poll.
+    pub(crate) fn abort(mut self, registry: &Registry) {
+        let _ = match &mut self.stage {
+            Stage::Tcp(s) => registry.deregister(s),
+            Stage::Tls(mid) => registry.deregister(mid.get_mut()),
+            Stage::WsStart(s) => registry.deregister(s.tcp()),
+            Stage::Ws(up) => registry.deregister(up.stream.tcp()),
+            Stage::Done => Ok(()),
+        };
+    }
+}
+
+fn tls_step(
+    r: std::result::Result<native_tls::TlsStream<TcpStream>, TlsHandshakeError<TcpStream>>,
+) -> Result<Stage> {
+    match r {
+        Ok(s) => Ok(Stage::WsStart(Stream::Tls(Box::new(s)))),
+        Err(TlsHandshakeError::WouldBlock(mid)) => Ok(Stage::Tls(mid)),
+        Err(TlsHandshakeError::Failure(e)) => Err(Error::Connect(ConnectError::Tls(e.to_string()))),
+    }
+}
+
+/// Status, headers, head length and `Content-Length` of a response head.
+type Head = (u16, Vec<(String, String)>, usize, Option<usize>);
+
+/// Parses the response head; `Ok(None)` while incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(len)) => {
+            let hs: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let content_length = hs
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok());
+            Ok(Some((resp.code.unwrap_or(0), hs, len, content_length)))
+        }
+        Err(e) => Err(handshake(&format!("malformed upgrade response: {e}"))),
+    }
+}
+
+/// A refused upgrade: its status and (at most 4 KB of) its body. The request, and the token
+/// in it, is never part of the error.
+fn http_error(status: u16, body: &[u8]) -> Error {
+    let body = &body[..body.len().min(4096)];
+    Error::Connect(ConnectError::Http {
+        status,
+        body: String::from_utf8_lossy(body).trim().to_owned(),
+    })
+}
+
+fn handshake(why: &str) -> Error {
+    Error::Connect(ConnectError::Handshake(why.to_owned()))
+}
+
+fn closed_during_upgrade() -> Error {
+    Error::Connect(ConnectError::Closed {
+        code: None,
+        reason: "connection closed during the WebSocket upgrade".into(),
+    })
+}
+
+/// The TLS connector for `options` (system roots plus the added ones).
+pub(crate) fn tls_connector(options: &Options) -> Result<TlsConnector> {
+    let mut b = TlsConnector::builder();
+    for c in &options.root_certificates {
+        b.add_root_certificate(c.clone());
+    }
+    if options.accept_invalid_certs {
+        log::warn!("TLS certificate verification is OFF (danger_accept_invalid_certs)");
+        b.danger_accept_invalid_certs(true);
+        b.danger_accept_invalid_hostnames(true);
+    }
+    b.build()
+        .map_err(|e| Error::Connect(ConnectError::Tls(e.to_string())))
+}
