@@ -152,7 +152,6 @@ impl Registry {
 /// Dropping a `Subscription` does **not** remove the handler (a handler registered with
 /// `client.on_group_message(...);` stays for the client's life).
 #[derive(Debug)]
-#[must_use = "dropping a Subscription keeps the handler; call remove() to unregister it"]
 pub struct Subscription {
     id: u64,
     registry: Weak<Registry>,

@@ -129,3 +129,8 @@ const _: () = {
     assert_send_sync::<WebPubSubClientBuilder>();
     assert_send_sync::<Subscription>();
 };
+
+/// The README's code blocks, compiled as doctests so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
