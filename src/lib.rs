@@ -79,6 +79,136 @@
 //! credential provider is called again), the client's groups are rejoined, and then
 //! `connected` fires. Without `auto_reconnect`, the client stops and fires `stopped`.
 //!
+//! # Guide
+//!
+//! ## Connect
+//!
+//! A client needs a *client access URL*: `wss://<host>/client/hubs/<hub>?access_token=<jwt>`.
+//! Your application server makes it (the server SDKs' `get_client_access_token`), so a
+//! long-running client usually takes a provider, called for every new connection, rather than a
+//! fixed URL whose token expires:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use webpubsub_client::{Credential, Protocol, RetryPolicy, WebPubSubClient};
+//!
+//! # fn fetch_url_from_my_server() -> Result<String, std::io::Error> { unimplemented!() }
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder(Credential::from_fn(|| Ok(fetch_url_from_my_server()?)))
+//!     .protocol(Protocol::JsonReliable)                 // the default; `Protocol::Json` has no recovery
+//!     .ack_timeout(Duration::from_secs(10))
+//!     .message_retry(RetryPolicy::exponential(Duration::from_millis(800), 3))
+//!     .build()?;
+//! let _running = client.start()?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Join, send, and pipeline
+//!
+//! Every request blocks until the service acknowledges it and returns an [`AckOutcome`]. The
+//! payload is anything that converts into [`Data`]: `&str`/`String` (text),
+//! `serde_json::Value` or [`Data::json`] (json), `Vec<u8>`/`&[u8]` (binary),
+//! [`Data::Protobuf`].
+//!
+//! ```no_run
+//! # use webpubsub_client::{Data, RequestOptions, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! client.join_group("room")?;
+//! client.send_to_group("room", "text")?;
+//! client.send_to_group("room", serde_json::json!({"kind": "json"}))?;
+//! client.send_to_group("room", vec![0u8, 1, 2])?;
+//! client.send_event("telemetry", Data::json(&[1, 2, 3]).expect("serialisable"))?;
+//!
+//! // Options: no echo to this connection, a per-call timeout, or no ack at all.
+//! client.send_to_group_with("room", "quiet", &RequestOptions::new().no_echo(true))?;
+//!
+//! // Many requests in flight from one thread: send now, wait later.
+//! let handles = (0..1000)
+//!     .map(|i| client.send_to_group_nowait("room", format!("#{i}"), &RequestOptions::new()))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! for handle in handles {
+//!     handle.wait()?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Events
+//!
+//! Callbacks run on the dispatcher thread, in the order things happened. The same events can be
+//! read from [`WebPubSubClient::events`] by a loop or a GUI thread.
+//!
+//! ```no_run
+//! # use webpubsub_client::{Event, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! client.on_connected(|connection_id, user_id| println!("connected {connection_id} {user_id:?}"));
+//! client.on_server_message(|m| println!("from the server: {:?}", m.data));
+//! // A group the client had joined could not be rejoined after a new connection.
+//! client.on_rejoin_group_failed(|group, error| eprintln!("lost group {group}: {error}"));
+//! let subscription = client.on_group_message(|m| println!("{}: {:?}", m.group, m.data));
+//! subscription.remove(); // handlers stay until removed
+//!
+//! let events = client.events();
+//! let _running = client.start()?;
+//! while let Ok(event) = events.recv() {
+//!     match event {
+//!         Event::GroupMessage(m) => println!("{:?}", m.data),
+//!         Event::Stopped => break,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Retry with the same ack id
+//!
+//! The client already retries transient failures, reusing the request's ack id so that the
+//! service executes it at most once. When it gives up, the error carries the ack id; retrying
+//! with it later stays idempotent within the same connection session (a `Duplicate` answer is
+//! reported as success with [`AckOutcome::duplicate`] set):
+//!
+//! ```no_run
+//! # use webpubsub_client::{Error, RequestOptions, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! match client.send_to_group("room", "important") {
+//!     Ok(_) => {}
+//!     Err(e) if e.is_retryable() => {
+//!         let mut options = RequestOptions::new();
+//!         if let Some(ack_id) = e.ack_id() {
+//!             options = options.ack_id(ack_id);
+//!         }
+//!         let outcome = client.send_to_group_with("room", "important", &options)?;
+//!         println!("delivered (already before: {})", outcome.duplicate);
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Subprotocols
+//!
+//! [`Protocol::JsonReliable`] (`json.reliable.webpubsub.azure.v1`, the default) numbers every
+//! message so that a dropped connection is recovered without loss or repetition.
+//! [`Protocol::Json`] (`json.webpubsub.azure.v1`) is lighter but every drop is a new
+//! connection: messages sent meanwhile are lost and groups are rejoined. The protobuf
+//! subprotocols are not supported.
+//!
+//! ## Logging
+//!
+//! The crate logs through the [`log`](https://docs.rs/log) facade: connection changes at
+//! `info`/`debug`, skipped frames at `debug` (unknown kinds) or `warn` (malformed), traffic at
+//! `trace`. Install any logger (`env_logger`, …) to see it. Access tokens and reconnection
+//! tokens are redacted from every line.
+//!
+//! ## Testing with the emulator
+//!
+//! With the `emulator` feature, `emulator::Emulator` runs the service in your test process
+//! on `127.0.0.1:0`, with fault injection (drop a connection, lose an ack, refuse recovery) to
+//! test your application's behaviour under failure. The `webpubsub-emulator` binary serves the
+//! same for other languages and the official server SDKs.
+//!
 //! # Layout
 //!
 //! `client` (the handle and operations), `options` (builder, retry policies, credential),
