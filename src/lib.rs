@@ -197,9 +197,9 @@
 //!
 //! ## Logging
 //!
-//! The crate logs through the [`log`](https://docs.rs/log) facade: connection changes at
-//! `info`/`debug`, skipped frames at `debug` (unknown kinds) or `warn` (malformed), traffic at
-//! `trace`. Install any logger (`env_logger`, …) to see it. Access tokens and reconnection
+//! The crate logs through the [`log`](https://docs.rs/log) facade: drops, recoveries and
+//! reconnects at `info`, connection attempts and skipped unknown frames at `debug`, malformed
+//! frames and exhausted retries at `warn`, sequence acks at `trace`. Install any logger (`env_logger`, …) to see it. Access tokens and reconnection
 //! tokens are redacted from every line.
 //!
 //! ## Testing with the emulator
