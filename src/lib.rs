@@ -213,7 +213,7 @@
 //!
 //! `client` (the handle and operations), `options` (builder, retry policies, credential),
 //! `state` (the session state machine, pure), `acks` (the ack table and [`AckHandle`]),
-//! `io` (the I/O thread), `transport` (non-blocking TCP/TLS/WebSocket dialing), `events`
+//! `io` (the I/O thread; `io/ended` decides between recovery, reconnect and stop), `transport` (non-blocking TCP/TLS/WebSocket dialing), `events`
 //! (event types and the dispatcher), `endpoint` (access URLs and token redaction), `error`,
 //! and [`protocol`] (the JSON codec shared with the emulator).
 #![forbid(unsafe_code)]
