@@ -7,8 +7,8 @@
 //! # or: cargo run --example listen -- --url '<client access URL>' group1
 //! ```
 //!
-//! Try it locally with `cargo run --features emulator --bin webpubsub-emulator`, which prints
-//! a client URL. Set `RUST_LOG=webpubsub_client=debug` (with `env_logger`) to see the client's
+//! Try it locally with `cargo run --features emulator --bin webpubsub-emulator -- --port 0`,
+//! which prints a client URL for hub `chat` on standard error. Set `RUST_LOG=webpubsub_client=debug` (with `env_logger`) to see the client's
 //! logs; tokens never appear in them.
 use std::io::Read;
 use webpubsub_client::{Data, Event, WebPubSubClient};

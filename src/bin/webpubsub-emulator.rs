@@ -116,6 +116,16 @@ fn main() -> ExitCode {
         "webpubsub-emulator: serving {} (Ctrl-C to stop)",
         emu.endpoint()
     );
+    // A ready-made client URL for trying things by hand (examples/listen.rs, a browser
+    // console, an SDK): hub `chat`, every role, valid for a day.
+    let demo_url = emu
+        .client_url("chat")
+        .user_id("demo")
+        .role("webpubsub.joinLeaveGroup")
+        .role("webpubsub.sendToGroup")
+        .expires_in(std::time::Duration::from_secs(24 * 3600))
+        .build();
+    eprintln!("webpubsub-emulator: a client URL for hub `chat` (user `demo`, all roles, 24 h):\n{demo_url}");
     // Serve until the process is interrupted; the default SIGINT/SIGTERM action ends it.
     loop {
         std::thread::park();
