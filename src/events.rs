@@ -132,6 +132,16 @@ impl Registry {
         rx
     }
 
+    /// Events waiting in the fullest `events()` receiver.
+    pub(crate) fn stream_backlog(&self) -> usize {
+        self.streams
+            .lock()
+            .iter()
+            .map(Sender::len)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Calls every handler with `event`, then forwards it to the streams.
     fn deliver(&self, event: Event) {
         let handlers = self.handlers.lock().clone();

@@ -49,6 +49,10 @@
 //! (or the [`StartGuard`]) is dropped. A callback that captures a clone of the client keeps it
 //! alive: stop it explicitly or through the guard.
 //!
+//! Memory stays bounded when messages arrive faster than they are consumed: past
+//! [`max_event_backlog`](WebPubSubClientBuilder::max_event_backlog) waiting events the I/O
+//! thread stops reading the socket until the callbacks and receivers catch up.
+//!
 //! To keep many requests in flight from one thread, use the `*_nowait` variants, which return
 //! an [`AckHandle`] to wait on later.
 //!

@@ -230,6 +230,7 @@ pub(crate) struct Options {
     pub recovery_retry_interval: Duration,
     pub keep_alive_interval: Duration,
     pub keep_alive_timeout: Duration,
+    pub max_event_backlog: usize,
     pub user_agent: String,
     pub root_certificates: Vec<native_tls::Certificate>,
     pub accept_invalid_certs: bool,
@@ -248,6 +249,7 @@ impl fmt::Debug for Options {
             .field("start_timeout", &self.start_timeout)
             .field("recovery_window", &self.recovery_window)
             .field("recovery_retry_interval", &self.recovery_retry_interval)
+            .field("max_event_backlog", &self.max_event_backlog)
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("keep_alive_timeout", &self.keep_alive_timeout)
             .field("user_agent", &self.user_agent)
@@ -281,6 +283,7 @@ impl WebPubSubClientBuilder {
                 recovery_retry_interval: Duration::from_secs(1),
                 keep_alive_interval: Duration::from_secs(20),
                 keep_alive_timeout: Duration::from_secs(120),
+                max_event_backlog: 10_000,
                 user_agent: concat!("webpubsub-client-rust/", env!("CARGO_PKG_VERSION")).into(),
                 root_certificates: Vec::new(),
                 accept_invalid_certs: false,
@@ -361,6 +364,18 @@ impl WebPubSubClientBuilder {
     /// it is closed and recovered (B32); zero disables the check. Defaults to 120 s.
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
         self.options.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// How many received events may wait for your callbacks (or for an
+    /// [`events()`](crate::WebPubSubClient::events) receiver that is read slowly) before the
+    /// client stops reading the socket until they drain to half. This bounds the client's
+    /// memory when messages arrive faster than they are consumed; the service then holds the
+    /// rest (with the reliable protocol it keeps up to its own limit, then ends the session).
+    /// Sequence acks, requests and keep-alive go on meanwhile. An `events()` receiver that is
+    /// never read holds the client back: drop it when done. At least 1. Defaults to 10,000.
+    pub fn max_event_backlog(mut self, events: usize) -> Self {
+        self.options.max_event_backlog = events.max(1);
         self
     }
 

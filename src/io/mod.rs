@@ -28,6 +28,9 @@ const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Messages read per loop turn before writes and timers get a turn.
 const READ_BUDGET: usize = 512;
+/// While reading is paused for a full event backlog, how often the loop looks whether it
+/// drained (the consumers cannot wake it: one of them may be a user's `Receiver`).
+const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 /// How long `stop()` waits for the service to answer our close frame.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 const PING: &str = "{\"type\":\"ping\"}";
@@ -103,6 +106,8 @@ struct Open {
     next_ping: Option<Instant>,
     /// Not yet read until `WouldBlock`.
     readable: bool,
+    /// Reading is paused: too many received events wait for their consumers.
+    paused: bool,
     /// Frames written but not flushed.
     dirty: bool,
     /// Why the connection ended: close code and reason, or an error.
@@ -222,8 +227,11 @@ impl IoThread {
             Conn::Idle => self.next_dial,
             Conn::Dialing { deadline, .. } => *deadline,
             Conn::Open(o) => {
-                if o.readable || o.ended.is_some() {
+                if (o.readable && !o.paused) || o.ended.is_some() {
                     return Some(Duration::ZERO);
+                }
+                if o.paused {
+                    return Some(BACKLOG_RECHECK);
                 }
                 let opts = &self.core.options;
                 let dead = (!opts.keep_alive_timeout.is_zero())
@@ -325,6 +333,7 @@ impl IoThread {
                     next_ping: (!ping.is_zero()).then(|| now + ping),
                     // The handshake may have read the first frames already.
                     readable: true,
+                    paused: false,
                     dirty: false,
                     ended: None,
                 }));
@@ -360,7 +369,8 @@ impl IoThread {
         let Conn::Open(mut o) = std::mem::replace(&mut self.conn, Conn::Idle) else {
             return;
         };
-        if o.readable {
+        self.check_backlog(&mut o, now);
+        if o.readable && !o.paused {
             self.read(&mut o, now);
         }
         if o.ended.is_none() {
@@ -384,6 +394,23 @@ impl IoThread {
                 log::debug!("connection ended: {cause}");
                 self.attempt_failed(code, cause, now);
             }
+        }
+    }
+
+    /// Bounds the client's memory under a flood: reading pauses while the events waiting for
+    /// the dispatcher or the slowest `events()` receiver reach `max_event_backlog`, and resumes
+    /// when they drain to half. The socket buffers, then the service, hold the rest.
+    fn check_backlog(&mut self, o: &mut Open, now: Instant) {
+        let max = self.core.options.max_event_backlog;
+        let backlog = || self.events.len() + self.core.registry.stream_backlog();
+        if !o.paused && o.readable && backlog() >= max {
+            log::debug!("{max} events wait for their consumers: reading pauses");
+            o.paused = true;
+        } else if o.paused && backlog() <= max / 2 {
+            log::debug!("event backlog drained: reading resumes");
+            o.paused = false;
+            // Frames waited unread in the socket; the connection was not silent.
+            o.last_recv = now;
         }
     }
 
@@ -577,7 +604,10 @@ impl IoThread {
                 o.next_ping = Some(at.max(now) + opts.keep_alive_interval);
             }
         }
-        if !opts.keep_alive_timeout.is_zero() && now >= o.last_recv + opts.keep_alive_timeout {
+        if !o.paused
+            && !opts.keep_alive_timeout.is_zero()
+            && now >= o.last_recv + opts.keep_alive_timeout
+        {
             // B32: a dead connection is closed and recovered.
             log::warn!(
                 "no frame for {:?}: the connection is dead",
