@@ -85,7 +85,7 @@ fn exactly_once_under_cuts_stalls_and_a_refused_recovery() {
         Size {
             per_publisher: 50_000,
             min_cuts: 200,
-            cut_bytes: 300..200_000,
+            cut_bytes: 300..40_000,
         }
     } else {
         Size {
@@ -258,6 +258,13 @@ fn run(size: Size) {
         .collect();
     for s in &subs {
         start(s);
+        // `start()` returns before the dispatcher ran the `Connected` handler.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.seen.lock().session_start.is_empty() {
+            s.tick
+                .recv_deadline(deadline)
+                .expect("Connected is dispatched");
+        }
         s.client.join_group(GROUP).expect("join");
         // Session 1 starts now that the subscriber is a member (not at `Connected`).
         let mut seen = s.seen.lock();
