@@ -241,6 +241,7 @@ fn run(size: Size) {
     let seed = proxy.seed();
     println!("chaos seed: {seed:#x} (replay with CHAOS_SEED={seed:#x})");
     let chaos_events = proxy.events();
+    let observations = emu.observe();
 
     let url = |user: &str| {
         emu.client_url(HUB)
@@ -301,6 +302,7 @@ fn run(size: Size) {
     }
     let sub0 = &subs[0];
     let lost_before = sub0.disconnects.load(Ordering::SeqCst);
+    let refused_before = count_refused(&observations);
     emu.refuse_recoveries(true);
     let id = sub0.client.connection_id();
     let dropped = id.is_some_and(|id| emu.hub(HUB).drop_connection(id));
@@ -311,6 +313,7 @@ fn run(size: Size) {
         .recv_timeout(Duration::from_secs(15))
         .expect("subscriber 0 lost its session");
     emu.refuse_recoveries(false);
+    let refused_in_window = count_refused(&observations);
     assert!(sub0.disconnects.load(Ordering::SeqCst) > lost_before);
 
     let mut sent: Vec<HashMap<u32, Sent>> = Vec::new();
@@ -354,6 +357,12 @@ fn run(size: Size) {
     for w in subs.iter().chain(pubs.iter()) {
         w.client.stop();
     }
+
+    let refused_after = count_refused(&observations);
+    println!(
+        "recoveries refused by the emulator: {refused_before} before the window, \
+         {refused_in_window} in it, {refused_after} after it"
+    );
 
     // ---- accounting ----
     let stats = proxy.stats();
@@ -506,6 +515,17 @@ fn run(size: Size) {
     assert!(early_cuts > 0, "no cut in a handshake");
     assert!(recoveries > 0 && new_connections > 0);
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
+}
+
+fn count_refused(obs: &Receiver<webpubsub_client::emulator::Observation>) -> usize {
+    obs.try_iter()
+        .filter(|o| {
+            matches!(
+                o,
+                webpubsub_client::emulator::Observation::RecoveryRefused { .. }
+            )
+        })
+        .count()
 }
 
 struct Published {
