@@ -314,6 +314,12 @@ fn run(size: Size) {
         .expect("subscriber 0 lost its session");
     emu.refuse_recoveries(false);
     let refused_in_window = count_refused(&observations);
+    if std::env::var_os("CHAOS_DEBUG").is_some() {
+        println!(
+            "-- window over; sub0 is now {:?}",
+            sub0.client.connection_id()
+        );
+    }
     assert!(sub0.disconnects.load(Ordering::SeqCst) > lost_before);
 
     let mut sent: Vec<HashMap<u32, Sent>> = Vec::new();
@@ -359,9 +365,12 @@ fn run(size: Size) {
     }
 
     let refused_after = count_refused(&observations);
+    // The emulator decides a refusal before the WebSocket handshake and reports it after,
+    // so a refusal decided in the window may be observed after it (a stall in between).
     println!(
-        "recoveries refused by the emulator: {refused_before} before the window, \
-         {refused_in_window} in it, {refused_after} after it"
+        "recoveries refused by the emulator: {} (deliberate window; {refused_before} observed \
+         before it, {refused_in_window} during, {refused_after} after)",
+        refused_before + refused_in_window + refused_after
     );
 
     // ---- accounting ----
@@ -519,6 +528,18 @@ fn run(size: Size) {
 
 fn count_refused(obs: &Receiver<webpubsub_client::emulator::Observation>) -> usize {
     obs.try_iter()
+        .inspect(|o| {
+            if std::env::var_os("CHAOS_DEBUG").is_some()
+                && matches!(
+                    o,
+                    webpubsub_client::emulator::Observation::RecoveryRefused { .. }
+                        | webpubsub_client::emulator::Observation::SessionEnded { .. }
+                        | webpubsub_client::emulator::Observation::Connected { .. }
+                )
+            {
+                println!("{o:?}");
+            }
+        })
         .filter(|o| {
             matches!(
                 o,
