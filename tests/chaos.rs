@@ -37,8 +37,8 @@
 //!    - in a lost session, what the service had queued but not delivered is lost with it,
 //!      and the subscriber got a prefix of the session's stream: per publisher, the expected
 //!      messages that did not arrive in that session are a suffix (in send order) of the
-//!      expected ones — no gaps. They are counted as `lost with a session`.
-//!    Messages sent while a subscriber had no session are not expected by it.
+//!      expected ones — no gaps. They are counted as `lost with a session`;
+//!    - messages sent while a subscriber had no session are not expected by it.
 //! 5. Within one subscriber session, each publisher's messages arrive in send order (checked
 //!    on messages whose first attempt succeeded: a message the test retried after an error is
 //!    legitimately out of order).

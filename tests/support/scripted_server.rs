@@ -61,6 +61,8 @@ impl Server {
                         .set_write_timeout(Some(Duration::from_secs(10)))
                         .unwrap();
                     let mut uri = String::new();
+                    // The callback's signature is tungstenite's (a large `Err` response).
+                    #[allow(clippy::result_large_err)]
                     let ws =
                         tungstenite::accept_hdr(stream, |req: &Request, mut resp: Response| {
                             uri = req.uri().to_string();
