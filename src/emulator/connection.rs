@@ -180,6 +180,14 @@ impl Connection {
             for _ in 0..MAX_READS {
                 match self.ws.read() {
                     Ok(Message::Text(text)) => {
+                        // A recovery may have attached a new socket since the check above;
+                        // frames still buffered on this one are then dropped (the client
+                        // resends its unacknowledged requests on the new socket).
+                        let session = self.session.clone();
+                        let _exec = session.exec.lock();
+                        if !self.owns(&self.session.st.lock().link) {
+                            return End::TakenOver;
+                        }
                         if let Some(end) = self.handle_text(&text) {
                             return end;
                         }

@@ -289,6 +289,11 @@ pub(crate) struct Session {
     pub id: String,
     pub user_id: Option<String>,
     pub reliable: bool,
+    /// Held while a socket's thread handles one client frame, and by a recovery while it
+    /// attaches the new socket: a frame is handled by the socket that owns the session at
+    /// that moment, never by a superseded socket concurrently with its successor (which
+    /// would run the same ack id twice, or reorder requests). Lock order: `exec`, then `st`.
+    pub exec: Mutex<()>,
     pub st: Mutex<SessionState>,
 }
 
@@ -325,6 +330,7 @@ impl Session {
             id,
             user_id,
             reliable,
+            exec: Mutex::new(()),
             st: Mutex::new(SessionState {
                 phase: Phase::Live,
                 perms,

@@ -178,6 +178,8 @@ pub(crate) fn handle(
         // Attach the new socket; resend everything not sequence-acked.
         let fresh = auth::random_token(32);
         {
+            // Waits for a frame the old socket's thread is handling (see `Session::exec`).
+            let _exec = session.exec.lock();
             let mut st = session.st.lock();
             let old = st.link.replace(w.link.clone());
             st.phase = Phase::Live;

