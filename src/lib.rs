@@ -203,8 +203,15 @@
 //!
 //! The crate logs through the [`log`](https://docs.rs/log) facade: drops, recoveries and
 //! reconnects at `info`, connection attempts and skipped unknown frames at `debug`, malformed
-//! frames and exhausted retries at `warn`, sequence acks at `trace`. Install any logger (`env_logger`, …) to see it. Access tokens and reconnection
-//! tokens are redacted from every line.
+//! frames and exhausted retries at `warn`, sequence acks at `trace`. Install any logger
+//! (`env_logger`, …) to see it. The crate's own lines never contain an access token or a
+//! reconnection token.
+//!
+//! One caution: the WebSocket library underneath, tungstenite, logs the full text of every
+//! received message at `trace` level (targets `tungstenite::protocol` and its `frame`
+//! module), and the service's `connected` message carries the session's reconnection token.
+//! Keep tungstenite at `debug` or below when you trace everything, e.g.
+//! `RUST_LOG=trace,tungstenite=debug` with `env_logger`.
 //!
 //! ## Testing with the emulator
 //!
