@@ -1,0 +1,322 @@
+//! The error type of every client operation.
+//!
+//! Errors are values to act on, not only text to print: each variant tells apart a caller
+//! bug (bad input, wrong state), a connection that could not be made (and why), a timeout
+//! (and which one), a request the service refused (with its ack id and the service's error
+//! name), and a request whose outcome is unknown because the connection was lost.
+//!
+//! No error ever contains an access token or a reconnection token (B37): URLs are redacted
+//! before they reach a message.
+
+use std::fmt;
+use std::time::Duration;
+
+/// `Result<T, webpubsub_client::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something the client refuses before sending anything (B35).
+    InvalidInput(InvalidInput),
+    /// A connection could not be made or was refused (the start failure's cause, B3).
+    Connect(ConnectError),
+    /// A timeout fired; [`TimeoutKind`] says which.
+    Timeout(TimeoutKind),
+    /// The service answered the request with an error (not `Duplicate`, which is success).
+    Ack(AckFailure),
+    /// The connection was lost while the request waited for its ack, and the session could
+    /// not be recovered: the request may or may not have been executed. Retrying with the
+    /// same ack id is safe within one connection session.
+    ConnectionLost {
+        /// The request's ack id.
+        ack_id: u64,
+    },
+    /// The client is stopped, or was stopped while the request waited.
+    Stopped,
+    /// The operation is not allowed in the client's current state (B2).
+    State(StateError),
+    /// The service broke the protocol (for example it chose a subprotocol the client did not
+    /// offer).
+    Protocol(String),
+}
+
+/// Which input was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// The access URL is unusable: bad syntax, a scheme other than ws/wss/http/https, or no
+    /// hub. The message never contains the token.
+    Url(String),
+    /// A group name is empty or longer than 1024 characters.
+    GroupName(String),
+    /// An event name is empty.
+    EventName,
+    /// The encoded message is larger than the service accepts (1 MB).
+    PayloadTooLarge {
+        /// The encoded message's size in bytes.
+        size: usize,
+        /// The service's limit in bytes.
+        max: usize,
+    },
+    /// The ack id the caller chose is already used by a request still waiting for its ack.
+    AckIdInUse(u64),
+    /// An option is inconsistent (for example an ack id on a fire-and-forget request).
+    Options(String),
+    /// A payload could not be serialised.
+    Serialize(String),
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The service refused the WebSocket upgrade with this HTTP status (401: bad or expired
+    /// token, 404: unknown hub, ...), and the response body if it had one.
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The response body (lossily decoded), possibly empty.
+        body: String,
+    },
+    /// Resolving the host name or the TCP connection failed.
+    Io {
+        /// The I/O error's kind.
+        kind: std::io::ErrorKind,
+        /// The I/O error's text.
+        message: String,
+    },
+    /// The TLS handshake failed (for example the certificate is not trusted, B36).
+    Tls(String),
+    /// The WebSocket handshake failed for another reason than an HTTP status.
+    Handshake(String),
+    /// The connection was closed before the service's `connected` message arrived.
+    Closed {
+        /// The WebSocket close code, `None` if the socket closed without a close frame.
+        code: Option<u16>,
+        /// The close reason, possibly empty.
+        reason: String,
+    },
+    /// The access-URL provider returned an error or panicked.
+    Credential(String),
+}
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// `start()` did not see the service's `connected` message within the start timeout.
+    Start(Duration),
+    /// A request's ack did not arrive in time. The request may or may not have been executed;
+    /// retrying with the same ack id is safe within one connection session.
+    Ack {
+        /// The request's ack id.
+        ack_id: u64,
+    },
+}
+
+/// A request the service answered with `success: false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckFailure {
+    /// The request's ack id.
+    pub ack_id: u64,
+    /// The service's error name: `Forbidden`, `InternalServerError`, `InvocationFailed`, or a
+    /// name a later service version adds.
+    pub name: String,
+    /// The service's explanation, possibly empty.
+    pub message: String,
+}
+
+/// An operation called in a state that does not allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateError {
+    /// `start()` on a client that is already started.
+    AlreadyStarted,
+    /// `start()` while the client is stopping.
+    Stopping,
+    /// `start()` from one of the client's own threads (a callback), which would deadlock.
+    OwnThread,
+}
+
+impl Error {
+    /// Whether trying the same operation again may succeed: timeouts, lost connections, the
+    /// service's transient `InternalServerError`, and connection failures other than a refused
+    /// authentication. Invalid input, `Forbidden` and other definite rejections, state errors
+    /// and `Stopped` are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Timeout(_) | Error::ConnectionLost { .. } => true,
+            Error::Ack(a) => a.name == crate::protocol::AckError::INTERNAL_SERVER_ERROR,
+            Error::Connect(c) => match c {
+                ConnectError::Http { status, .. } => *status >= 500 || *status == 429,
+                ConnectError::Io { .. } | ConnectError::Closed { .. } => true,
+                ConnectError::Tls(_) | ConnectError::Handshake(_) | ConnectError::Credential(_) => {
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    /// The ack id of the request this error belongs to, if any.
+    pub fn ack_id(&self) -> Option<u64> {
+        match self {
+            Error::Ack(a) => Some(a.ack_id),
+            Error::ConnectionLost { ack_id } => Some(*ack_id),
+            Error::Timeout(TimeoutKind::Ack { ack_id }) => Some(*ack_id),
+            Error::InvalidInput(InvalidInput::AckIdInUse(id)) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a refused WebSocket upgrade, if that is what this error is.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::Connect(ConnectError::Http { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(e: &std::io::Error) -> Error {
+        Error::Connect(ConnectError::Io {
+            kind: e.kind(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidInput(i) => write!(f, "invalid input: {i}"),
+            Error::Connect(c) => write!(f, "connection failed: {c}"),
+            Error::Timeout(TimeoutKind::Start(d)) => {
+                write!(
+                    f,
+                    "timed out after {d:?} waiting for the service's `connected` message"
+                )
+            }
+            Error::Timeout(TimeoutKind::Ack { ack_id }) => {
+                write!(
+                    f,
+                    "timed out waiting for the ack of request {ack_id} (outcome unknown)"
+                )
+            }
+            Error::Ack(a) => write!(
+                f,
+                "the service refused request {}: {}{}{}",
+                a.ack_id,
+                a.name,
+                if a.message.is_empty() { "" } else { ": " },
+                a.message
+            ),
+            Error::ConnectionLost { ack_id } => write!(
+                f,
+                "connection lost while request {ack_id} waited for its ack (outcome unknown)"
+            ),
+            Error::Stopped => f.write_str("the client is stopped"),
+            Error::State(s) => f.write_str(match s {
+                StateError::AlreadyStarted => "the client is already started",
+                StateError::Stopping => "the client is stopping",
+                StateError::OwnThread => {
+                    "start() cannot be called from the client's own threads (a callback)"
+                }
+            }),
+            Error::Protocol(p) => write!(f, "protocol error: {p}"),
+        }
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidInput::Url(why) => write!(f, "access URL: {why}"),
+            InvalidInput::GroupName(why) => write!(f, "group name: {why}"),
+            InvalidInput::EventName => f.write_str("event name is empty"),
+            InvalidInput::PayloadTooLarge { size, max } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            InvalidInput::AckIdInUse(id) => {
+                write!(
+                    f,
+                    "ack id {id} is used by a request still waiting for its ack"
+                )
+            }
+            InvalidInput::Options(why) => write!(f, "options: {why}"),
+            InvalidInput::Serialize(why) => write!(f, "payload cannot be serialised: {why}"),
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Http { status, body } if body.is_empty() => {
+                write!(f, "the service refused the upgrade with HTTP {status}")
+            }
+            ConnectError::Http { status, body } => {
+                write!(
+                    f,
+                    "the service refused the upgrade with HTTP {status}: {body}"
+                )
+            }
+            ConnectError::Io { message, .. } => write!(f, "I/O error: {message}"),
+            ConnectError::Tls(why) => write!(f, "TLS: {why}"),
+            ConnectError::Handshake(why) => write!(f, "WebSocket handshake: {why}"),
+            ConnectError::Closed { code, reason } => {
+                match code {
+                    Some(c) => write!(f, "closed by the service with code {c}")?,
+                    None => f.write_str("connection closed without a close frame")?,
+                }
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
+            }
+            ConnectError::Credential(why) => write!(f, "access-URL provider failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors_are_the_transient_ones() {
+        assert!(Error::ConnectionLost { ack_id: 1 }.is_retryable());
+        assert!(Error::Timeout(TimeoutKind::Ack { ack_id: 1 }).is_retryable());
+        let ack = |name: &str| {
+            Error::Ack(AckFailure {
+                ack_id: 1,
+                name: name.into(),
+                message: String::new(),
+            })
+        };
+        assert!(ack("InternalServerError").is_retryable());
+        assert!(!ack("Forbidden").is_retryable());
+        assert!(!Error::Stopped.is_retryable());
+        let http = |status| {
+            Error::Connect(ConnectError::Http {
+                status,
+                body: String::new(),
+            })
+        };
+        assert!(!http(401).is_retryable());
+        assert!(http(503).is_retryable());
+        assert_eq!(http(401).http_status(), Some(401));
+    }
+
+    #[test]
+    fn ack_id_is_exposed_where_known() {
+        assert_eq!(Error::ConnectionLost { ack_id: 7 }.ack_id(), Some(7));
+        assert_eq!(Error::Stopped.ack_id(), None);
+    }
+}

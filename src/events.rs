@@ -1,0 +1,180 @@
+//! Events, the handler registry and the dispatcher thread (`webpubsub-dispatch`).
+//!
+//! The I/O thread never runs user code: it hands each event to the dispatcher over a
+//! channel and goes back to the socket. The dispatcher calls the handlers one event at a time,
+//! in order (B12), catching panics (B15), then forwards the event to every
+//! [`events()`](crate::WebPubSubClient::events) receiver. Because acks are resolved on the I/O
+//! thread, a handler may block on a client request (or call `stop()`) without deadlocking.
+
+use crate::error::Error;
+use crate::protocol::Data;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+/// A message published to a group by a client (`sendToGroup`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupMessage {
+    /// The group it was published to.
+    pub group: String,
+    /// The payload.
+    pub data: Data,
+    /// The publisher's user id, if it had one.
+    pub from_user_id: Option<String>,
+    /// The sequence id (reliable protocol only).
+    pub sequence_id: Option<u64>,
+}
+
+/// A message from the application server (REST: to all, a user, a connection or a group).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerMessage {
+    /// The payload.
+    pub data: Data,
+    /// The sequence id (reliable protocol only).
+    pub sequence_id: Option<u64>,
+}
+
+/// Something that happened to the client.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new connection is ready, after the automatic rejoin of groups settled. Fires once per
+    /// new connection, never after a recovery (B9).
+    Connected {
+        /// The connection's id.
+        connection_id: String,
+        /// The user the token named, if any.
+        user_id: Option<String>,
+    },
+    /// The connection session is over: recovery was impossible or failed, or the client was
+    /// stopped. Fires once per session that fired `Connected` (B10).
+    Disconnected {
+        /// The session's connection id.
+        connection_id: Option<String>,
+        /// The reason from the service's last `disconnected` message, if any.
+        message: Option<String>,
+        /// The WebSocket close code of the connection, if there was a close frame.
+        close_code: Option<u16>,
+    },
+    /// The client reached Stopped after having started (B11).
+    Stopped,
+    /// A message published to a group this connection is in.
+    GroupMessage(GroupMessage),
+    /// A message from the application server.
+    ServerMessage(ServerMessage),
+    /// The automatic rejoin of a group failed after a new connection (B13).
+    RejoinGroupFailed {
+        /// The group.
+        group: String,
+        /// Why.
+        error: Error,
+    },
+    /// The connection dropped and the client is trying to recover the session (B14).
+    Recovering {
+        /// The session's connection id.
+        connection_id: String,
+        /// The close code of the dropped connection, if there was a close frame.
+        close_code: Option<u16>,
+    },
+    /// The session was recovered: nothing was lost (B14).
+    Recovered {
+        /// The session's connection id.
+        connection_id: String,
+    },
+}
+
+type HandlerFn = dyn Fn(&Event) + Send + Sync;
+
+struct Handler {
+    id: u64,
+    f: Box<HandlerFn>,
+}
+
+/// The handlers and stream receivers of one client; outlives its runs, so handlers survive
+/// reconnects and restarts (B16).
+#[derive(Default)]
+pub(crate) struct Registry {
+    next_id: AtomicU64,
+    // Copy-on-write: the dispatcher clones the `Arc` per event and calls handlers without the
+    // lock, so a handler may add or remove handlers.
+    handlers: Mutex<Arc<Vec<Arc<Handler>>>>,
+    streams: Mutex<Vec<Sender<Event>>>,
+}
+
+impl Registry {
+    pub(crate) fn add(self: &Arc<Self>, f: Box<HandlerFn>) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut list = self.handlers.lock();
+        let mut new = Vec::clone(&list);
+        new.push(Arc::new(Handler { id, f }));
+        *list = Arc::new(new);
+        Subscription {
+            id,
+            registry: Arc::downgrade(self),
+        }
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        let mut list = self.handlers.lock();
+        if !list.iter().any(|h| h.id == id) {
+            return false;
+        }
+        let new: Vec<_> = list.iter().filter(|h| h.id != id).cloned().collect();
+        *list = Arc::new(new);
+        true
+    }
+
+    pub(crate) fn stream(&self) -> Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.streams.lock().push(tx);
+        rx
+    }
+
+    /// Calls every handler with `event`, then forwards it to the streams.
+    fn deliver(&self, event: Event) {
+        let handlers = self.handlers.lock().clone();
+        for h in handlers.iter() {
+            if catch_unwind(AssertUnwindSafe(|| (h.f)(&event))).is_err() {
+                log::error!("an event handler panicked; delivery continues (B15)");
+            }
+        }
+        drop(handlers);
+        let mut streams = self.streams.lock();
+        // A dropped receiver is pruned.
+        streams.retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+/// A registered handler; [`remove`](Subscription::remove) unregisters it.
+///
+/// Dropping a `Subscription` does **not** remove the handler (a handler registered with
+/// `client.on_group_message(...);` stays for the client's life).
+#[derive(Debug)]
+#[must_use = "dropping a Subscription keeps the handler; call remove() to unregister it"]
+pub struct Subscription {
+    id: u64,
+    registry: Weak<Registry>,
+}
+
+impl Subscription {
+    /// Removes the handler; returns `false` if it was already removed. A handler running at
+    /// this moment finishes; it is not called again.
+    pub fn remove(self) -> bool {
+        self.registry.upgrade().is_some_and(|r| r.remove(self.id))
+    }
+
+    /// The same as [`remove`](Subscription::remove).
+    pub fn unsubscribe(self) -> bool {
+        self.remove()
+    }
+}
+
+/// The dispatcher thread's body: delivers events until the I/O thread drops its sender.
+pub(crate) fn run_dispatcher(events: Receiver<Event>, registry: Arc<Registry>) {
+    for event in events.iter() {
+        registry.deliver(event);
+    }
+    log::debug!("dispatcher thread exits");
+}

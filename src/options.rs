@@ -1,0 +1,451 @@
+//! Client options, the builder, retry policies and the access-URL credential.
+
+use crate::endpoint::AccessUrl;
+use crate::error::{ConnectError, Error, Result};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The WebSocket subprotocol the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `json.reliable.webpubsub.azure.v1`: sequence ids and session recovery — a dropped
+    /// connection is recovered without losing messages. The default.
+    #[default]
+    JsonReliable,
+    /// `json.webpubsub.azure.v1`: no recovery; a drop means a new connection.
+    Json,
+}
+
+impl Protocol {
+    /// The subprotocol's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::JsonReliable => crate::protocol::JSON_RELIABLE_SUBPROTOCOL,
+            Protocol::Json => crate::protocol::JSON_SUBPROTOCOL,
+        }
+    }
+
+    /// Whether the protocol supports recovery.
+    pub fn is_reliable(self) -> bool {
+        self == Protocol::JsonReliable
+    }
+}
+
+/// How delays between retries grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    /// The same delay before every retry.
+    Fixed,
+    /// The delay doubles with every retry: `delay × 2^(retry-1)`, capped at `max_delay`.
+    Exponential,
+}
+
+/// How often and how long to wait before trying again.
+///
+/// ```
+/// use std::time::Duration;
+/// use webpubsub_client::RetryPolicy;
+/// let p = RetryPolicy::exponential(Duration::from_millis(800), 3);
+/// assert_eq!(p.delay_for(1), Some(Duration::from_millis(800)));
+/// assert_eq!(p.delay_for(3), Some(Duration::from_millis(3200)));
+/// assert_eq!(p.delay_for(4), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Fixed or exponential delays.
+    pub mode: RetryMode,
+    /// How many retries after the first try; `u32::MAX` means without limit.
+    pub max_retries: u32,
+    /// The delay before the first retry (the base of exponential growth).
+    pub delay: Duration,
+    /// No delay is longer than this.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The same `delay` before each of at most `max_retries` retries.
+    pub fn fixed(delay: Duration, max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            mode: RetryMode::Fixed,
+            max_retries,
+            delay,
+            max_delay: delay,
+        }
+    }
+
+    /// Delays `base`, `2·base`, `4·base`, … (capped at 120 s) before each of at most
+    /// `max_retries` retries.
+    pub fn exponential(base: Duration, max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            mode: RetryMode::Exponential,
+            max_retries,
+            delay: base,
+            max_delay: Duration::from_secs(120),
+        }
+    }
+
+    /// No retries at all.
+    pub fn none() -> RetryPolicy {
+        RetryPolicy::fixed(Duration::ZERO, 0)
+    }
+
+    /// Caps every delay at `max_delay`.
+    pub fn with_max_delay(mut self, max_delay: Duration) -> RetryPolicy {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// The delay before retry number `retry` (1 for the first retry), or `None` when the
+    /// policy allows no more retries.
+    pub fn delay_for(&self, retry: u32) -> Option<Duration> {
+        if retry == 0 || retry > self.max_retries {
+            return None;
+        }
+        let d = match self.mode {
+            RetryMode::Fixed => self.delay,
+            RetryMode::Exponential => {
+                let factor = 1u32.checked_shl(retry - 1).unwrap_or(u32::MAX);
+                self.delay.saturating_mul(factor)
+            }
+        };
+        Some(d.min(self.max_delay))
+    }
+}
+
+/// The message retry default: exponential from 0.8 s, 3 retries, at most 120 s apart.
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy::exponential(Duration::from_millis(800), 3)
+    }
+}
+
+/// The error a credential provider may return.
+pub type ProviderError = Box<dyn std::error::Error + Send + Sync>;
+
+type Provider = dyn Fn() -> std::result::Result<String, ProviderError> + Send + Sync;
+
+/// Where the client gets its access URL: a fixed URL, or a provider called for every new
+/// connection (start and reconnect; never for a recovery, B8) — for example a function that
+/// asks your server for a fresh token.
+///
+/// `Debug` never shows the token.
+#[derive(Clone)]
+pub struct Credential(CredentialKind);
+
+#[derive(Clone)]
+enum CredentialKind {
+    Url(Result<AccessUrl>),
+    Provider(Arc<Provider>),
+}
+
+impl Credential {
+    /// A fixed client access URL. An invalid URL is reported by
+    /// [`build`](crate::WebPubSubClientBuilder::build).
+    pub fn from_url(url: &str) -> Credential {
+        Credential(CredentialKind::Url(AccessUrl::parse(url)))
+    }
+
+    /// A provider called on the I/O thread for every new connection. It may block (for
+    /// example on an HTTP request to your server); `stop()` waits for it to return.
+    ///
+    /// ```
+    /// use webpubsub_client::Credential;
+    /// let c = Credential::from_fn(|| Ok("wss://example.com/client/hubs/chat?access_token=t".to_owned()));
+    /// ```
+    pub fn from_fn<F>(provider: F) -> Credential
+    where
+        F: Fn() -> std::result::Result<String, ProviderError> + Send + Sync + 'static,
+    {
+        Credential(CredentialKind::Provider(Arc::new(provider)))
+    }
+
+    /// A fixed URL's parse error, reported at build time.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.0 {
+            CredentialKind::Url(Err(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The access URL for a new connection; calls the provider (catching a panic).
+    pub(crate) fn access_url(&self) -> Result<AccessUrl> {
+        match &self.0 {
+            CredentialKind::Url(u) => u.clone(),
+            CredentialKind::Provider(p) => {
+                let p = p.clone();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p())) {
+                    Ok(Ok(text)) => AccessUrl::parse(&text),
+                    // The provider's error text is the application's; it is passed on as is.
+                    Ok(Err(e)) => Err(Error::Connect(ConnectError::Credential(e.to_string()))),
+                    Err(_) => Err(Error::Connect(ConnectError::Credential(
+                        "the provider panicked".into(),
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            CredentialKind::Url(Ok(u)) => write!(f, "Credential::Url({u})"),
+            CredentialKind::Url(Err(_)) => f.write_str("Credential::Url(<invalid>)"),
+            CredentialKind::Provider(_) => f.write_str("Credential::Provider(..)"),
+        }
+    }
+}
+
+impl From<&str> for Credential {
+    fn from(url: &str) -> Credential {
+        Credential::from_url(url)
+    }
+}
+
+impl From<String> for Credential {
+    fn from(url: String) -> Credential {
+        Credential::from_url(&url)
+    }
+}
+
+impl From<&String> for Credential {
+    fn from(url: &String) -> Credential {
+        Credential::from_url(url)
+    }
+}
+
+/// Every option of a client (after `build`).
+#[derive(Clone)]
+pub(crate) struct Options {
+    pub credential: Credential,
+    pub protocol: Protocol,
+    pub auto_reconnect: bool,
+    pub auto_rejoin_groups: bool,
+    pub reconnect_retry: RetryPolicy,
+    pub message_retry: RetryPolicy,
+    pub ack_timeout: Duration,
+    pub start_timeout: Duration,
+    pub recovery_window: Duration,
+    pub recovery_retry_interval: Duration,
+    pub keep_alive_interval: Duration,
+    pub keep_alive_timeout: Duration,
+    pub user_agent: String,
+    pub root_certificates: Vec<native_tls::Certificate>,
+    pub accept_invalid_certs: bool,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("credential", &self.credential)
+            .field("protocol", &self.protocol)
+            .field("auto_reconnect", &self.auto_reconnect)
+            .field("auto_rejoin_groups", &self.auto_rejoin_groups)
+            .field("reconnect_retry", &self.reconnect_retry)
+            .field("message_retry", &self.message_retry)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("start_timeout", &self.start_timeout)
+            .field("recovery_window", &self.recovery_window)
+            .field("recovery_retry_interval", &self.recovery_retry_interval)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("keep_alive_timeout", &self.keep_alive_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .finish()
+    }
+}
+
+/// Builds a [`WebPubSubClient`](crate::WebPubSubClient) with options; see
+/// [`WebPubSubClient::builder`](crate::WebPubSubClient::builder).
+#[derive(Debug, Clone)]
+pub struct WebPubSubClientBuilder {
+    options: Options,
+}
+
+impl WebPubSubClientBuilder {
+    pub(crate) fn new(credential: Credential) -> WebPubSubClientBuilder {
+        WebPubSubClientBuilder {
+            options: Options {
+                credential,
+                protocol: Protocol::JsonReliable,
+                auto_reconnect: true,
+                auto_rejoin_groups: true,
+                reconnect_retry: RetryPolicy::fixed(Duration::from_secs(1), u32::MAX)
+                    .with_max_delay(Duration::from_secs(120)),
+                message_retry: RetryPolicy::default(),
+                ack_timeout: Duration::from_secs(30),
+                start_timeout: Duration::from_secs(30),
+                recovery_window: Duration::from_secs(30),
+                recovery_retry_interval: Duration::from_secs(1),
+                keep_alive_interval: Duration::from_secs(20),
+                keep_alive_timeout: Duration::from_secs(120),
+                user_agent: concat!("webpubsub-client-rust/", env!("CARGO_PKG_VERSION")).into(),
+                root_certificates: Vec::new(),
+                accept_invalid_certs: false,
+            },
+        }
+    }
+
+    /// The subprotocol. Defaults to [`Protocol::JsonReliable`].
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.options.protocol = protocol;
+        self
+    }
+
+    /// Whether to make a new connection (calling the credential provider again) when the
+    /// connection session is lost. When off, a lost session stops the client. Defaults to
+    /// `true`.
+    pub fn auto_reconnect(mut self, on: bool) -> Self {
+        self.options.auto_reconnect = on;
+        self
+    }
+
+    /// Whether to rejoin, after a new connection, the groups this client joined (B23).
+    /// Defaults to `true`.
+    pub fn auto_rejoin_groups(mut self, on: bool) -> Self {
+        self.options.auto_rejoin_groups = on;
+        self
+    }
+
+    /// Delays between attempts to make a new connection after the session was lost (the first
+    /// attempt is immediate). When retries are exhausted the client stops. Defaults to a fixed
+    /// 1 s delay without limit on retries.
+    pub fn reconnect_retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.reconnect_retry = policy;
+        self
+    }
+
+    /// Retries of a request after a transient failure (not connected, connection lost, ack
+    /// timeout, `InternalServerError`), always with the same ack id (B26). Defaults to
+    /// exponential delays from 0.8 s, 3 retries, at most 120 s.
+    pub fn message_retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.message_retry = policy;
+        self
+    }
+
+    /// How long one attempt of a request waits for its ack. Defaults to 30 s.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.options.ack_timeout = timeout;
+        self
+    }
+
+    /// How long `start()` waits for the service's `connected` message; also bounds each later
+    /// connection attempt. Defaults to 30 s.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.options.start_timeout = timeout;
+        self
+    }
+
+    /// How long to keep trying to recover a dropped session (reliable protocol). Defaults to
+    /// 30 s.
+    pub fn recovery_window(mut self, window: Duration) -> Self {
+        self.options.recovery_window = window;
+        self
+    }
+
+    /// The pause between recovery attempts. Defaults to 1 s.
+    pub fn recovery_retry_interval(mut self, interval: Duration) -> Self {
+        self.options.recovery_retry_interval = interval;
+        self
+    }
+
+    /// How often to send a `ping` while connected; zero disables it. Defaults to 20 s.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.options.keep_alive_interval = interval;
+        self
+    }
+
+    /// After this long without any frame from the service the connection is considered dead:
+    /// it is closed and recovered (B32); zero disables the check. Defaults to 120 s.
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.options.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The `User-Agent` header of the WebSocket upgrade. Defaults to
+    /// `webpubsub-client-rust/<version>`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.options.user_agent = user_agent.into();
+        self
+    }
+
+    /// Trusts `certificate` as a root for `wss://` connections, besides the system's roots.
+    /// Defaults to the system's roots only.
+    pub fn add_root_certificate(mut self, certificate: native_tls::Certificate) -> Self {
+        self.options.root_certificates.push(certificate);
+        self
+    }
+
+    /// **Dangerous**: accepts any server certificate and host name for `wss://`, which lets
+    /// anyone on the path read and change the traffic, tokens included. For tests against
+    /// self-signed servers only. Defaults to `false` (certificates are verified, B36).
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.options.accept_invalid_certs = accept;
+        self
+    }
+
+    /// Checks the options and builds the client (stopped; call
+    /// [`start`](crate::WebPubSubClient::start)). Fails with
+    /// [`InvalidInput::Url`](crate::InvalidInput::Url) for an unusable fixed URL.
+    pub fn build(self) -> Result<crate::WebPubSubClient> {
+        self.options.credential.check()?;
+        Ok(crate::client::WebPubSubClient::from_options(self.options))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_policy_doubles_and_caps() {
+        let p = RetryPolicy::exponential(Duration::from_secs(1), 10)
+            .with_max_delay(Duration::from_secs(5));
+        let delays: Vec<_> = (1..=5).map(|r| p.delay_for(r).unwrap().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        assert_eq!(p.delay_for(11), None);
+    }
+
+    #[test]
+    fn fixed_policy_repeats_its_delay_until_exhausted() {
+        let p = RetryPolicy::fixed(Duration::from_millis(10), 2);
+        assert_eq!(p.delay_for(1), Some(Duration::from_millis(10)));
+        assert_eq!(p.delay_for(2), Some(Duration::from_millis(10)));
+        assert_eq!(p.delay_for(3), None);
+        assert_eq!(RetryPolicy::none().delay_for(1), None);
+    }
+
+    #[test]
+    fn huge_retry_numbers_do_not_overflow() {
+        let p = RetryPolicy::exponential(Duration::from_secs(1), u32::MAX);
+        assert_eq!(p.delay_for(200), Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn default_message_retry_is_three_exponential_retries_from_800ms() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.mode, RetryMode::Exponential);
+        assert_eq!(p.max_retries, 3);
+        assert_eq!(p.delay, Duration::from_millis(800));
+        assert_eq!(p.max_delay, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn credential_debug_hides_the_token() {
+        let c = Credential::from("wss://x/client/hubs/h?access_token=SECRET");
+        assert!(!format!("{c:?}").contains("SECRET"));
+        let b = WebPubSubClientBuilder::new(c);
+        assert!(!format!("{b:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn provider_panic_becomes_a_credential_error() {
+        let c = Credential::from_fn(|| panic!("boom"));
+        assert!(matches!(
+            c.access_url(),
+            Err(Error::Connect(ConnectError::Credential(_)))
+        ));
+    }
+}

@@ -1,0 +1,482 @@
+//! Behaviour of the session state machine, without sockets.
+
+use super::*;
+
+type S = Session<u32>;
+
+fn started(auto_rejoin: bool) -> S {
+    let mut s = S::new(auto_rejoin);
+    s.begin_start().unwrap();
+    s
+}
+
+fn connect(s: &mut S, id: &str) -> ConnectedOutcome {
+    s.on_connected(id.into(), Some("alice".into()), Some("tok".into()))
+}
+
+fn frame(s: &str) -> Utf8Bytes {
+    Utf8Bytes::from(s.to_owned())
+}
+
+fn drain(s: &mut S) -> Vec<String> {
+    let mut out = Vec::new();
+    s.drain_outbox(&mut out);
+    out.into_iter().map(|f| f.as_str().to_owned()).collect()
+}
+
+/// A connected session with one group joined through an ack.
+fn connected_in_group(group: &str) -> S {
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    let id = s.next_id();
+    s.register(id, RequestKind::Join(group.into()), frame("join"), 1)
+        .unwrap();
+    drain(&mut s);
+    assert!(matches!(
+        s.on_ack(id, true, None),
+        AckResolution::Caller(1, Ok(_))
+    ));
+    s
+}
+
+#[test]
+fn start_is_refused_unless_stopped() {
+    // B2
+    let mut s = started(true);
+    assert_eq!(
+        s.begin_start(),
+        Err(Error::State(StateError::AlreadyStarted))
+    );
+    s.state = ClientState::Stopping;
+    assert_eq!(s.begin_start(), Err(Error::State(StateError::Stopping)));
+}
+
+#[test]
+fn requests_are_refused_when_stopped() {
+    let mut s = S::new(true);
+    assert_eq!(
+        s.register(1, RequestKind::Other, frame("x"), 0),
+        Err(Error::Stopped)
+    );
+    assert_eq!(s.queue_frame(frame("x")), Err(Error::Stopped));
+}
+
+#[test]
+fn ack_ids_count_from_one_and_skip_ids_in_use() {
+    // B24
+    let mut s = started(true);
+    assert_eq!(s.next_id(), 1);
+    s.register(2, RequestKind::Other, frame("x"), 0).unwrap();
+    assert_eq!(s.next_id(), 3);
+    assert_eq!(
+        s.register(2, RequestKind::Other, frame("y"), 0),
+        Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
+            2
+        )))
+    );
+}
+
+#[test]
+fn requests_made_before_connected_wait_and_go_out_once_connected() {
+    // B30
+    let mut s = started(true);
+    let wake = s.register(1, RequestKind::Other, frame("a"), 0).unwrap();
+    assert!(!wake, "no wake-up while nothing can be written");
+    assert!(drain(&mut s).is_empty());
+    connect(&mut s, "c1");
+    assert_eq!(drain(&mut s), ["a"]);
+    assert!(drain(&mut s).is_empty(), "written once");
+}
+
+#[test]
+fn only_the_first_push_into_an_empty_outbox_wakes_the_io_thread() {
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    assert!(s.register(1, RequestKind::Other, frame("a"), 0).unwrap());
+    assert!(!s.register(2, RequestKind::Other, frame("b"), 0).unwrap());
+    assert_eq!(drain(&mut s), ["a", "b"]);
+    assert!(s.queue_frame(frame("c")).unwrap());
+}
+
+#[test]
+fn connected_fires_after_rejoin_settles() {
+    // B9, B23
+    let mut s = connected_in_group("g");
+    s.on_socket_closed(Some(1008), true);
+    s.lose_session(Some(1008));
+    let ConnectedOutcome::New { rejoin, connected } = connect(&mut s, "c2") else {
+        panic!("expected a new connection")
+    };
+    assert_eq!(rejoin.len(), 1);
+    assert!(rejoin[0].as_str().contains("\"group\":\"g\""));
+    assert_eq!(connected, None, "not before the rejoin is acked");
+    assert_eq!(s.state, ClientState::Connecting);
+    let id: u64 = serde_json::from_str::<serde_json::Value>(rejoin[0].as_str()).unwrap()["ackId"]
+        .as_u64()
+        .unwrap();
+    let AckResolution::Rejoin { failed, connected } = s.on_ack(id, true, None) else {
+        panic!("expected a rejoin ack")
+    };
+    assert_eq!(failed, None);
+    assert!(matches!(connected, Some(Event::Connected { .. })));
+    assert_eq!(s.state, ClientState::Connected);
+}
+
+#[test]
+fn failed_rejoin_fires_an_event_and_forgets_the_group() {
+    // B13
+    let mut s = connected_in_group("g");
+    s.on_socket_closed(None, false);
+    s.lose_session(None);
+    let ConnectedOutcome::New { rejoin, .. } = connect(&mut s, "c2") else {
+        panic!()
+    };
+    let id = serde_json::from_str::<serde_json::Value>(rejoin[0].as_str()).unwrap()["ackId"]
+        .as_u64()
+        .unwrap();
+    let AckResolution::Rejoin { failed, connected } =
+        s.on_ack(id, false, Some(AckError::new("Forbidden", "no")))
+    else {
+        panic!()
+    };
+    assert!(matches!(failed, Some(Event::RejoinGroupFailed { ref group, .. }) if group == "g"));
+    assert!(connected.is_some(), "connected still fires once settled");
+    assert_eq!(s.groups().count(), 0);
+}
+
+#[test]
+fn leave_forgets_the_group_and_failed_join_is_not_remembered() {
+    // B23
+    let mut s = connected_in_group("g");
+    s.register(10, RequestKind::Leave("g".into()), frame("l"), 0)
+        .unwrap();
+    s.on_ack(10, true, None);
+    assert_eq!(s.groups().count(), 0);
+    s.register(11, RequestKind::Join("h".into()), frame("j"), 0)
+        .unwrap();
+    s.on_ack(11, false, Some(AckError::new("Forbidden", "")));
+    assert_eq!(s.groups().count(), 0);
+}
+
+#[test]
+fn auto_rejoin_off_rejoins_nothing() {
+    let mut s = S::new(false);
+    s.begin_start().unwrap();
+    connect(&mut s, "c1");
+    s.register(1, RequestKind::Join("g".into()), frame("j"), 0)
+        .unwrap();
+    s.on_ack(1, true, None);
+    s.on_socket_closed(None, false);
+    s.lose_session(None);
+    let ConnectedOutcome::New { rejoin, connected } = connect(&mut s, "c2") else {
+        panic!()
+    };
+    assert!(rejoin.is_empty());
+    assert!(connected.is_some());
+}
+
+#[test]
+fn duplicate_ack_is_success_marked_duplicate() {
+    // B25
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.register(5, RequestKind::Other, frame("x"), 7).unwrap();
+    let AckResolution::Caller(7, Ok(o)) =
+        s.on_ack(5, false, Some(AckError::new("Duplicate", "dup")))
+    else {
+        panic!()
+    };
+    assert!(o.duplicate);
+    assert_eq!(o.ack_id, 5);
+}
+
+#[test]
+fn other_ack_errors_carry_id_name_and_message() {
+    // B25
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.register(5, RequestKind::Other, frame("x"), 7).unwrap();
+    let AckResolution::Caller(_, Err(Error::Ack(f))) =
+        s.on_ack(5, false, Some(AckError::new("Forbidden", "no role")))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (f.ack_id, f.name.as_str(), f.message.as_str()),
+        (5, "Forbidden", "no role")
+    );
+    assert!(matches!(s.on_ack(5, true, None), AckResolution::Unknown));
+}
+
+#[test]
+fn recovery_tried_only_when_connected_reliable_and_not_1008() {
+    // B17
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    assert_eq!(s.on_socket_closed(Some(1006), true), AfterClose::Recover);
+    assert_eq!(s.state, ClientState::Recovering);
+
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    assert_eq!(
+        s.on_socket_closed(Some(1008), true),
+        AfterClose::SessionLost
+    );
+
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    assert_eq!(s.on_socket_closed(None, false), AfterClose::SessionLost);
+
+    let mut s = started(true);
+    s.on_connected("c1".into(), None, None);
+    assert_eq!(
+        s.on_socket_closed(None, true),
+        AfterClose::SessionLost,
+        "no reconnection token, no recovery"
+    );
+}
+
+#[test]
+fn recovery_not_tried_while_stopping() {
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.state = ClientState::Stopping;
+    assert_eq!(s.on_socket_closed(None, true), AfterClose::Stop);
+}
+
+#[test]
+fn failed_first_connection_is_a_start_failure() {
+    // B3, B4
+    let mut s = started(true);
+    assert_eq!(s.on_socket_closed(None, true), AfterClose::StartFailed);
+}
+
+#[test]
+fn recovery_keeps_ids_groups_and_does_not_fire_connected() {
+    // B9, B19, B21
+    let mut s = connected_in_group("g");
+    s.register(9, RequestKind::Other, frame("pending"), 3)
+        .unwrap();
+    assert_eq!(drain(&mut s), ["pending"]);
+    s.on_socket_closed(None, true);
+    assert!(matches!(
+        s.recovering_event(None),
+        Some(Event::Recovering { .. })
+    ));
+    let out = s.on_connected("c1".into(), None, Some("tok2".into()));
+    let ConnectedOutcome::Recovered { resend, event } = out else {
+        panic!("expected a recovery, got {out:?}")
+    };
+    assert_eq!(
+        resend,
+        vec![frame("pending")],
+        "resent with the same frame and ack id"
+    );
+    assert!(matches!(event, Some(Event::Recovered { .. })));
+    assert_eq!(s.state, ClientState::Connected);
+    assert_eq!(s.connection_id.as_deref(), Some("c1"));
+    assert_eq!(s.recovery_ids(), Some(("c1", "tok2")), "token updated");
+    assert_eq!(s.groups().collect::<Vec<_>>(), ["g"]);
+    assert!(drain(&mut s).is_empty(), "the resend is not written twice");
+}
+
+#[test]
+fn a_different_connection_id_after_recovery_is_a_new_connection() {
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.on_socket_closed(None, true);
+    assert!(matches!(
+        connect(&mut s, "c2"),
+        ConnectedOutcome::New { .. }
+    ));
+}
+
+#[test]
+fn lost_session_fails_sent_requests_and_keeps_unsent_ones() {
+    // B10, B21
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.register(1, RequestKind::Other, frame("sent"), 11)
+        .unwrap();
+    drain(&mut s);
+    s.on_disconnected_message(Some("bye".into()));
+    s.on_socket_closed(Some(1008), true);
+    s.register(2, RequestKind::Other, frame("later"), 22)
+        .unwrap();
+    let (lost, event) = s.lose_session(Some(1008));
+    assert_eq!(lost, vec![(1, 11)]);
+    assert_eq!(
+        event,
+        Some(Event::Disconnected {
+            connection_id: Some("c1".into()),
+            message: Some("bye".into()),
+            close_code: Some(1008),
+        })
+    );
+    assert_eq!(s.state, ClientState::Disconnected);
+    connect(&mut s, "c2");
+    assert_eq!(drain(&mut s), ["later"]);
+}
+
+#[test]
+fn disconnected_fires_once_per_session() {
+    // B10
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.on_socket_closed(None, false);
+    assert!(s.lose_session(None).1.is_some());
+    assert!(s.lose_session(None).1.is_none());
+    assert!(s.finish_stop(None).1.is_none());
+}
+
+#[test]
+fn stop_fails_every_waiting_request_and_remembers_groups() {
+    // B5, B7
+    let mut s = connected_in_group("g");
+    s.register(3, RequestKind::Other, frame("x"), 33).unwrap();
+    let (waiters, event) = s.finish_stop(Some(1000));
+    assert_eq!(waiters, vec![33]);
+    assert!(matches!(
+        event,
+        Some(Event::Disconnected {
+            close_code: Some(1000),
+            ..
+        })
+    ));
+    assert_eq!(s.groups().collect::<Vec<_>>(), ["g"]);
+    s.state = ClientState::Stopped;
+    s.begin_start().unwrap();
+    let ConnectedOutcome::New { rejoin, .. } = connect(&mut s, "c9") else {
+        panic!()
+    };
+    assert_eq!(
+        rejoin.len(),
+        1,
+        "remembered groups are rejoined after a restart"
+    );
+}
+
+#[test]
+fn redelivered_message_is_dropped() {
+    // B20
+    let now = Instant::now();
+    let mut q = Sequence::default();
+    assert!(q.on_message(Some(1), now));
+    assert!(q.on_message(Some(2), now));
+    assert!(!q.on_message(Some(2), now));
+    assert!(!q.on_message(Some(1), now));
+    assert!(q.on_message(Some(3), now));
+    assert!(q.on_message(None, now), "no sequence id: plain protocol");
+}
+
+#[test]
+fn sequence_ack_is_sent_within_a_second() {
+    // B31
+    let now = Instant::now();
+    let mut q = Sequence::default();
+    assert_eq!(q.deadline(), None);
+    q.on_message(Some(1), now);
+    assert_eq!(q.ack_due(now), None);
+    assert_eq!(q.deadline(), Some(now + SEQUENCE_ACK_DELAY));
+    q.on_message(Some(2), now + Duration::from_millis(500));
+    assert_eq!(
+        q.deadline(),
+        Some(now + SEQUENCE_ACK_DELAY),
+        "not pushed back"
+    );
+    assert_eq!(q.ack_due(now + SEQUENCE_ACK_DELAY), Some(2));
+    q.acked(2);
+    assert_eq!(q.deadline(), None);
+    assert_eq!(q.ack_due(now + Duration::from_secs(5)), None);
+}
+
+#[test]
+fn sequence_ack_is_sent_at_once_after_many_messages() {
+    // B31
+    let now = Instant::now();
+    let mut q = Sequence::default();
+    for i in 1..SEQUENCE_ACK_BATCH as u64 {
+        q.on_message(Some(i), now);
+    }
+    assert_eq!(q.ack_due(now), None);
+    q.on_message(Some(SEQUENCE_ACK_BATCH as u64), now);
+    assert_eq!(q.ack_due(now), Some(SEQUENCE_ACK_BATCH as u64));
+}
+
+#[test]
+fn unsent_sequence_ack_stays_due() {
+    // B31: an ack that could not be written is tried again on the next tick.
+    let now = Instant::now();
+    let mut q = Sequence::default();
+    q.on_message(Some(1), now);
+    let later = now + Duration::from_secs(2);
+    assert_eq!(q.ack_due(later), Some(1));
+    assert_eq!(q.ack_due(later + Duration::from_millis(1)), Some(1));
+}
+
+#[test]
+fn redelivery_and_recovery_make_the_ack_due_again() {
+    // B20, B31
+    let now = Instant::now();
+    let mut q = Sequence::default();
+    q.on_message(Some(5), now);
+    q.acked(5);
+    assert!(!q.on_message(Some(4), now));
+    assert_eq!(q.ack_due(now + SEQUENCE_ACK_DELAY), Some(5));
+    q.acked(5);
+    q.on_recovered(now);
+    assert_eq!(q.ack_due(now), Some(5));
+    q.reset();
+    assert!(q.on_message(Some(1), now), "a new session counts from 1");
+}
+
+#[test]
+fn recovery_retries_every_interval_within_the_window() {
+    // B18
+    let t0 = Instant::now();
+    let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+    assert_eq!(
+        plan.next_try(t0, t0 + Duration::from_millis(10), None),
+        Some(t0 + Duration::from_secs(1))
+    );
+    let late = t0 + Duration::from_secs(5);
+    assert_eq!(plan.next_try(t0, late, Some(1006)), Some(late));
+    assert_eq!(
+        plan.next_try(
+            t0 + Duration::from_secs(29),
+            t0 + Duration::from_secs(29),
+            None
+        ),
+        None
+    );
+}
+
+#[test]
+fn recovery_not_tried_after_close_1008() {
+    // B18
+    let t0 = Instant::now();
+    let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+    assert_eq!(plan.next_try(t0, t0, Some(1008)), None);
+}
+
+#[test]
+fn reconnect_follows_the_retry_policy_until_exhausted() {
+    // B22
+    let now = Instant::now();
+    let mut p = ReconnectPlan::new(RetryPolicy::fixed(Duration::from_millis(100), 2));
+    assert_eq!(p.next_try(now), Some(now + Duration::from_millis(100)));
+    assert_eq!(p.next_try(now), Some(now + Duration::from_millis(100)));
+    assert_eq!(p.next_try(now), None);
+}
+
+#[test]
+fn abandoned_request_is_not_resent() {
+    // B27
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.register(1, RequestKind::Other, frame("x"), 0).unwrap();
+    s.abandon(1);
+    assert!(drain(&mut s).is_empty());
+    s.register(1, RequestKind::Other, frame("x"), 0).unwrap();
+    assert_eq!(drain(&mut s), ["x"], "a retry re-registers the same ack id");
+}

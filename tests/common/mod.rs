@@ -1,0 +1,95 @@
+//! Helpers shared by the client's integration tests (against the emulator on 127.0.0.1:0).
+#![allow(dead_code)]
+
+use crossbeam_channel::Receiver;
+use std::time::{Duration, Instant};
+use webpubsub_client::emulator::{Emulator, Observation};
+use webpubsub_client::protocol::ClientMessage;
+use webpubsub_client::{Event, RetryPolicy, WebPubSubClient, WebPubSubClientBuilder};
+
+/// The bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const HUB: &str = "hub";
+
+pub fn init_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// A client access URL with the roles to join, leave and publish.
+pub fn url(emu: &Emulator, user: &str) -> String {
+    emu.client_url(HUB)
+        .user_id(user)
+        .role("webpubsub.joinLeaveGroup")
+        .role("webpubsub.sendToGroup")
+        .build()
+}
+
+/// A builder with small timings so that tests are fast.
+pub fn builder(url: impl Into<webpubsub_client::Credential>) -> WebPubSubClientBuilder {
+    WebPubSubClient::builder(url)
+        .start_timeout(Duration::from_secs(5))
+        .ack_timeout(Duration::from_secs(5))
+        .recovery_window(Duration::from_secs(3))
+        .recovery_retry_interval(Duration::from_millis(50))
+        .reconnect_retry(RetryPolicy::fixed(Duration::from_millis(50), 40))
+        .message_retry(RetryPolicy::fixed(Duration::from_millis(20), 3))
+}
+
+/// A started client (detached from its guard: stopped by `drop`).
+pub fn started(emu: &Emulator, user: &str) -> WebPubSubClient {
+    init_log();
+    let client = builder(url(emu, user)).build().unwrap();
+    client.start().unwrap().detach()
+}
+
+/// Receives until `pred` matches; panics after `WAIT`.
+pub fn recv_until<T: std::fmt::Debug>(rx: &Receiver<T>, mut pred: impl FnMut(&T) -> bool) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(v) if pred(&v) => return v,
+            Ok(_) => {}
+            Err(e) => panic!("nothing matched within {WAIT:?}: {e}"),
+        }
+    }
+}
+
+/// Receives the next item; panics after `WAIT`.
+pub fn recv<T>(rx: &Receiver<T>) -> T {
+    rx.recv_timeout(WAIT).expect("nothing arrived in time")
+}
+
+/// Asserts that nothing matching `pred` arrives within `d`.
+pub fn assert_none_within<T: std::fmt::Debug>(
+    rx: &Receiver<T>,
+    d: Duration,
+    mut pred: impl FnMut(&T) -> bool,
+) {
+    let deadline = Instant::now() + d;
+    while let Ok(v) = rx.recv_deadline(deadline) {
+        assert!(!pred(&v), "unexpected: {v:?}");
+    }
+}
+
+/// The next request of `kind` (`joinGroup`, `sendToGroup`, ...) the emulator handled.
+pub fn next_request(obs: &Receiver<Observation>, pred: impl Fn(&ClientMessage) -> bool) -> ClientMessage {
+    match recv_until(obs, |o| matches!(o, Observation::Request { message, .. } if pred(message))) {
+        Observation::Request { message, .. } => message,
+        _ => unreachable!(),
+    }
+}
+
+pub fn is_connected(e: &Event) -> bool {
+    matches!(e, Event::Connected { .. })
+}
+
+/// The client's threads alive now (`/proc/self/task/*/comm`, truncated to 15 bytes).
+pub fn client_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|c| c.starts_with("webpubsub-io") || c.starts_with("webpubsub-dispa"))
+                .count()
+        })
+        .unwrap_or(0)
+}
