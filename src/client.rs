@@ -11,7 +11,7 @@ use parking_lot::{Condvar, Mutex};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
 
@@ -62,7 +62,11 @@ pub(crate) struct RunCtl {
     /// Disconnected (never sent to) once a stop is requested: backoff waits select on it.
     pub(crate) stop_rx: Receiver<()>,
     pub(crate) start: StartSignal,
-    threads: Mutex<Vec<ThreadId>>,
+}
+
+thread_local! {
+    /// The `Core` (by address) whose I/O or dispatcher thread this is; 0 elsewhere.
+    static OWN_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl RunCtl {
@@ -74,13 +78,7 @@ impl RunCtl {
             stop_tx: Mutex::new(Some(stop_tx)),
             stop_rx,
             start: StartSignal::default(),
-            threads: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Called first thing on each of the run's threads, before any user code can run there.
-    pub(crate) fn register_current_thread(&self) {
-        self.threads.lock().push(std::thread::current().id());
     }
 
     pub(crate) fn request_stop(&self) {
@@ -147,13 +145,15 @@ impl StartSignal {
 }
 
 impl Core {
-    fn on_own_thread(&self) -> bool {
-        let me = std::thread::current().id();
-        self.shared
-            .lock()
-            .run
-            .as_ref()
-            .is_some_and(|r| r.threads.lock().contains(&me))
+    /// Whether the calling thread is one of this client's threads (of any run, even one
+    /// that is ending): joining or waiting for them from there would deadlock.
+    pub(crate) fn on_own_thread(&self) -> bool {
+        OWN_CLIENT.with(|c| c.get() == self as *const Core as usize)
+    }
+
+    /// Marks the calling thread as one of this client's threads.
+    pub(crate) fn mark_own_thread(&self) {
+        OWN_CLIENT.with(|c| c.set(self as *const Core as usize));
     }
 
     fn run(&self) -> Option<Arc<RunCtl>> {
@@ -162,7 +162,6 @@ impl Core {
 
     /// Stops the current run (B5). From the client's own threads it only requests the stop.
     pub(crate) fn stop(&self) {
-        let me = std::thread::current().id();
         let run = {
             let mut sh = self.shared.lock();
             let run = sh.run.clone();
@@ -173,16 +172,14 @@ impl Core {
         };
         if let Some(run) = &run {
             run.request_stop();
-            if run.threads.lock().contains(&me) {
-                log::debug!("stop() on a client thread: stopping asynchronously");
-                return;
-            }
+        }
+        if self.on_own_thread() {
+            log::debug!("stop() on a client thread: stopping asynchronously");
+            return;
         }
         let mut threads = self.lifecycle.lock();
         for t in threads.drain(..) {
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 
@@ -354,11 +351,12 @@ impl WebPubSubClient {
             return Err(Error::State(StateError::OwnThread));
         }
         let mut threads = core.lifecycle.lock();
-        // Threads of a run that ended by itself (or stopped asynchronously) are joined here.
+        core.shared.lock().session.begin_start()?;
+        // Threads of a run that ended by itself (or stopped asynchronously) are joined here;
+        // they are past their last event.
         for t in threads.drain(..) {
             let _ = t.join();
         }
-        core.shared.lock().session.begin_start()?;
         let run = match crate::io::spawn(core.clone()) {
             Ok((run, handles)) => {
                 threads.extend(handles);

@@ -43,12 +43,13 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
     core.shared.lock().run = Some(run.clone());
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
     let registry = core.registry.clone();
-    let run_d = run.clone();
+    let core_d = core.clone();
     let dispatch = std::thread::Builder::new()
         .name("webpubsub-dispatch".into())
         .spawn(move || {
-            run_d.register_current_thread();
-            drop(run_d);
+            core_d.mark_own_thread();
+            // Only the address is kept: the dispatcher must not keep the client alive.
+            drop(core_d);
             run_dispatcher(events_rx, registry)
         });
     let dispatch = match dispatch {
@@ -62,7 +63,7 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
     let io = std::thread::Builder::new()
         .name("webpubsub-io".into())
         .spawn(move || {
-            io_thread.run.register_current_thread();
+            io_thread.core.mark_own_thread();
             io_thread.main()
         });
     match io {
@@ -692,21 +693,25 @@ impl IoThread {
             Conn::Dialing { dialer, .. } => dialer.abort(self.poll.registry()),
             Conn::Idle => {}
         }
-        let (waiters, event) = self.core.shared.lock().session.finish_stop(close_code);
-        for w in waiters {
-            let _ = w.try_send(Err(Error::Stopped));
-        }
+        let event = {
+            let mut sh = self.core.shared.lock();
+            let (waiters, event) = sh.session.finish_stop(close_code);
+            for w in waiters {
+                let _ = w.try_send(Err(Error::Stopped));
+            }
+            // Stopped before `stopped` fires, so that a handler sees the final state.
+            sh.session.state = ClientState::Stopped;
+            if sh.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, &self.run)) {
+                sh.run = None;
+            }
+            event
+        };
         if self.started {
             self.emit(event);
             self.emit(Some(Event::Stopped));
         } else {
             let e = self.exit_error.take().unwrap_or(Error::Stopped);
             self.run.start.complete(Err(e));
-        }
-        let mut sh = self.core.shared.lock();
-        sh.session.state = ClientState::Stopped;
-        if sh.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, &self.run)) {
-            sh.run = None;
         }
         log::debug!("I/O thread exits");
     }

@@ -6,6 +6,7 @@
 
 use super::checks::{check_group, check_size, redact_frame, truncate};
 use super::net::{Stream, Waiter};
+use super::state::DeferWakes;
 use super::state::{call_handler, encode, end_session, forbidden, Command, Hub, Phase, Session};
 use super::{EventKind, EventRequest, EventResponse, Observation, Permission, UpstreamEvent};
 use crate::protocol::{AckError, ClientMessage, Data, ServiceMessage};
@@ -175,6 +176,7 @@ impl Connection {
                 None => {}
             }
             let mut budget_spent = true;
+            let defer = DeferWakes::begin();
             for _ in 0..MAX_READS {
                 match self.ws.read() {
                     Ok(Message::Text(text)) => {
@@ -199,6 +201,7 @@ impl Connection {
                     Err(e) => return End::Lost(e.to_string()),
                 }
             }
+            drop(defer);
             match self.write_some() {
                 Ok(m) => more = m || budget_spent,
                 Err(e) => return End::Lost(e.to_string()),

@@ -38,8 +38,16 @@ pub fn builder(url: impl Into<webpubsub_client::Credential>) -> WebPubSubClientB
 /// A started client (detached from its guard: stopped by `drop`).
 pub fn started(emu: &Emulator, user: &str) -> WebPubSubClient {
     init_log();
-    let client = builder(url(emu, user)).build().unwrap();
-    client.start().unwrap().detach()
+    start(builder(url(emu, user)).build().unwrap())
+}
+
+/// Starts `client` and waits until its `Connected` event was dispatched, so that receivers
+/// made afterwards do not see it.
+pub fn start(client: WebPubSubClient) -> WebPubSubClient {
+    let events = client.events();
+    let client = client.start().unwrap().detach();
+    recv_until(&events, is_connected);
+    client
 }
 
 /// Receives until `pred` matches; panics after `WAIT`.
@@ -92,4 +100,19 @@ pub fn client_threads() -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// Asserts that the client's thread count reaches `n` within a second. `join()` returns when
+/// the kernel clears the thread's tid, a moment before the task leaves `/proc/self/task`; this
+/// bounded re-check covers only that window.
+pub fn assert_client_threads(n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now = client_threads();
+        if now == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{now} client threads, expected {n}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
