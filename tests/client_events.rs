@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use webpubsub_client::emulator::Emulator;
-use webpubsub_client::{ClientState, Data, Event, StateError, Error};
+use webpubsub_client::{ClientState, Data, Error, Event, StateError};
 
 #[test]
 fn group_and_server_messages_arrive_in_order_exactly_once() {
@@ -18,24 +18,40 @@ fn group_and_server_messages_arrive_in_order_exactly_once() {
     let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let (s, t) = (seen.clone(), threads.clone());
     let _sub = a.on_group_message(move |m| {
-        t.lock().unwrap().insert(std::thread::current().name().map(str::to_owned));
+        t.lock()
+            .unwrap()
+            .insert(std::thread::current().name().map(str::to_owned));
         s.lock().unwrap().push(m.data.as_text().unwrap().to_owned());
     });
     let events = a.events();
     for i in 0..200 {
-        b.send_to_group_with("g", i.to_string(), &webpubsub_client::RequestOptions::new().fire_and_forget(true))
-            .unwrap();
+        b.send_to_group_with(
+            "g",
+            i.to_string(),
+            &webpubsub_client::RequestOptions::new().fire_and_forget(true),
+        )
+        .unwrap();
     }
     b.send_to_group("g", "end").unwrap();
-    recv_until(&events, |e| matches!(e, Event::GroupMessage(m) if m.data.as_text() == Some("end")));
+    recv_until(
+        &events,
+        |e| matches!(e, Event::GroupMessage(m) if m.data.as_text() == Some("end")),
+    );
     let mut seen = seen.lock().unwrap().clone();
     assert_eq!(seen.pop().as_deref(), Some("end"));
     assert_eq!(seen, (0..200).map(|i| i.to_string()).collect::<Vec<_>>());
-    emu.hub(HUB).send_to_connection(a.connection_id().unwrap(), "server");
-    recv_until(&events, |e| matches!(e, Event::ServerMessage(m) if m.data.as_text() == Some("server")));
+    emu.hub(HUB)
+        .send_to_connection(a.connection_id().unwrap(), "server");
+    recv_until(
+        &events,
+        |e| matches!(e, Event::ServerMessage(m) if m.data.as_text() == Some("server")),
+    );
     let names = threads.lock().unwrap().clone();
     assert_eq!(names.len(), 1, "one dispatcher thread");
-    assert_eq!(names.into_iter().next().unwrap().as_deref(), Some("webpubsub-dispatch"));
+    assert_eq!(
+        names.into_iter().next().unwrap().as_deref(),
+        Some("webpubsub-dispatch")
+    );
 }
 
 #[test]
@@ -77,8 +93,15 @@ fn a_panicking_callback_does_not_stop_delivery() {
     let id = a.connection_id().unwrap();
     hub.send_to_connection(&id, "boom");
     hub.send_to_connection(&id, "after");
-    recv_until(&events, |e| matches!(e, Event::ServerMessage(m) if m.data.as_text() == Some("after")));
-    assert_eq!(count.load(Ordering::SeqCst), 2, "both messages reached the other handler");
+    recv_until(
+        &events,
+        |e| matches!(e, Event::ServerMessage(m) if m.data.as_text() == Some("after")),
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        2,
+        "both messages reached the other handler"
+    );
     assert_eq!(a.state(), ClientState::Connected);
 }
 
@@ -99,7 +122,8 @@ fn a_callback_may_send_and_stop_without_deadlock() {
         c.stop();
         tx.send((r.is_ok(), again)).unwrap();
     });
-    emu.hub(HUB).send_to_connection(a.connection_id().unwrap(), "go");
+    emu.hub(HUB)
+        .send_to_connection(a.connection_id().unwrap(), "go");
     let (sent, again) = recv(&rx);
     assert!(sent);
     assert_eq!(again, Some(Error::State(StateError::OwnThread)));
@@ -124,11 +148,19 @@ fn handlers_survive_reconnects_and_can_be_removed() {
     recv_until(&events, is_connected);
     hub.send_to_connection(a.connection_id().unwrap(), "1");
     recv_until(&events, |e| matches!(e, Event::ServerMessage(_)));
-    assert_eq!(count.load(Ordering::SeqCst), 1, "the handler outlived the reconnect");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "the handler outlived the reconnect"
+    );
     assert!(sub.remove());
     hub.send_to_connection(a.connection_id().unwrap(), "2");
     recv_until(&events, |e| matches!(e, Event::ServerMessage(_)));
-    assert_eq!(count.load(Ordering::SeqCst), 1, "a removed handler is not called");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "a removed handler is not called"
+    );
 }
 
 #[test]
@@ -139,7 +171,8 @@ fn dropped_stream_receivers_are_pruned() {
     let dropped = a.events();
     drop(dropped);
     let live = a.events();
-    emu.hub(HUB).send_to_connection(a.connection_id().unwrap(), "x");
+    emu.hub(HUB)
+        .send_to_connection(a.connection_id().unwrap(), "x");
     recv_until(&live, |e| matches!(e, Event::ServerMessage(_)));
 }
 
@@ -152,7 +185,11 @@ fn disconnected_carries_the_reason_and_close_code_once() {
     let first = a.connection_id().unwrap();
     emu.hub(HUB).close_connection(&first, "kicked by admin");
     match recv_until(&events, |e| matches!(e, Event::Disconnected { .. })) {
-        Event::Disconnected { connection_id, message, close_code } => {
+        Event::Disconnected {
+            connection_id,
+            message,
+            close_code,
+        } => {
             assert_eq!(connection_id.as_deref(), Some(first.as_str()));
             assert_eq!(message.as_deref(), Some("kicked by admin"));
             assert_eq!(close_code, Some(1008));

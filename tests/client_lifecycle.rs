@@ -43,9 +43,15 @@ fn start_returns_after_the_connected_message() {
     let client = builder(url(&emu, "a")).build().unwrap();
     let _g = client.start().unwrap();
     // The connection id is known when start returns: `connected` has arrived.
-    let id = client.connection_id().expect("connection id known at start");
+    let id = client
+        .connection_id()
+        .expect("connection id known at start");
     match recv_until(&obs, |o| matches!(o, Observation::Connected { .. })) {
-        Observation::Connected { connection_id, reliable, .. } => {
+        Observation::Connected {
+            connection_id,
+            reliable,
+            ..
+        } => {
             assert_eq!(connection_id, id);
             assert!(reliable);
         }
@@ -62,7 +68,11 @@ fn starting_twice_is_an_error() {
         client.start().unwrap_err(),
         Error::State(StateError::AlreadyStarted)
     );
-    assert_eq!(client.state(), ClientState::Connected, "the first run goes on");
+    assert_eq!(
+        client.state(),
+        ClientState::Connected,
+        "the first run goes on"
+    );
 }
 
 #[test]
@@ -75,7 +85,10 @@ fn start_failure_with_401_reports_the_status_and_fires_no_stopped() {
     let events = client.events();
     let err = client.start().unwrap_err();
     assert_eq!(err.http_status(), Some(401), "{err}");
-    assert!(matches!(err, Error::Connect(ConnectError::Http { status: 401, .. })));
+    assert!(matches!(
+        err,
+        Error::Connect(ConnectError::Http { status: 401, .. })
+    ));
     assert!(!err.is_retryable());
     assert_eq!(client.state(), ClientState::Stopped);
     assert_none_within(&events, Duration::from_millis(200), |_| true);
@@ -88,13 +101,18 @@ fn start_failure_on_a_closed_port_reports_the_io_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client =
-        builder(format!("ws://127.0.0.1:{port}/client/hubs/h?access_token=t").as_str())
-            .build()
-            .unwrap();
+    let client = builder(format!("ws://127.0.0.1:{port}/client/hubs/h?access_token=t").as_str())
+        .build()
+        .unwrap();
     let err = client.start().unwrap_err();
     assert!(
-        matches!(err, Error::Connect(ConnectError::Io { kind: std::io::ErrorKind::ConnectionRefused, .. })),
+        matches!(
+            err,
+            Error::Connect(ConnectError::Io {
+                kind: std::io::ErrorKind::ConnectionRefused,
+                ..
+            })
+        ),
         "{err:?}"
     );
     assert_eq!(client.state(), ClientState::Stopped);
@@ -105,14 +123,16 @@ fn start_times_out_when_the_service_never_answers() {
     // B3: a listener that accepts and never answers the upgrade.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let client =
-        builder(format!("ws://127.0.0.1:{port}/client/hubs/h?access_token=t").as_str())
-            .start_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
+    let client = builder(format!("ws://127.0.0.1:{port}/client/hubs/h?access_token=t").as_str())
+        .start_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let t0 = Instant::now();
     let err = client.start().unwrap_err();
-    assert!(matches!(err, Error::Timeout(TimeoutKind::Start(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Timeout(TimeoutKind::Start(_))),
+        "{err:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(client.state(), ClientState::Stopped);
     drop(listener);
@@ -130,7 +150,16 @@ fn stop_is_idempotent_and_fires_disconnected_then_stopped() {
     // `Connected` may be delivered after `start` returned; it comes first if at all.
     let got: Vec<Event> = events.try_iter().filter(|e| !is_connected(e)).collect();
     assert!(
-        matches!(got.as_slice(), [Event::Disconnected { close_code: Some(1000), .. }, Event::Stopped]),
+        matches!(
+            got.as_slice(),
+            [
+                Event::Disconnected {
+                    close_code: Some(1000),
+                    ..
+                },
+                Event::Stopped
+            ]
+        ),
         "{got:?}"
     );
 }
@@ -187,7 +216,10 @@ fn restart_after_stop_rejoins_remembered_groups() {
     let _g = client.start().unwrap();
     let id = client.connection_id().unwrap();
     let hub = emu.hub(HUB);
-    assert!(hub.group_members("g1").contains(&id), "g1 rejoined at start");
+    assert!(
+        hub.group_members("g1").contains(&id),
+        "g1 rejoined at start"
+    );
     assert!(!hub.group_members("g2").contains(&id), "g2 was left");
     assert_eq!(client.joined_groups(), ["g1"]);
 }
@@ -210,7 +242,11 @@ fn provider_is_called_for_new_connections_never_for_recovery() {
     let hub = emu.hub(HUB);
     hub.drop_connection(client.connection_id().unwrap());
     recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "recovery does not call the provider");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "recovery does not call the provider"
+    );
     hub.close_connection(client.connection_id().unwrap(), "bye");
     recv_until(&events, is_connected);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "a new connection does");
@@ -240,10 +276,14 @@ fn provider_failure_is_a_credential_error() {
 fn auto_reconnect_off_stops_after_a_lost_session() {
     // B11
     let emu = Emulator::start().unwrap();
-    let client = builder(url(&emu, "a")).auto_reconnect(false).build().unwrap();
+    let client = builder(url(&emu, "a"))
+        .auto_reconnect(false)
+        .build()
+        .unwrap();
     let _g = client.start().unwrap();
     let events = client.events();
-    emu.hub(HUB).close_connection(client.connection_id().unwrap(), "bye");
+    emu.hub(HUB)
+        .close_connection(client.connection_id().unwrap(), "bye");
     recv_until(&events, |e| matches!(e, Event::Disconnected { .. }));
     recv_until(&events, |e| matches!(e, Event::Stopped));
     assert_eq!(client.state(), ClientState::Stopped);
@@ -288,7 +328,11 @@ fn stop_during_a_reconnect_backoff_returns_at_once() {
     }
     let t0 = Instant::now();
     client.stop();
-    assert!(t0.elapsed() < Duration::from_secs(1), "stop took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(client.state(), ClientState::Stopped);
 }
 

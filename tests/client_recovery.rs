@@ -37,8 +37,14 @@ fn recovery_keeps_groups_and_loses_nothing() {
         }
     }
     assert_eq!(got, (0..15).map(|i| format!("m{i}")).collect::<Vec<_>>());
-    assert_none_within(&events, Duration::from_millis(300), |e| matches!(e, Event::ServerMessage(_)));
-    assert_eq!(a.connection_id().as_deref(), Some(id.as_str()), "same session");
+    assert_none_within(&events, Duration::from_millis(300), |e| {
+        matches!(e, Event::ServerMessage(_))
+    });
+    assert_eq!(
+        a.connection_id().as_deref(),
+        Some(id.as_str()),
+        "same session"
+    );
     assert!(hub.group_members("g").contains(&id));
 }
 
@@ -52,7 +58,8 @@ fn connected_does_not_fire_after_recovery() {
     recv_until(&events, |e| matches!(e, Event::Recovering { .. }));
     recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
     // A server message after the recovery proves the event queue is drained up to here.
-    emu.hub(HUB).send_to_connection(a.connection_id().unwrap(), "x");
+    emu.hub(HUB)
+        .send_to_connection(a.connection_id().unwrap(), "x");
     let mut saw_connected = false;
     loop {
         match recv(&events) {
@@ -79,7 +86,10 @@ fn close_1008_leads_to_a_new_connection_and_rejoin() {
     recv_until(&events, is_connected);
     let second = a.connection_id().unwrap();
     assert_ne!(first, second);
-    assert!(emu.hub(HUB).group_members("g").contains(&second), "rejoined before `connected`");
+    assert!(
+        emu.hub(HUB).group_members("g").contains(&second),
+        "rejoined before `connected`"
+    );
     assert_none_within(&obs, Duration::from_millis(200), |o| {
         matches!(o, Observation::RecoveryRefused { .. })
     });
@@ -118,17 +128,29 @@ fn a_lost_ack_is_resent_and_executed_once() {
     let b_events = b.events();
     emu.hub(HUB).lose_next_ack(a.connection_id().unwrap());
     let outcome = a.send_to_group("g", "once").unwrap();
-    assert!(outcome.duplicate, "the resend after recovery was answered Duplicate");
+    assert!(
+        outcome.duplicate,
+        "the resend after recovery was answered Duplicate"
+    );
     let ids: Vec<Option<u64>> = obs
         .try_iter()
         .filter_map(|o| match o {
-            Observation::Request { message: ClientMessage::SendToGroup { ack_id, .. }, .. } => Some(ack_id),
+            Observation::Request {
+                message: ClientMessage::SendToGroup { ack_id, .. },
+                ..
+            } => Some(ack_id),
             _ => None,
         })
         .collect();
-    assert_eq!(ids, [Some(outcome.ack_id), Some(outcome.ack_id)], "same ack id twice");
+    assert_eq!(
+        ids,
+        [Some(outcome.ack_id), Some(outcome.ack_id)],
+        "same ack id twice"
+    );
     recv_until(&b_events, |e| matches!(e, Event::GroupMessage(_)));
-    assert_none_within(&b_events, Duration::from_millis(300), |e| matches!(e, Event::GroupMessage(_)));
+    assert_none_within(&b_events, Duration::from_millis(300), |e| {
+        matches!(e, Event::GroupMessage(_))
+    });
 }
 
 #[test]
@@ -145,7 +167,9 @@ fn requests_of_a_lost_session_fail_with_connection_lost_and_retry_on_the_new_one
     hub.delay_acks(&id, Duration::from_secs(30));
     emu.refuse_recoveries(true);
     let obs = emu.observe();
-    let h = a.send_event_nowait("e", "x", &RequestOptions::default()).unwrap();
+    let h = a
+        .send_event_nowait("e", "x", &RequestOptions::default())
+        .unwrap();
     next_request(&obs, |m| matches!(m, ClientMessage::Event { .. }));
     let events = a.events();
     hub.drop_connection(&id);
@@ -162,9 +186,20 @@ fn plain_json_protocol_reconnects_instead_of_recovering() {
     // B17, B22
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
-    let a = builder(url(&emu, "a")).protocol(Protocol::Json).build().unwrap();
+    let a = builder(url(&emu, "a"))
+        .protocol(Protocol::Json)
+        .build()
+        .unwrap();
     let _g = a.start().unwrap();
-    recv_until(&obs, |o| matches!(o, Observation::Connected { reliable: false, .. }));
+    recv_until(&obs, |o| {
+        matches!(
+            o,
+            Observation::Connected {
+                reliable: false,
+                ..
+            }
+        )
+    });
     a.join_group("g").unwrap();
     let first = a.connection_id().unwrap();
     let events = a.events();
@@ -172,7 +207,10 @@ fn plain_json_protocol_reconnects_instead_of_recovering() {
     recv_until(&events, |e| matches!(e, Event::Disconnected { .. }));
     recv_until(&events, is_connected);
     assert_ne!(a.connection_id().unwrap(), first);
-    assert!(emu.hub(HUB).group_members("g").contains(&a.connection_id().unwrap()));
+    assert!(emu
+        .hub(HUB)
+        .group_members("g")
+        .contains(&a.connection_id().unwrap()));
 }
 
 #[test]
@@ -183,18 +221,26 @@ fn failed_rejoin_fires_rejoin_group_failed() {
     let (c, full) = (calls.clone(), url(&emu, "a"));
     let no_roles = emu.client_url(HUB).user_id("a").build();
     let a = builder(Credential::from_fn(move || {
-        Ok(if c.fetch_add(1, Ordering::SeqCst) == 0 { full.clone() } else { no_roles.clone() })
+        Ok(if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            full.clone()
+        } else {
+            no_roles.clone()
+        })
     }))
     .build()
     .unwrap();
     let _g = a.start().unwrap();
     a.join_group("g").unwrap();
     let events = a.events();
-    emu.hub(HUB).close_connection(a.connection_id().unwrap(), "bye");
+    emu.hub(HUB)
+        .close_connection(a.connection_id().unwrap(), "bye");
     match recv_until(&events, |e| matches!(e, Event::RejoinGroupFailed { .. })) {
         Event::RejoinGroupFailed { group, error } => {
             assert_eq!(group, "g");
-            assert!(matches!(error, Error::Ack(ref f) if f.name == "Forbidden"), "{error:?}");
+            assert!(
+                matches!(error, Error::Ack(ref f) if f.name == "Forbidden"),
+                "{error:?}"
+            );
         }
         _ => unreachable!(),
     }

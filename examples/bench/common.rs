@@ -31,6 +31,12 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 pub const ROLES: [&str; 2] = ["webpubsub.sendToGroup", "webpubsub.joinLeaveGroup"];
 
+/// Whether workload `w` (`a`, `a2`, `b`, `c`, `d`) runs: all, unless `BENCH_WORKLOADS`
+/// (comma-separated) names some — for profiling one of them.
+pub fn enabled(w: &str) -> bool {
+    std::env::var("BENCH_WORKLOADS").map_or(true, |v| v.split(',').any(|x| x.trim() == w))
+}
+
 /// A 100-byte text payload whose first 8 characters are `i`.
 pub fn payload(i: usize) -> String {
     let mut s = format!("{i:08}");
@@ -110,19 +116,24 @@ pub fn blast(hub: HubHandle, group: String, n: usize) -> JoinHandle<()> {
 
 /// (c)'s service side: `STREAM` messages at `RATE`/s to `group`, dropping `conn_id`'s
 /// socket before the indices in `DROPS_AT`. Returns the drop times (epoch seconds).
+///
+/// A drop due while the client is still away (recovering from the previous one) waits until
+/// its socket is back, so a slow recovery gets fewer drops; `c.drops` then says how many.
 pub fn paced_stream(hub: HubHandle, group: String, conn_id: String) -> JoinHandle<Vec<f64>> {
     std::thread::Builder::new()
         .name("bench-stream".into())
         .spawn(move || {
             let start = Instant::now();
             let mut drops = Vec::new();
+            let mut due_drops = 0;
             for i in 0..STREAM {
                 if DROPS_AT.contains(&i) {
+                    due_drops += 1;
+                }
+                if drops.len() < due_drops {
                     let t = now_epoch();
                     if hub.drop_connection(&conn_id) {
                         drops.push(t);
-                    } else {
-                        eprintln!("[bench] drop before {i}: no socket attached");
                     }
                 }
                 // 1 ms ticks of 10 messages: sleeping per message would cost more than it paces.

@@ -23,17 +23,29 @@ fn record(out: &mut Figures, key: &'static str, r: R<()>) {
 }
 
 pub fn run(emu: &Emulator, out: &mut Figures) {
-    let r = latency(emu, out);
-    record(out, "a.p50", r);
-    let r = pipelined(emu, out);
-    record(out, "a2.rate", r);
-    let r = receive_callback(emu, out);
-    record(out, "b.cb", r);
-    let r = receive_receiver(emu, out);
-    record(out, "b.rx", r);
-    let r = recovery(emu, out);
-    record(out, "c.lost", r);
-    idle_child("ours", &client_url(emu, "ours-d", "ours-d"), out);
+    if enabled("a") {
+        let r = latency(emu, out);
+        record(out, "a.p50", r);
+    }
+    if enabled("a2") {
+        let r = pipelined(emu, out);
+        record(out, "a2.rate", r);
+    }
+    if enabled("b") {
+        let r = receive_callback(emu, out);
+        record(out, "b.cb", r);
+    }
+    if enabled("b") {
+        let r = receive_receiver(emu, out);
+        record(out, "b.rx", r);
+    }
+    if enabled("c") {
+        let r = recovery(emu, out);
+        record(out, "c.lost", r);
+    }
+    if enabled("d") {
+        idle_child("ours", &client_url(emu, "ours-d", "ours-d"), out);
+    }
 }
 
 /// (a): the client is in the group, so each publish also comes back to it (and is acked

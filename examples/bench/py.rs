@@ -158,6 +158,9 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
             out.entry(k).or_insert_with(|| Val::Na(e.clone()));
         }
     }
+    if !enabled("d") {
+        return;
+    }
     if let Err(e) = idle(emu, &python, out) {
         eprintln!("[bench] python (d): {e}");
         out.insert("d.rss", Val::Na(e));
@@ -165,7 +168,7 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
 }
 
 fn workloads(emu: &Emulator, python: &Path, out: &mut Figures) -> R<()> {
-    let cfg = json!({
+    let mut cfg = json!({
         "a": {"url": client_url(emu, "py-a", "py-a"), "group": "py-a", "n": LATENCY_CALLS,
               "warmup": WARMUP, "budget_s": LATENCY_BUDGET.as_secs_f64()},
         "a2": {"url": client_url(emu, "py-a2", "py-a2-member"), "group": "py-a2",
@@ -175,6 +178,12 @@ fn workloads(emu: &Emulator, python: &Path, out: &mut Figures) -> R<()> {
         "c": {"url": client_url(emu, "py-c", "py-c"), "n": STREAM,
               "timeout_s": WAIT.as_secs_f64()},
     });
+    if let Some(map) = cfg.as_object_mut() {
+        map.retain(|w, _| enabled(w));
+        if map.is_empty() {
+            return Ok(());
+        }
+    }
     let mut s = Script::start(python, &cfg, "bench-py.stderr")?;
     let mut b_begin = 0.0;
     let mut c_run = None;

@@ -49,10 +49,7 @@ fn field_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 fn field_u64(text: &str, key: &str) -> Option<u64> {
     let pat = format!("\"{key}\":");
     let start = text.find(&pat)? + pat.len();
-    let digits = text[start..]
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .count();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
     text[start..start + digits].parse().ok()
 }
 
@@ -68,8 +65,10 @@ fn dial(url: &str) -> R<(WebSocket<TcpStream>, String, String)> {
     tcp.set_read_timeout(Some(WAIT))
         .map_err(|e| e.to_string())?;
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().expect("valid"));
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        SUBPROTOCOL.parse().expect("valid"),
+    );
     let (mut ws, _) = tungstenite::client(req, tcp).map_err(|e| e.to_string())?;
     loop {
         match ws.read().map_err(|e| e.to_string())? {
@@ -203,16 +202,29 @@ fn record(out: &mut Figures, key: &'static str, r: R<()>) {
 }
 
 pub fn run(emu: &Emulator, out: &mut Figures) {
-    let r = latency(emu, out);
-    record(out, "a.p50", r);
-    let r = pipelined(emu, out);
-    record(out, "a2.rate", r);
-    let r = receive(emu, out);
-    record(out, "b.cb", r);
-    out.insert("b.rx", Val::Na("no Receiver: the reading loop is the callback".into()));
-    let r = recovery(emu, out);
-    record(out, "c.lost", r);
-    idle_child("raw", &client_url(emu, "raw-d", "raw-d"), out);
+    if enabled("a") {
+        let r = latency(emu, out);
+        record(out, "a.p50", r);
+    }
+    if enabled("a2") {
+        let r = pipelined(emu, out);
+        record(out, "a2.rate", r);
+    }
+    if enabled("b") {
+        let r = receive(emu, out);
+        record(out, "b.cb", r);
+    }
+    out.insert(
+        "b.rx",
+        Val::Na("no Receiver: the reading loop is the callback".into()),
+    );
+    if enabled("c") {
+        let r = recovery(emu, out);
+        record(out, "c.lost", r);
+    }
+    if enabled("d") {
+        idle_child("raw", &client_url(emu, "raw-d", "raw-d"), out);
+    }
 }
 
 /// (a): one request at a time; the echo of each publish is read (and sequence-acked) on the way.

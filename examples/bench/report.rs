@@ -191,11 +191,7 @@ impl Table {
         s.push_str("| figure | webpubsub-client | ×raw | raw tungstenite | Python SDK 1.1.0 | ×raw | target (issue 5) | met |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---|:-:|\n");
         for f in FIGURES {
-            let (o, r, p) = (
-                self.ours.get(f.id),
-                self.raw.get(f.id),
-                self.py.get(f.id),
-            );
+            let (o, r, p) = (self.ours.get(f.id), self.raw.get(f.id), self.py.get(f.id));
             if o.is_none() && r.is_none() && p.is_none() {
                 continue;
             }

@@ -80,8 +80,14 @@ pub fn assert_none_within<T: std::fmt::Debug>(
 }
 
 /// The next request of `kind` (`joinGroup`, `sendToGroup`, ...) the emulator handled.
-pub fn next_request(obs: &Receiver<Observation>, pred: impl Fn(&ClientMessage) -> bool) -> ClientMessage {
-    match recv_until(obs, |o| matches!(o, Observation::Request { message, .. } if pred(message))) {
+pub fn next_request(
+    obs: &Receiver<Observation>,
+    pred: impl Fn(&ClientMessage) -> bool,
+) -> ClientMessage {
+    match recv_until(
+        obs,
+        |o| matches!(o, Observation::Request { message, .. } if pred(message)),
+    ) {
         Observation::Request { message, .. } => message,
         _ => unreachable!(),
     }
@@ -112,7 +118,10 @@ pub fn assert_client_threads(n: usize) {
         if now == n {
             return;
         }
-        assert!(Instant::now() < deadline, "{now} client threads, expected {n}");
+        assert!(
+            Instant::now() < deadline,
+            "{now} client threads, expected {n}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
