@@ -88,7 +88,7 @@ enum Attempt {
 enum Conn {
     Idle,
     Dialing {
-        dialer: Dialer,
+        dialer: Box<Dialer>,
         deadline: Option<Instant>,
     },
     Open(Box<Open>),
@@ -298,7 +298,12 @@ impl IoThread {
             Attempt::Reconnect => Some(now + timeout),
         };
         match Dialer::start(url, &self.core.options, tls, self.poll.registry(), SOCKET) {
-            Ok(dialer) => self.conn = Conn::Dialing { dialer, deadline },
+            Ok(dialer) => {
+                self.conn = Conn::Dialing {
+                    dialer: Box::new(dialer),
+                    deadline,
+                }
+            }
             Err(e) => self.attempt_failed(None, e, now),
         }
     }
@@ -444,6 +449,8 @@ impl IoThread {
                         from_user_id,
                         sequence_id,
                     })));
+                } else {
+                    log::debug!("dropping redelivered message {sequence_id:?}");
                 }
             }
             ServiceMessage::ServerMessage { data, sequence_id } => {
@@ -560,6 +567,7 @@ impl IoThread {
                     // B31: if the write fails the connection ends, and the ack is sent again
                     // after the recovery.
                     if write(o, frame.into()) {
+                        log::trace!("sequenceAck {id}");
                         self.seq.acked(id);
                     }
                 }

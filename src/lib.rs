@@ -35,7 +35,7 @@
 //! [`WebPubSubClient`] is `Clone + Send + Sync`; clones share one connection, and every
 //! operation takes `&self`. While started, a client runs exactly two threads:
 //!
-//! - `webpubsub-io` ([`io`](crate) module): a mio readiness loop that dials, reads, writes,
+//! - `webpubsub-io` (module `io`): a mio readiness loop that dials, reads, writes,
 //!   resolves acks, sends sequence acks and keep-alive pings, and runs recovery and reconnect.
 //!   Requests reach the socket at once (the caller queues the frame and wakes the loop); an idle
 //!   client sleeps in `poll`.

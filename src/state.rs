@@ -247,7 +247,7 @@ impl<W> Session<W> {
             let resend = self.acks.sent_frames().cloned().collect();
             let event = self
                 .connected_fired
-                .then(|| Event::Recovered { connection_id });
+                .then_some(Event::Recovered { connection_id });
             return ConnectedOutcome::Recovered { resend, event };
         }
         // A new connection: a new session.

@@ -10,10 +10,6 @@ use mio::{Interest, Registry, Token};
 use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::client::ClientHandshake;
-use tungstenite::handshake::{HandshakeError, MidHandshake};
-use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::WebSocket;
 
@@ -68,8 +64,19 @@ enum Stage {
     Tcp(TcpStream),
     Tls(MidHandshakeTlsStream<TcpStream>),
     WsStart(Stream),
-    Ws(MidHandshake<ClientHandshake<Stream>>),
+    Ws(Upgrade),
     Done,
+}
+
+/// The WebSocket upgrade in progress. We write the request ourselves rather than through
+/// tungstenite's `ClientHandshake`, which logs the whole request — the access token with it —
+/// at trace level (B37).
+struct Upgrade {
+    stream: Stream,
+    request: Vec<u8>,
+    written: usize,
+    response: Vec<u8>,
+    accept: String,
 }
 
 /// One connection attempt in progress.
@@ -174,20 +181,30 @@ impl Dialer {
                     }
                 }
                 Stage::WsStart(stream) => {
-                    let request = self.request()?;
-                    let r =
-                        tungstenite::client::client_with_config(request, stream, Some(ws_config()));
-                    if let Some(ws) = self.ws_step(r)? {
-                        return Ok(Some(ws));
-                    }
-                    return Ok(None);
+                    let key = tungstenite::handshake::client::generate_key();
+                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    self.stage = Stage::Ws(Upgrade {
+                        stream,
+                        request: self.request(&key),
+                        written: 0,
+                        response: Vec::with_capacity(1024),
+                        accept,
+                    });
                 }
-                Stage::Ws(mid) => {
-                    if let Some(ws) = self.ws_step(mid.handshake())? {
-                        return Ok(Some(ws));
+                Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
+                    Some(part) => {
+                        return Ok(Some(WebSocket::from_partially_read(
+                            up.stream,
+                            part,
+                            tungstenite::protocol::Role::Client,
+                            Some(ws_config()),
+                        )))
                     }
-                    return Ok(None);
-                }
+                    None => {
+                        self.stage = Stage::Ws(up);
+                        return Ok(None);
+                    }
+                },
                 Stage::Done => {
                     return Err(Error::Connect(ConnectError::Handshake(
                         "connection attempt already finished".into(),
@@ -197,39 +214,110 @@ impl Dialer {
         }
     }
 
-    fn request(&self) -> Result<tungstenite::handshake::client::Request> {
-        let mut req = self
-            .url
-            .url()
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Error::Connect(ConnectError::Handshake(e.to_string())))?;
-        let h = req.headers_mut();
-        h.insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(self.subprotocol),
-        );
-        if let Ok(ua) = HeaderValue::from_str(&self.user_agent) {
-            h.insert("User-Agent", ua);
+    /// The upgrade request (RFC 6455 §4.1).
+    fn request(&self, key: &str) -> Vec<u8> {
+        let url = self.url.url();
+        let mut target = url.path().to_owned();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
         }
-        Ok(req)
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", self.url.host()),
+            None => self.url.host().to_owned(),
+        };
+        // The user agent is ours to sanitise; the URL parts are already percent-encoded.
+        let ua: String = self
+            .user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+             Sec-WebSocket-Protocol: {}\r\nUser-Agent: {ua}\r\n\r\n",
+            self.subprotocol
+        )
+        .into_bytes()
     }
 
-    fn ws_step(
-        &mut self,
-        r: std::result::Result<
-            (WebSocket<Stream>, tungstenite::handshake::client::Response),
-            HandshakeError<ClientHandshake<Stream>>,
-        >,
-    ) -> Result<Option<WebSocket<Stream>>> {
-        match r {
-            Ok((ws, _response)) => Ok(Some(ws)),
-            Err(HandshakeError::Interrupted(mid)) => {
-                self.stage = Stage::Ws(mid);
-                Ok(None)
+    /// Writes the request, reads the response. `Some(leftover bytes)` once upgraded.
+    fn upgrade_step(&self, up: &mut Upgrade) -> Result<Option<Vec<u8>>> {
+        while up.written < up.request.len() {
+            match up.stream.write(&up.request[up.written..]) {
+                Ok(0) => return Err(closed_during_upgrade()),
+                Ok(n) => up.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&e)),
             }
-            Err(HandshakeError::Failure(e)) => Err(handshake_error(e)),
         }
+        let _ = up.stream.flush();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(done) = self.parse_response(up)? {
+                return Ok(Some(done));
+            }
+            if up.response.len() > 64 * 1024 {
+                return Err(handshake("the upgrade response is too large"));
+            }
+            match up.stream.read(&mut buf) {
+                Ok(0) => {
+                    // A refused upgrade may end the connection right after its body.
+                    return match parse_head(&up.response)? {
+                        Some((status, _, head_len, _)) if status != 101 => {
+                            Err(http_error(status, &up.response[head_len..]))
+                        }
+                        _ => Err(closed_during_upgrade()),
+                    };
+                }
+                Ok(n) => up.response.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&e)),
+            }
+        }
+    }
+
+    /// `Ok(None)`: the response is incomplete.
+    fn parse_response(&self, up: &Upgrade) -> Result<Option<Vec<u8>>> {
+        let Some((status, headers, head_len, content_length)) = parse_head(&up.response)? else {
+            return Ok(None);
+        };
+        if status != 101 {
+            let body = &up.response[head_len..];
+            if body.len() < content_length.unwrap_or(0).min(4096) {
+                return Ok(None);
+            }
+            return Err(http_error(status, body));
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        if header("Sec-WebSocket-Accept").map(str::trim) != Some(up.accept.as_str()) {
+            return Err(handshake(
+                "bad Sec-WebSocket-Accept in the upgrade response",
+            ));
+        }
+        match header("Sec-WebSocket-Protocol").map(str::trim) {
+            Some(p) if p == self.subprotocol => {}
+            Some(p) => {
+                return Err(Error::Protocol(format!(
+                    "the service chose the subprotocol `{p}`, not `{}`",
+                    self.subprotocol
+                )))
+            }
+            None => {
+                return Err(Error::Protocol(format!(
+                    "the service did not accept the subprotocol `{}`",
+                    self.subprotocol
+                )))
+            }
+        }
+        Ok(Some(up.response[head_len..].to_vec()))
     }
 
     /// Stops the attempt and removes its socket from the poll.
@@ -238,7 +326,7 @@ impl Dialer {
             Stage::Tcp(s) => registry.deregister(s),
             Stage::Tls(mid) => registry.deregister(mid.get_mut()),
             Stage::WsStart(s) => registry.deregister(s.tcp()),
-            Stage::Ws(mid) => registry.deregister(mid.get_mut().get_mut().tcp()),
+            Stage::Ws(up) => registry.deregister(up.stream.tcp()),
             Stage::Done => Ok(()),
         };
     }
@@ -254,28 +342,55 @@ fn tls_step(
     }
 }
 
-/// Maps a handshake failure; the request (and its token) is never part of the message.
-fn handshake_error(e: tungstenite::Error) -> Error {
-    use tungstenite::error::ProtocolError as P;
-    match e {
-        tungstenite::Error::Http(resp) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-                .unwrap_or_default();
-            Error::Connect(ConnectError::Http {
-                status: resp.status().as_u16(),
-                body,
-            })
+/// Status, headers, head length and `Content-Length` of a response head.
+type Head = (u16, Vec<(String, String)>, usize, Option<usize>);
+
+/// Parses the response head; `Ok(None)` while incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(len)) => {
+            let hs: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let content_length = hs
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok());
+            Ok(Some((resp.code.unwrap_or(0), hs, len, content_length)))
         }
-        tungstenite::Error::Io(e) => Error::io(&e),
-        tungstenite::Error::Protocol(P::SecWebSocketSubProtocolError(s)) => {
-            Error::Protocol(format!("the service did not accept the subprotocol: {s}"))
-        }
-        tungstenite::Error::Tls(t) => Error::Connect(ConnectError::Tls(t.to_string())),
-        other => Error::Connect(ConnectError::Handshake(other.to_string())),
+        Err(e) => Err(handshake(&format!("malformed upgrade response: {e}"))),
     }
+}
+
+/// A refused upgrade: its status and (at most 4 KB of) its body. The request, and the token
+/// in it, is never part of the error.
+fn http_error(status: u16, body: &[u8]) -> Error {
+    let body = &body[..body.len().min(4096)];
+    Error::Connect(ConnectError::Http {
+        status,
+        body: String::from_utf8_lossy(body).trim().to_owned(),
+    })
+}
+
+fn handshake(why: &str) -> Error {
+    Error::Connect(ConnectError::Handshake(why.to_owned()))
+}
+
+fn closed_during_upgrade() -> Error {
+    Error::Connect(ConnectError::Closed {
+        code: None,
+        reason: "connection closed during the WebSocket upgrade".into(),
+    })
 }
 
 /// The TLS connector for `options` (system roots plus the added ones).

@@ -26,16 +26,27 @@ fn recovery_keeps_groups_and_loses_nothing() {
     for i in 5..10 {
         hub.send_to_group("g", format!("m{i}"));
     }
-    recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
-    for i in 10..15 {
-        hub.send_to_group("g", format!("m{i}"));
-    }
+    // Collect everything (messages may arrive before or after `Recovered`).
     let mut got = Vec::new();
+    let mut all = Vec::new();
+    let mut recovered = false;
     while got.len() < 15 {
-        if let Event::ServerMessage(m) = recv(&events) {
-            got.push(m.data.as_text().unwrap().to_owned());
+        let e = events
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("only {all:?} arrived"));
+        match &e {
+            Event::ServerMessage(m) => got.push(m.data.as_text().unwrap().to_owned()),
+            Event::Recovered { .. } => {
+                recovered = true;
+                for i in 10..15 {
+                    hub.send_to_group("g", format!("m{i}"));
+                }
+            }
+            _ => {}
         }
+        all.push(e);
     }
+    assert!(recovered);
     assert_eq!(got, (0..15).map(|i| format!("m{i}")).collect::<Vec<_>>());
     assert_none_within(&events, Duration::from_millis(300), |e| {
         matches!(e, Event::ServerMessage(_))

@@ -1,0 +1,66 @@
+//! B37: no token in any log line, error or Debug output, through a start, a recovery, a
+//! reconnect and a failed start. Alone in its binary: it installs the global logger.
+mod common;
+use common::*;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use webpubsub_client::emulator::Emulator;
+use webpubsub_client::{Credential, Event};
+
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        self.0.lock().push(format!("{} {}", r.target(), r.args()));
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn tokens_never_appear_in_logs_errors_or_debug() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    log::set_boxed_logger(Box::new(Capture(lines.clone()))).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+
+    let emu = Emulator::start().unwrap();
+    let u = url(&emu, "a");
+    let token = u.split("access_token=").nth(1).unwrap().to_owned();
+    let url2 = u.clone();
+    let client = builder(Credential::from_fn(move || Ok(url2.clone())))
+        .build()
+        .unwrap();
+    let events = client.events();
+    let _g = client.start().unwrap();
+    let hub = emu.hub(HUB);
+    hub.drop_connection(client.connection_id().unwrap());
+    recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
+    hub.close_connection(client.connection_id().unwrap(), "bye");
+    recv_until(&events, |e| matches!(e, Event::Disconnected { .. }));
+    recv_until(&events, is_connected);
+    let shown = format!("{client:?}");
+    drop(_g);
+
+    let bad = builder(u.replace("access_token=", "access_token=x").as_str())
+        .build()
+        .unwrap();
+    let err = bad.start().unwrap_err();
+
+    let lines = lines.lock();
+    assert!(
+        lines.iter().any(|l| l.contains("REDACTED")),
+        "URLs are logged, redacted"
+    );
+    for text in lines.iter().chain([&shown, &format!("{err} {err:?}")]) {
+        // The emulator's own log lines are not ours to check, but they must be clean too.
+        assert!(!text.contains(&token), "token leaked: {text}");
+        assert!(
+            !text.contains("awps_reconnection_token=")
+                || text.contains("awps_reconnection_token=REDACTED")
+                || text.contains("awps_reconnection_token=***"),
+            "{text}"
+        );
+    }
+}
