@@ -197,7 +197,7 @@ impl Table {
             }
             let raw_num = num(r);
             let ratio = |v: Option<&Val>| match (f.ratio, num(v), raw_num) {
-                (true, Some(v), Some(r)) if r > 0.0 => format!("{:.2}", v / r),
+                (true, Some(v), Some(r)) if r > 0.0 => fmt_ratio(v / r),
                 _ => String::new(),
             };
             let met = match (f.check, num(o)) {
@@ -239,6 +239,18 @@ fn cell(v: Option<&Val>) -> String {
         None => "—".into(),
         Some(Val::Na(why)) => format!("n/a ({})", why.replace('|', "/")),
         Some(Val::Num(n)) => fmt_num(*n),
+    }
+}
+
+/// `0.62`, `11.4`, `8,978`; small ratios keep two significant digits (`0.0036`).
+fn fmt_ratio(x: f64) -> String {
+    if x >= 10.0 || x == 0.0 {
+        fmt_num(x)
+    } else if x >= 0.1 {
+        format!("{x:.2}")
+    } else {
+        let digits = (-x.log10().floor()) as usize + 1;
+        format!("{x:.digits$}")
     }
 }
 
