@@ -1,0 +1,107 @@
+//! Issue 5's benchmark: this crate, a minimal raw tungstenite client and the official Python
+//! SDK, side by side against one embedded emulator, close to the wire.
+//!
+//! ```text
+//! cargo run --release --features emulator --example bench
+//! ```
+//!
+//! Prints one table (each figure per client, and its ratio to the raw client of the same run)
+//! and writes it as Markdown to `target/bench.md`. Every wait is bounded; a full run takes a
+//! few minutes, most of it the Python SDK. The workloads are described in `BENCH.md`.
+//!
+//! Hidden mode, for (d): `bench --child-idle ours|raw URL` connects, idles 10 s and prints
+//! its own peak RSS, thread count and CPU time as one JSON line, so that the emulator's and
+//! the bench's memory do not count.
+
+#[path = "bench/common.rs"]
+mod common;
+#[path = "bench/ours.rs"]
+mod ours;
+#[path = "bench/py.rs"]
+mod py;
+#[path = "bench/raw.rs"]
+mod raw;
+#[path = "bench/report.rs"]
+mod report;
+
+use report::{Client, Table};
+use std::time::Instant;
+use webpubsub_client::emulator::Emulator;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child-idle") {
+        let (which, url) = (&args[2], &args[3]);
+        let figures = match which.as_str() {
+            "ours" => ours::child_idle(url),
+            "raw" => raw::child_idle(url),
+            other => Err(format!("unknown child {other}")),
+        };
+        match figures {
+            Ok(f) => println!("{}", f.to_json()),
+            Err(e) => {
+                eprintln!("child-idle {which}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let only: Option<Vec<String>> = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let wants = |c: &str| only.as_ref().is_none_or(|v| v.iter().any(|x| x == c));
+
+    let began = Instant::now();
+    // The unacked buffer is unbounded here: (b) pushes 20,000 messages as fast as the
+    // emulator can, and (c) keeps streaming while a client is away. Both measure the client,
+    // not the service's flow control (the default limit, 1000 messages, would close a
+    // session that is simply a few milliseconds behind a server-side loop).
+    let emu = Emulator::builder()
+        .max_unacked_messages(usize::MAX)
+        .max_unacked_bytes(usize::MAX)
+        .start()
+        .expect("emulator starts");
+    let mut table = Table::new();
+
+    if wants("raw") {
+        eprintln!("[bench] raw tungstenite client ...");
+        raw::run(&emu, table.column(Client::Raw));
+    }
+    if wants("ours") {
+        eprintln!("[bench] webpubsub-client ...");
+        ours::run(&emu, table.column(Client::Ours));
+    }
+    if wants("py") {
+        eprintln!("[bench] Python SDK ...");
+        py::run(&emu, table.column(Client::Python));
+    }
+    emu.stop();
+
+    let elapsed = began.elapsed();
+    let md = table.markdown(&machine_note(), elapsed);
+    println!("{md}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench.md");
+    if let Err(e) = std::fs::write(&path, &md) {
+        eprintln!("[bench] cannot write {}: {e}", path.display());
+    } else {
+        eprintln!("[bench] written to {} ({elapsed:.0?})", path.display());
+    }
+}
+
+/// CPU model, core count and kernel, for the results file.
+fn machine_note() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}, loopback")
+}
