@@ -27,8 +27,11 @@ pub enum Error {
     /// The service answered the request with an error (not `Duplicate`, which is success).
     Ack(AckFailure),
     /// The connection was lost while the request waited for its ack, and the session could
-    /// not be recovered: the request may or may not have been executed. Retrying with the
-    /// same ack id is safe within one connection session.
+    /// not be recovered: the request may or may not have been executed. The service
+    /// remembers ack ids per connection *session*, so a retry with this ack id is
+    /// deduplicated only while that session lives (a recovered connection is the same
+    /// session); on the new connection that follows a lost session, a retry may deliver the
+    /// message a second time (at least once, not exactly once).
     ConnectionLost {
         /// The request's ack id.
         ack_id: u64,

@@ -83,6 +83,12 @@
 //! credential provider is called again), the client's groups are rejoined, and then
 //! `connected` fires. Without `auto_reconnect`, the client stops and fires `stopped`.
 //!
+//! Delivery guarantees follow from this: within a session — across any number of
+//! recoveries — every acknowledged request is executed exactly once and every message is
+//! delivered once, in order. When a session is lost, the service forgets it: messages sent
+//! meanwhile are not delivered to this client, and a request whose outcome was unknown
+//! ([`Error::ConnectionLost`]) and is retried on the new session may be executed twice.
+//!
 //! # Guide
 //!
 //! ## Connect

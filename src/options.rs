@@ -321,8 +321,12 @@ impl WebPubSubClientBuilder {
     }
 
     /// Retries of a request after a transient failure (not connected, connection lost, ack
-    /// timeout, `InternalServerError`), always with the same ack id (B26). Defaults to
-    /// exponential delays from 0.8 s, 3 retries, at most 120 s.
+    /// timeout, `InternalServerError`), always with the same ack id (B26), so that the
+    /// service executes it once within a connection session. A retry of a request whose
+    /// session was lost (close code 1008, recovery window over) goes to a new session that
+    /// cannot deduplicate it: such a message may arrive twice. Use [`RetryPolicy::none`] and
+    /// handle [`Error::ConnectionLost`](crate::Error::ConnectionLost) yourself where that
+    /// matters. Defaults to exponential delays from 0.8 s, 3 retries, at most 120 s.
     pub fn message_retry(mut self, policy: RetryPolicy) -> Self {
         self.options.message_retry = policy;
         self
