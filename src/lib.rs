@@ -219,6 +219,29 @@
 //! Keep tungstenite at `debug` or below when you trace everything, e.g.
 //! `RUST_LOG=trace,tungstenite=debug` with `env_logger`.
 //!
+//! ## Bad input
+//!
+//! Everything is checked before anything is sent, and every refusal is a typed error (B35):
+//!
+//! | input | error |
+//! |---|---|
+//! | URL with a scheme other than `ws`, `wss`, `http`, `https` | [`InvalidInput::Url`] (`scheme ``ftp`` is not one of …`) |
+//! | URL without a hub (`/client/hubs/{hub}` or `?hub=`) | [`InvalidInput::Url`] (`no hub: …`) |
+//! | not a URL, empty, no host, port out of range | [`InvalidInput::Url`] (the parser's reason) |
+//! | URL without `access_token` | at `start()`: [`ConnectError::Http`] with status 401 and the service's reason |
+//! | credential provider fails or panics | at `start()` or a reconnect: [`ConnectError::Credential`] |
+//! | group name empty, or over 1024 characters | [`InvalidInput::GroupName`] |
+//! | event name empty | [`InvalidInput::EventName`] |
+//! | encoded message over 1 MB (base64 counts) | [`InvalidInput::PayloadTooLarge`] with the size and the limit |
+//! | fire-and-forget with an ack id | [`InvalidInput::Options`] |
+//! | an ack id still in flight, given again | [`InvalidInput::AckIdInUse`] |
+//! | a request while stopped (before `start()`, after `stop()`) | [`Error::Stopped`] |
+//! | `start()` while started, or while stopping | [`StateError::AlreadyStarted`], [`StateError::Stopping`] |
+//! | `start()` from a callback | [`StateError::OwnThread`] |
+//!
+//! Requests, `join_group` and `stop()` may be called from callbacks; a `stop()` there
+//! completes asynchronously.
+//!
 //! ## Testing with the emulator
 //!
 //! With the `emulator` feature, `emulator::Emulator` runs the service in your test process
