@@ -294,11 +294,24 @@ fn session_at_trace_level() -> (Secrets, Vec<String>) {
     // connection is made and the group rejoined.
     hub.delay_acks(&id, Duration::from_secs(30));
     emu.refuse_recoveries(true);
+    let requests = emu.observe();
     let h = client
         .send_event_nowait("e", "x", &RequestOptions::default())
         .unwrap();
     printed.push(format!("{h:?}"));
-    std::thread::yield_now();
+    // The request must have reached the service (a request still queued when the session
+    // is lost goes out on the next connection instead).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match requests.recv_deadline(deadline) {
+            Ok(webpubsub_client::emulator::Observation::Request {
+                message: webpubsub_client::protocol::ClientMessage::Event { .. },
+                ..
+            }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the event never reached the service: {e}"),
+        }
+    }
     hub.drop_connection(&id);
     let err = h.wait().unwrap_err();
     printed.push(format!("{err:?}"));
