@@ -221,6 +221,34 @@ fn bad_recovery_tokens_are_closed_with_1008() {
 }
 
 #[test]
+fn an_earlier_reconnection_token_still_recovers_its_session() {
+    // A recovery's `connected` message (with the fresh token) can be lost in a cut; the
+    // service's tokens live as long as the session, so the previous one must still work.
+    let emu = Emulator::start().unwrap();
+    let obs = emu.observe();
+    let url = emu.client_url("chat").build();
+    let first = connect(&url);
+    let hub = emu.hub("chat");
+    hub.drop_connection(&first.connection_id);
+    wait_dropped(&obs, &first.connection_id);
+    let second = recover(&url, &first);
+    hub.drop_connection(&second.connection_id);
+    wait_dropped(&obs, &second.connection_id);
+    // Recovered with the first token, not the second.
+    let third = recover(&url, &first);
+    assert_eq!(third.connection_id, first.connection_id);
+    // A token of another session still does not.
+    let other = connect(&url);
+    hub.drop_connection(&third.connection_id);
+    wait_dropped(&obs, &third.connection_id);
+    expect_1008(&format!(
+        "{url}&awps_connection_id={}&awps_reconnection_token={}",
+        first.connection_id,
+        other.reconnection_token.as_deref().unwrap()
+    ));
+}
+
+#[test]
 fn refused_recoveries_are_closed_with_1008() {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();

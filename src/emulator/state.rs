@@ -311,6 +311,10 @@ pub(crate) struct SessionState {
     pub delayed: VecDeque<(Instant, Utf8Bytes)>,
     pub link: Option<Arc<Link>>,
     pub reconnection_token: String,
+    /// Tokens issued before the current one. A token stays valid as long as its session (the
+    /// service's tokens live about a week), so a recovery whose `connected` message — with
+    /// the fresh token — was lost in a cut can still be recovered with the previous one.
+    pub earlier_tokens: VecDeque<String>,
     pub faults: Faults,
     pub command: Option<Command>,
     /// Set when the session ended, for the `SessionEnded` observation.
@@ -342,6 +346,7 @@ impl Session {
                 delayed: VecDeque::new(),
                 link: Some(link),
                 reconnection_token,
+                earlier_tokens: VecDeque::new(),
                 faults: Faults::default(),
                 command: None,
                 end_reason: None,

@@ -18,6 +18,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
+/// How many earlier reconnection tokens of a session stay valid besides the current one.
+const MAX_EARLIER_TOKENS: usize = 16;
+
 /// The hub named by a client path, if the path is a client endpoint.
 pub(crate) fn client_hub(req: &Request) -> Option<String> {
     let path = req.path();
@@ -153,7 +156,9 @@ pub(crate) fn handle(
                 sess.reliable
                     && st.phase != Phase::Ended
                     && !matches!(st.phase, Phase::Dropped(at) if at.elapsed() >= shared.cfg.recovery_window)
-                    && auth::ct_eq(&st.reconnection_token, &token)
+                    && std::iter::once(&st.reconnection_token)
+                        .chain(st.earlier_tokens.iter())
+                        .any(|issued| auth::ct_eq(issued, &token))
             });
         if !switch(&mut w, &mut s, &key, subprotocol, deadline) {
             return;
@@ -183,7 +188,11 @@ pub(crate) fn handle(
             let mut st = session.st.lock();
             let old = st.link.replace(w.link.clone());
             st.phase = Phase::Live;
-            st.reconnection_token = fresh.clone();
+            let earlier = std::mem::replace(&mut st.reconnection_token, fresh.clone());
+            if st.earlier_tokens.len() == MAX_EARLIER_TOKENS {
+                st.earlier_tokens.pop_front();
+            }
+            st.earlier_tokens.push_back(earlier);
             st.pending.clear();
             st.delayed.clear();
             st.command = None;
