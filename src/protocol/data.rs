@@ -135,16 +135,28 @@ impl Data {
         data_type: Option<&RawValue>,
         data: Option<&RawValue>,
     ) -> Result<Option<Data>, super::ProtocolError> {
+        match data_type {
+            None => Data::decode_named(message, None, data),
+            Some(raw) => {
+                let name: std::borrow::Cow<'_, str> = super::raw::field(message, "dataType", raw)?;
+                Data::decode_named(message, Some(&name), data)
+            }
+        }
+    }
+
+    /// [`Data::decode`] with the `dataType` already read as a string.
+    pub(crate) fn decode_named(
+        message: &'static str,
+        data_type: Option<&str>,
+        data: Option<&RawValue>,
+    ) -> Result<Option<Data>, super::ProtocolError> {
         let ty = match data_type {
             // The service treats a missing dataType as json; so do we.
             None => DataType::Json,
-            Some(raw) => {
-                let name: std::borrow::Cow<'_, str> = super::raw::field(message, "dataType", raw)?;
-                match DataType::parse(&name) {
-                    Some(t) => t,
-                    None => return Ok(None),
-                }
-            }
+            Some(name) => match DataType::parse(name) {
+                Some(t) => t,
+                None => return Ok(None),
+            },
         };
         let Some(raw) = data else {
             if ty == DataType::Json {
@@ -157,10 +169,10 @@ impl Data {
             });
         };
         Ok(Some(match ty {
-            DataType::Text => Data::Text(super::raw::field(message, "data", raw)?),
+            DataType::Text => Data::Text(json_string(message, raw)?.into_owned()),
             DataType::Json => Data::Json(super::raw::field(message, "data", raw)?),
             DataType::Binary | DataType::Protobuf => {
-                let text: std::borrow::Cow<'_, str> = super::raw::field(message, "data", raw)?;
+                let text = json_string(message, raw)?;
                 let bytes = BASE64.decode(text.as_bytes()).map_err(|e| {
                     super::ProtocolError::InvalidField {
                         message,
@@ -176,6 +188,20 @@ impl Data {
             }
         }))
     }
+}
+
+/// The string a raw `data` value holds. A JSON string without a backslash is its own content
+/// between the quotes (the raw value was validated: no control characters, and its only
+/// unescaped quote is the closing one), so it is borrowed without a second parse.
+fn json_string<'a>(
+    message: &'static str,
+    raw: &'a RawValue,
+) -> Result<std::borrow::Cow<'a, str>, super::ProtocolError> {
+    let s = raw.get();
+    if s.len() >= 2 && s.starts_with('"') && !s.as_bytes().contains(&b'\\') {
+        return Ok(std::borrow::Cow::Borrowed(&s[1..s.len() - 1]));
+    }
+    super::raw::field::<String>(message, "data", raw).map(std::borrow::Cow::Owned)
 }
 
 impl From<&str> for Data {

@@ -113,6 +113,16 @@ pub enum ServiceMessage {
 impl ServiceMessage {
     /// Decodes one text frame from the service.
     pub fn decode(text: &str) -> Result<ServiceMessage, ProtocolError> {
+        // The one-pass decoder handles the common frames; it gives up on anything unusual,
+        // and this decoder then decides (Unknown or ProtocolError).
+        match super::fast::decode(text) {
+            Some(msg) => Ok(msg),
+            None => Self::decode_two_pass(text),
+        }
+    }
+
+    /// The reference decoder: every field kept raw first, then parsed per message kind.
+    pub(crate) fn decode_two_pass(text: &str) -> Result<ServiceMessage, ProtocolError> {
         let raw = RawFrame::parse(text)?;
         let kind = raw.kind();
         // A message we skip may still carry a sequence id; a malformed one is ignored.
