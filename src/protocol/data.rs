@@ -246,18 +246,72 @@ impl<const N: usize> From<&[u8; N]> for Data {
     }
 }
 
-/// Writes `s` as a JSON string literal.
+/// Writes `s` as a JSON string literal, byte for byte as serde_json would: `"` and `\\`
+/// escaped, `\b \f \n \r \t` for those controls, `\u00xx` (lower-case hex) for the other
+/// control characters, everything else (DEL and non-ASCII included) as is. Runs that need
+/// no escaping are copied in one go.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    // Fast path: nothing to escape.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.reserve(s.len() + 2);
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        push_json(out, s);
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[b as usize];
+        if escape == 0 {
+            continue;
+        }
+        // `b` is ASCII, so `start..i` ends on a character boundary.
+        out.push_str(&s[start..i]);
+        start = i + 1;
+        if escape == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push('\\');
+            out.push(escape as char);
+        }
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Writes `n` in decimal, without the formatting machinery of `write!`.
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(d as char);
     }
 }
+
+/// How each byte is written inside a JSON string: 0 as is, `u` as `\u00xx`, else `\` and the
+/// byte given (serde_json's table).
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
 
 /// Writes any serialisable value as JSON.
 pub(crate) fn push_json<T: serde::Serialize + ?Sized>(out: &mut String, v: &T) {
@@ -287,6 +341,70 @@ mod tests {
         push_json_str(&mut out, "plain");
         push_json_str(&mut out, "q\"uote\\\n\u{1}é");
         assert_eq!(out, r#""plain""q\"uote\\\n\u0001é""#);
+    }
+
+    #[test]
+    fn string_escaping_is_byte_identical_to_serde_json() {
+        let mut cases: Vec<String> = vec![
+            String::new(),
+            "plain".into(),
+            "\"".into(),
+            "\\".into(),
+            "a\"b\\c\"".into(),
+            "\u{7f}\u{80}é€😀\u{10ffff}\u{2028}\u{2029}".into(),
+            "</script>\u{feff}".into(),
+        ];
+        // Every ASCII byte alone, between text, and at the ends.
+        for b in 0u8..0x80 {
+            let c = b as char;
+            cases.push(c.to_string());
+            cases.push(format!("x{c}é{c}{c}😀"));
+        }
+        // Pseudo-random strings over a mix of controls, specials and multi-byte characters.
+        let alphabet: Vec<char> =
+            "\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \"\\/aZ~\u{7f}é€😀\u{fffd}"
+                .chars()
+                .collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let s: String = (0..len)
+                .map(|i| alphabet[((x >> (i % 50)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            cases.push(s);
+        }
+        for s in &cases {
+            let mut out = String::from("prefix");
+            push_json_str(&mut out, s);
+            assert_eq!(
+                &out["prefix".len()..],
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            (1 << 53) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = String::from("x");
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 
     #[test]
