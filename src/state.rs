@@ -167,12 +167,7 @@ impl<W> Session<W> {
         if !self.accepting() {
             return Err(Error::Stopped);
         }
-        if self.acks.contains(ack_id) {
-            return Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
-                ack_id,
-            )));
-        }
-        self.acks.insert(
+        let fresh = self.acks.insert_new(
             ack_id,
             Pending {
                 frame,
@@ -181,6 +176,11 @@ impl<W> Session<W> {
                 waiter: Some(waiter),
             },
         );
+        if !fresh {
+            return Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
+                ack_id,
+            )));
+        }
         Ok(self.push(Outbound::Acked(ack_id)))
     }
 
