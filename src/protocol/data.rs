@@ -255,14 +255,24 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if !any_byte_needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let (at, b) = (i, bytes[i]);
+        i += 1;
         let escape = ESCAPE[b as usize];
         if escape == 0 {
             continue;
         }
-        // `b` is ASCII, so `start..i` ends on a character boundary.
-        out.push_str(&s[start..i]);
-        start = i + 1;
+        // `b` is ASCII, so `start..at` ends on a character boundary.
+        out.push_str(&s[start..at]);
+        start = i;
         if escape == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push_str("\\u00");
@@ -275,6 +285,19 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether any of the 8 bytes of `w` is a control character, `"` or `\\` (exact: the
+/// zero-byte tests below have no false positives or negatives for the presence question).
+fn any_byte_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * b'"' as u64);
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = w ^ (ONES * b'\\' as u64);
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (control | quote | backslash) & HIGH != 0
 }
 
 /// Writes `n` in decimal, without the formatting machinery of `write!`.
@@ -376,6 +399,17 @@ mod tests {
                 .collect();
             cases.push(s);
         }
+        // Each special byte at each offset of a word-sized scan, between multi-byte text.
+        for b in (0u8..0x20).chain([b'"', b'\\', 0x7f]) {
+            for at in 0..17 {
+                let mut s: String = "ab€d".repeat(5).chars().take(17).collect();
+                s.insert(
+                    s.char_indices().nth(at).map_or(s.len(), |(i, _)| i),
+                    b as char,
+                );
+                cases.push(s);
+            }
+        }
         for s in &cases {
             let mut out = String::from("prefix");
             push_json_str(&mut out, s);
@@ -384,6 +418,21 @@ mod tests {
                 serde_json::to_string(s).unwrap(),
                 "{s:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_word_scan_agrees_with_the_escape_table_for_every_byte_and_position() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = b;
+                assert_eq!(
+                    any_byte_needs_escape(u64::from_le_bytes(word)),
+                    ESCAPE[b as usize] != 0,
+                    "byte {b:#x} at {at}"
+                );
+            }
         }
     }
 
