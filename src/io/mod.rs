@@ -469,19 +469,20 @@ impl IoThread {
                 from_user_id,
                 sequence_id,
             } => {
-                if self.seq.on_message(sequence_id, now) {
+                if !self.seq.on_message(sequence_id, now) {
+                    log::debug!("dropping redelivered message {sequence_id:?}");
+                } else if self.core.registry.has_listeners() {
                     self.emit(Some(Event::GroupMessage(GroupMessage {
                         group,
                         data,
                         from_user_id,
                         sequence_id,
                     })));
-                } else {
-                    log::debug!("dropping redelivered message {sequence_id:?}");
                 }
             }
             ServiceMessage::ServerMessage { data, sequence_id } => {
-                if self.seq.on_message(sequence_id, now) {
+                // Counted as received either way; handed over only if someone listens.
+                if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
                     self.emit(Some(Event::ServerMessage(ServerMessage {
                         data,
                         sequence_id,
