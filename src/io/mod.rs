@@ -172,7 +172,11 @@ impl IoThread {
             if self.run.stop_requested() || self.exit {
                 break;
             }
-            let timeout = self.poll_timeout(Instant::now());
+            let mut timeout = self.poll_timeout(Instant::now());
+            if timeout != Some(Duration::ZERO) && !self.core.shared.lock().session.io_sleep() {
+                // A request came in after the outbox was drained: go round again at once.
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
