@@ -2,14 +2,16 @@
 //! waits on (with message retry, B26).
 //!
 //! A waiter is registered in the table *before* its frame is queued, so an ack that arrives
-//! before the caller starts waiting is kept in the waiter's `bounded(1)` channel and never
-//! missed (B27). Acks are resolved on the I/O thread.
+//! before the caller starts waiting is kept in the waiter's slot and never missed (B27).
+//! Acks are resolved on the I/O thread.
 
 use crate::client::Core;
 use crate::error::{Error, Result, TimeoutKind};
 use crate::state::RequestKind;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::BTreeMap;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
@@ -78,8 +80,127 @@ impl RequestOptions {
 
 /// What the I/O thread sends a waiter.
 pub(crate) type AckResult = Result<AckOutcome>;
-/// The sending half of a waiter's `bounded(1)` channel.
-pub(crate) type Waiter = Sender<AckResult>;
+
+/// The one-shot slot between the I/O thread (which fills it) and the caller (which waits on
+/// it): a `bounded(1)` channel reduced to what it is used for, in one small allocation.
+struct Slot {
+    state: Mutex<SlotState>,
+    filled: Condvar,
+}
+
+enum SlotState {
+    Waiting,
+    Done(AckResult),
+    /// The result was taken.
+    Taken,
+    /// The [`Waiter`] was dropped without a result (like a channel's disconnection).
+    Closed,
+}
+
+/// The I/O thread's half: sends the result once. Dropping it unsent wakes the caller with
+/// [`RecvError::Disconnected`].
+pub(crate) struct Waiter(Arc<Slot>);
+
+/// The caller's half.
+pub(crate) struct AckReceiver(Arc<Slot>);
+
+/// Why [`AckReceiver::recv_timeout`] returned without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvError {
+    Timeout,
+    Disconnected,
+}
+
+/// A waiter and the receiver of its result.
+pub(crate) fn waiter() -> (Waiter, AckReceiver) {
+    let slot = Arc::new(Slot {
+        state: Mutex::new(SlotState::Waiting),
+        filled: Condvar::new(),
+    });
+    (Waiter(slot.clone()), AckReceiver(slot))
+}
+
+impl Waiter {
+    /// Delivers the result; never blocks. (A `Result` like the channel's `try_send`; it
+    /// cannot fail while the caller's half may still look.)
+    pub(crate) fn try_send(self, result: AckResult) -> std::result::Result<(), AckResult> {
+        let mut state = self.0.state.lock();
+        if !matches!(*state, SlotState::Waiting) {
+            return Err(result);
+        }
+        *state = SlotState::Done(result);
+        drop(state);
+        self.0.filled.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        if matches!(*state, SlotState::Waiting) {
+            *state = SlotState::Closed;
+            drop(state);
+            self.0.filled.notify_one();
+        }
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waiter")
+    }
+}
+
+impl fmt::Debug for AckReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AckReceiver")
+    }
+}
+
+impl AckReceiver {
+    /// Waits up to `timeout` for the result (it may have arrived already, B27).
+    pub(crate) fn recv_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<AckResult, RecvError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.0.state.lock();
+        loop {
+            match std::mem::replace(&mut *state, SlotState::Taken) {
+                SlotState::Done(r) => return Ok(r),
+                SlotState::Waiting => *state = SlotState::Waiting,
+                other => {
+                    *state = other;
+                    return Err(RecvError::Disconnected);
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    if self.0.filled.wait_until(&mut state, d).timed_out()
+                        && matches!(*state, SlotState::Waiting)
+                    {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                // A timeout too large for an `Instant`: no deadline.
+                None => self.0.filled.wait(&mut state),
+            }
+        }
+    }
+
+    /// The result, if it is there.
+    pub(crate) fn try_recv(&self) -> Option<AckResult> {
+        let mut state = self.0.state.lock();
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Done(r) => Some(r),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+}
 
 /// One request waiting for its ack.
 #[derive(Debug)]
@@ -93,16 +214,41 @@ pub(crate) struct Pending<W> {
     pub waiter: Option<W>,
 }
 
-/// The ack table: ack id → pending request, ordered so that resends keep the original order.
+/// Hashes ack ids, which the caller picks (or a counter does): no attacker to resist, so a
+/// multiply instead of SipHash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: consecutive ids spread over both the low bits (bucket) and the
+        // high bits (hashbrown's tag).
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The ack table: ack id → pending request. A hash map, so that registering and resolving a
+/// request costs no tree walk; the rare whole-table operations (resend after recovery, session
+/// loss, stop) sort by ack id so that resends keep the original order.
 #[derive(Debug)]
 pub(crate) struct AckTable<W> {
-    map: BTreeMap<u64, Pending<W>>,
+    map: HashMap<u64, Pending<W>, BuildHasherDefault<IdHasher>>,
 }
 
 impl<W> Default for AckTable<W> {
     fn default() -> Self {
         AckTable {
-            map: BTreeMap::new(),
+            map: HashMap::default(),
         }
     }
 }
@@ -114,6 +260,17 @@ impl<W> AckTable<W> {
 
     pub(crate) fn insert(&mut self, ack_id: u64, pending: Pending<W>) {
         self.map.insert(ack_id, pending);
+    }
+
+    /// Inserts unless the ack id is in use; `false` (and nothing changed) if it is.
+    pub(crate) fn insert_new(&mut self, ack_id: u64, pending: Pending<W>) -> bool {
+        match self.map.entry(ack_id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(pending);
+                true
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, ack_id: u64) -> Option<Pending<W>> {
@@ -131,25 +288,35 @@ impl<W> AckTable<W> {
 
     /// Frames already written to the session, in ack id order (for a resend after recovery).
     pub(crate) fn sent_frames(&self) -> impl Iterator<Item = &Utf8Bytes> {
-        self.map.values().filter(|p| p.sent).map(|p| &p.frame)
+        let mut sent: Vec<(u64, &Utf8Bytes)> = self
+            .map
+            .iter()
+            .filter(|(_, p)| p.sent)
+            .map(|(id, p)| (*id, &p.frame))
+            .collect();
+        sent.sort_unstable_by_key(|(id, _)| *id);
+        sent.into_iter().map(|(_, f)| f)
     }
 
-    /// Removes every request written to the lost session; returns them.
+    /// Removes every request written to the lost session; returns them in ack id order.
     pub(crate) fn take_sent(&mut self) -> Vec<(u64, Pending<W>)> {
-        let ids: Vec<u64> = self
+        let mut ids: Vec<u64> = self
             .map
             .iter()
             .filter(|(_, p)| p.sent)
             .map(|(id, _)| *id)
             .collect();
+        ids.sort_unstable();
         ids.into_iter()
             .filter_map(|id| self.map.remove(&id).map(|p| (id, p)))
             .collect()
     }
 
-    /// Removes every request.
+    /// Removes every request; returns them in ack id order.
     pub(crate) fn take_all(&mut self) -> Vec<(u64, Pending<W>)> {
-        std::mem::take(&mut self.map).into_iter().collect()
+        let mut all: Vec<(u64, Pending<W>)> = self.map.drain().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
 }
 
@@ -165,7 +332,7 @@ pub struct AckHandle {
     ack_id: u64,
     kind: RequestKind,
     frame: Utf8Bytes,
-    rx: Option<Receiver<AckResult>>,
+    rx: Option<AckReceiver>,
     timeout: Duration,
 }
 
@@ -175,7 +342,7 @@ impl AckHandle {
         ack_id: u64,
         kind: RequestKind,
         frame: Utf8Bytes,
-        rx: Option<Receiver<AckResult>>,
+        rx: Option<AckReceiver>,
         timeout: Duration,
     ) -> AckHandle {
         AckHandle {
@@ -213,7 +380,7 @@ impl AckHandle {
         loop {
             let result = match rx.recv_timeout(timeout) {
                 Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(RecvError::Timeout) => {
                     self.core.abandon(self.ack_id);
                     // The ack may have raced the removal; prefer it.
                     rx.try_recv()
@@ -221,7 +388,7 @@ impl AckHandle {
                             ack_id: self.ack_id,
                         })))
                 }
-                Err(RecvTimeoutError::Disconnected) => Err(Error::Stopped),
+                Err(RecvError::Disconnected) => Err(Error::Stopped),
             };
             let err = match result {
                 Ok(o) => return Ok(o),
@@ -291,6 +458,64 @@ mod tests {
         }
         let order: Vec<&str> = t.sent_frames().map(|f| f.as_str()).collect();
         assert_eq!(order, ["1", "3", "5"]);
+    }
+
+    fn ok(ack_id: u64) -> AckResult {
+        Ok(AckOutcome {
+            ack_id,
+            duplicate: false,
+        })
+    }
+
+    #[test]
+    fn an_ack_sent_before_the_wait_begins_is_kept() {
+        // B27: the I/O thread may resolve the request before the caller waits.
+        let (tx, rx) = waiter();
+        assert!(tx.try_send(ok(1)).is_ok());
+        assert_eq!(rx.recv_timeout(Duration::ZERO), Ok(ok(1)));
+        // Taken once.
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn a_waiter_wakes_a_blocked_caller_from_another_thread() {
+        let (tx, rx) = waiter();
+        let t = std::thread::spawn(move || rx.recv_timeout(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(tx.try_send(ok(7)).is_ok());
+        assert_eq!(t.join().unwrap(), Ok(ok(7)));
+    }
+
+    #[test]
+    fn an_unresolved_wait_times_out_and_a_dropped_waiter_disconnects() {
+        let (tx, rx) = waiter();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(RecvError::Timeout)
+        );
+        assert_eq!(rx.try_recv(), None);
+        drop(tx);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Err(RecvError::Disconnected)
+        );
+        // A huge timeout (no representable deadline) still returns once resolved.
+        let (tx, rx) = waiter();
+        assert!(tx.try_send(ok(2)).is_ok());
+        assert_eq!(rx.recv_timeout(Duration::MAX), Ok(ok(2)));
+    }
+
+    #[test]
+    fn ack_ids_in_use_are_refused_and_sent_frames_come_in_id_order() {
+        let mut t = AckTable::default();
+        for id in (1..=100u64).rev() {
+            assert!(t.insert_new(id, pending(id % 3 != 0)));
+        }
+        assert!(!t.insert_new(50, pending(false)));
+        let frames = t.sent_frames().count();
+        assert_eq!(frames, 67);
+        let all: Vec<u64> = t.take_all().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(all, (1..=100).collect::<Vec<_>>());
     }
 
     #[test]

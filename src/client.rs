@@ -1,6 +1,6 @@
 //! The client handle, its lifecycle (`start`/`stop`) and its blocking operations.
 
-use crate::acks::{AckHandle, AckOutcome, AckResult, RequestOptions, Waiter};
+use crate::acks::{AckHandle, AckOutcome, AckReceiver, RequestOptions, Waiter};
 use crate::error::{Error, InvalidInput, Result, StateError, TimeoutKind};
 use crate::events::Registry;
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
@@ -200,8 +200,8 @@ impl Core {
         ack_id: u64,
         kind: RequestKind,
         frame: Utf8Bytes,
-    ) -> Result<Receiver<AckResult>> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    ) -> Result<AckReceiver> {
+        let (tx, rx) = crate::acks::waiter();
         let wake = {
             let mut sh = self.shared.lock();
             let wake = sh.session.register(ack_id, kind, frame, tx)?;

@@ -11,7 +11,7 @@ use crate::protocol::Data;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 /// A message published to a group by a client (`sendToGroup`).
@@ -101,6 +101,9 @@ pub(crate) struct Registry {
     // lock, so a handler may add or remove handlers.
     handlers: Mutex<Arc<Vec<Arc<Handler>>>>,
     streams: Mutex<Vec<Sender<Event>>>,
+    /// Handlers plus stream senders, kept under their locks; read by the I/O thread without
+    /// one (see [`Registry::has_listeners`]).
+    listeners: AtomicUsize,
 }
 
 impl Registry {
@@ -110,6 +113,7 @@ impl Registry {
         let mut new = Vec::clone(&list);
         new.push(Arc::new(Handler { id, f }));
         *list = Arc::new(new);
+        self.listeners.fetch_add(1, Ordering::SeqCst);
         Subscription {
             id,
             registry: Arc::downgrade(self),
@@ -123,13 +127,28 @@ impl Registry {
         }
         let new: Vec<_> = list.iter().filter(|h| h.id != id).cloned().collect();
         *list = Arc::new(new);
+        self.listeners.fetch_sub(1, Ordering::SeqCst);
         true
     }
 
     pub(crate) fn stream(&self) -> Receiver<Event> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.streams.lock().push(tx);
+        self.listeners.fetch_add(1, Ordering::SeqCst);
         rx
+    }
+
+    /// Whether any handler or `events()` receiver is registered (a dropped receiver counts
+    /// until the next delivery prunes it). The I/O thread skips handing received messages to
+    /// the dispatcher when there is none, sparing a thread wake-up per message.
+    ///
+    /// A handler or receiver registered concurrently with a message's arrival may or may not
+    /// get that message, as before: it was never promised messages that arrived before its
+    /// registration returned. One registered before is always counted here (the count is
+    /// updated, `SeqCst`, before `on_*`/`events()` return), so no message that arrives after
+    /// a registration is skipped, and skipping never reorders what is delivered (B12, B16).
+    pub(crate) fn has_listeners(&self) -> bool {
+        self.listeners.load(Ordering::SeqCst) > 0
     }
 
     /// Events waiting in the fullest `events()` receiver.
@@ -152,8 +171,24 @@ impl Registry {
         }
         drop(handlers);
         let mut streams = self.streams.lock();
+        let before = streams.len();
+        // The last stream gets the event itself; only the others need a clone.
+        let mut event = Some(event);
+        let mut left = before;
         // A dropped receiver is pruned.
-        streams.retain(|s| s.send(event.clone()).is_ok());
+        streams.retain(|s| {
+            left -= 1;
+            let e = if left == 0 {
+                event.take()
+            } else {
+                event.clone()
+            };
+            e.is_some_and(|e| s.send(e).is_ok())
+        });
+        let pruned = before - streams.len();
+        if pruned > 0 {
+            self.listeners.fetch_sub(pruned, Ordering::SeqCst);
+        }
     }
 }
 

@@ -101,6 +101,9 @@ pub(crate) struct Session<W> {
     pub acks: AckTable<W>,
     groups: BTreeSet<String>,
     outbox: VecDeque<Outbound>,
+    /// The I/O thread is asleep in `poll`, or about to be, and has seen an empty outbox: a
+    /// new frame needs a wake-up. Cleared when it drains the outbox (it is awake then).
+    io_idle: bool,
     last_disconnected_message: Option<String>,
     auto_rejoin: bool,
 }
@@ -121,6 +124,7 @@ impl<W> Session<W> {
             acks: AckTable::default(),
             groups: BTreeSet::new(),
             outbox: VecDeque::new(),
+            io_idle: true,
             last_disconnected_message: None,
             auto_rejoin,
         }
@@ -167,12 +171,7 @@ impl<W> Session<W> {
         if !self.accepting() {
             return Err(Error::Stopped);
         }
-        if self.acks.contains(ack_id) {
-            return Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
-                ack_id,
-            )));
-        }
-        self.acks.insert(
+        let fresh = self.acks.insert_new(
             ack_id,
             Pending {
                 frame,
@@ -181,6 +180,11 @@ impl<W> Session<W> {
                 waiter: Some(waiter),
             },
         );
+        if !fresh {
+            return Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
+                ack_id,
+            )));
+        }
         Ok(self.push(Outbound::Acked(ack_id)))
     }
 
@@ -192,12 +196,24 @@ impl<W> Session<W> {
         Ok(self.push(Outbound::Frame(frame)))
     }
 
-    /// The I/O thread needs a wake-up only if it may be idle: when the outbox was empty (it
-    /// drains the whole outbox per wake-up) and the session can take frames.
+    /// The I/O thread needs a wake-up only if it may be idle: when it said it would sleep
+    /// ([`Session::io_sleep`]), the outbox was empty (it drains the whole outbox per wake-up;
+    /// a non-empty one means someone woke it already) and the session can take frames.
     fn push(&mut self, item: Outbound) -> bool {
-        let wake = self.outbox.is_empty() && self.ready;
+        let wake = self.io_idle && self.outbox.is_empty() && self.ready;
         self.outbox.push_back(item);
         wake
+    }
+
+    /// The I/O thread is about to block in `poll`: `false` if it must not, because frames wait
+    /// that it can write now (a request queued after its last drain, without a wake-up).
+    /// Otherwise the next request wakes it.
+    pub(crate) fn io_sleep(&mut self) -> bool {
+        if self.ready && !self.outbox.is_empty() {
+            return false;
+        }
+        self.io_idle = true;
+        true
     }
 
     /// A caller gave up waiting (ack timeout): forget the request so it is not resent.
@@ -211,6 +227,8 @@ impl<W> Session<W> {
         if !self.ready {
             return;
         }
+        // Awake: it will look at the outbox again before it sleeps (`io_sleep`).
+        self.io_idle = false;
         while let Some(item) = self.outbox.pop_front() {
             match item {
                 Outbound::Frame(f) => out.push(f),

@@ -95,7 +95,25 @@ fn only_the_first_push_into_an_empty_outbox_wakes_the_io_thread() {
     assert!(s.register(1, RequestKind::Other, frame("a"), 0).unwrap());
     assert!(!s.register(2, RequestKind::Other, frame("b"), 0).unwrap());
     assert_eq!(drain(&mut s), ["a", "b"]);
-    assert!(s.queue_frame(frame("c")).unwrap());
+    // Awake after a drain: it looks at the outbox again before sleeping.
+    assert!(!s.queue_frame(frame("c")).unwrap());
+    assert!(!s.io_sleep(), "must not sleep with a frame queued");
+    assert_eq!(drain(&mut s), ["c"]);
+    assert!(s.io_sleep());
+    assert!(s.queue_frame(frame("d")).unwrap());
+}
+
+#[test]
+fn a_sleeping_io_thread_is_woken_by_the_first_request_only() {
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    drain(&mut s);
+    assert!(s.io_sleep());
+    assert!(s.register(1, RequestKind::Other, frame("a"), 0).unwrap());
+    assert!(!s.register(2, RequestKind::Other, frame("b"), 0).unwrap());
+    assert_eq!(drain(&mut s), ["a", "b"]);
+    assert!(!s.register(3, RequestKind::Other, frame("c"), 0).unwrap());
+    assert!(!s.io_sleep());
 }
 
 #[test]

@@ -172,7 +172,11 @@ impl IoThread {
             if self.run.stop_requested() || self.exit {
                 break;
             }
-            let timeout = self.poll_timeout(Instant::now());
+            let mut timeout = self.poll_timeout(Instant::now());
+            if timeout != Some(Duration::ZERO) && !self.core.shared.lock().session.io_sleep() {
+                // A request came in after the outbox was drained: go round again at once.
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -469,19 +473,20 @@ impl IoThread {
                 from_user_id,
                 sequence_id,
             } => {
-                if self.seq.on_message(sequence_id, now) {
+                if !self.seq.on_message(sequence_id, now) {
+                    log::debug!("dropping redelivered message {sequence_id:?}");
+                } else if self.core.registry.has_listeners() {
                     self.emit(Some(Event::GroupMessage(GroupMessage {
                         group,
                         data,
                         from_user_id,
                         sequence_id,
                     })));
-                } else {
-                    log::debug!("dropping redelivered message {sequence_id:?}");
                 }
             }
             ServiceMessage::ServerMessage { data, sequence_id } => {
-                if self.seq.on_message(sequence_id, now) {
+                // Counted as received either way; handed over only if someone listens.
+                if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
                     self.emit(Some(Event::ServerMessage(ServerMessage {
                         data,
                         sequence_id,

@@ -1,9 +1,8 @@
 //! Messages a client sends to the service (PROTOCOL.md §3).
 
-use super::data::{push_json_str, Data};
+use super::data::{push_json_str, push_u64, Data};
 use super::raw::{opt_str, optional, required, RawFrame};
 use super::ProtocolError;
-use std::fmt::Write as _;
 
 /// A message from a client to the service.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,9 +74,36 @@ impl ClientMessage {
     /// Encodes the message as one JSON text frame. Optional fields without a value are
     /// omitted, never sent as `null`.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(64);
+        let mut out = String::with_capacity(self.encoded_len_hint());
         self.encode_into(&mut out);
         out
+    }
+
+    /// An upper estimate of the encoded length (exact unless strings need escaping or the
+    /// payload is JSON), so that [`encode`](Self::encode) allocates once.
+    fn encoded_len_hint(&self) -> usize {
+        // The longest fixed text: type, field names, a 20-digit ack id, the dataType.
+        const FIXED: usize = 120;
+        let data = |d: &Data| match d {
+            Data::Text(s) => s.len(),
+            Data::Json(_) => 64,
+            Data::Binary(b) | Data::Protobuf(b) => b.len().div_ceil(3) * 4,
+        };
+        FIXED
+            + match self {
+                ClientMessage::JoinGroup { group, .. }
+                | ClientMessage::LeaveGroup { group, .. } => group.len(),
+                ClientMessage::SendToGroup { group, data: d, .. } => group.len() + data(d),
+                ClientMessage::Event { event, data: d, .. } => event.len() + data(d),
+                ClientMessage::Invoke {
+                    invocation_id,
+                    event,
+                    data: d,
+                } => invocation_id.len() + event.len() + d.as_ref().map_or(0, data),
+                ClientMessage::CancelInvocation { invocation_id } => invocation_id.len(),
+                ClientMessage::Unknown { kind } => kind.len(),
+                ClientMessage::SequenceAck { .. } | ClientMessage::Ping => 0,
+            }
     }
 
     /// Encodes the message, appending it to `out` (lets a writer reuse one buffer).
@@ -120,10 +146,8 @@ impl ClientMessage {
                 data.write_fields(out);
             }
             ClientMessage::SequenceAck { sequence_id } => {
-                let _ = write!(
-                    out,
-                    "{{\"type\":\"sequenceAck\",\"sequenceId\":{sequence_id}"
-                );
+                out.push_str("{\"type\":\"sequenceAck\",\"sequenceId\":");
+                push_u64(out, *sequence_id);
             }
             ClientMessage::Ping => out.push_str("{\"type\":\"ping\""),
             ClientMessage::Invoke {
@@ -236,7 +260,8 @@ impl ClientMessage {
 
 fn push_ack_id(out: &mut String, ack_id: Option<u64>) {
     if let Some(id) = ack_id {
-        let _ = write!(out, ",\"ackId\":{id}");
+        out.push_str(",\"ackId\":");
+        push_u64(out, id);
     }
 }
 
@@ -355,6 +380,32 @@ mod tests {
             },
             json!({"type":"cancelInvocation","invocationId":"2"}),
         );
+    }
+
+    #[test]
+    fn encoding_allocates_once_for_text_and_bytes() {
+        let text = "x".repeat(1000);
+        for data in [
+            Data::Text(text.clone()),
+            Data::Binary(vec![7; 1000]),
+            Data::from(""),
+        ] {
+            let msg = ClientMessage::SendToGroup {
+                group: "g".repeat(1024),
+                ack_id: Some(u64::MAX),
+                no_echo: false,
+                data: data.clone(),
+            };
+            let frame = msg.encode();
+            assert!(frame.capacity() >= frame.len());
+            assert!(msg.encoded_len_hint() >= frame.len(), "{}", frame.len());
+            let msg = ClientMessage::Invoke {
+                invocation_id: "i".repeat(30),
+                event: "e".repeat(30),
+                data: Some(data),
+            };
+            assert!(msg.encoded_len_hint() >= msg.encode().len());
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@
 
 mod client_msg;
 mod data;
+mod fast;
 mod raw;
 mod service_msg;
 

@@ -1,10 +1,9 @@
 //! Messages the service sends to a client (PROTOCOL.md §4).
 
-use super::data::{push_json_str, Data};
+use super::data::{push_json_str, push_u64, Data};
 use super::raw::{opt_str, optional, required, RawFrame};
 use super::ProtocolError;
 use serde::Deserialize;
-use std::fmt::Write as _;
 
 /// The error of a failed `ack` or `invokeResponse`: `{name, message}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -113,6 +112,16 @@ pub enum ServiceMessage {
 impl ServiceMessage {
     /// Decodes one text frame from the service.
     pub fn decode(text: &str) -> Result<ServiceMessage, ProtocolError> {
+        // The one-pass decoder handles the common frames; it gives up on anything unusual,
+        // and this decoder then decides (Unknown or ProtocolError).
+        match super::fast::decode(text) {
+            Some(msg) => Ok(msg),
+            None => Self::decode_two_pass(text),
+        }
+    }
+
+    /// The reference decoder: every field kept raw first, then parsed per message kind.
+    pub(crate) fn decode_two_pass(text: &str) -> Result<ServiceMessage, ProtocolError> {
         let raw = RawFrame::parse(text)?;
         let kind = raw.kind();
         // A message we skip may still carry a sequence id; a malformed one is ignored.
@@ -233,10 +242,13 @@ impl ServiceMessage {
                 success,
                 error,
             } => {
-                let _ = write!(
-                    out,
-                    "{{\"type\":\"ack\",\"ackId\":{ack_id},\"success\":{success}"
-                );
+                out.push_str("{\"type\":\"ack\",\"ackId\":");
+                push_u64(out, *ack_id);
+                out.push_str(if *success {
+                    ",\"success\":true"
+                } else {
+                    ",\"success\":false"
+                });
                 push_error(out, error.as_ref());
             }
             ServiceMessage::GroupMessage {
@@ -268,7 +280,11 @@ impl ServiceMessage {
             } => {
                 out.push_str("{\"type\":\"invokeResponse\",\"invocationId\":");
                 push_json_str(out, invocation_id);
-                let _ = write!(out, ",\"success\":{success}");
+                out.push_str(if *success {
+                    ",\"success\":true"
+                } else {
+                    ",\"success\":false"
+                });
                 if let Some(data) = data {
                     data.write_fields(out);
                 }
@@ -307,14 +323,19 @@ impl ServiceMessage {
 /// ```
 pub fn splice_sequence_id(body: &str, seq: u64, out: &mut String) {
     debug_assert!(body.starts_with('{'));
-    let _ = write!(out, "{{\"sequenceId\":{seq},");
+    out.reserve(body.len() + 34);
+    out.push_str("{\"sequenceId\":");
+    push_u64(out, seq);
+    out.push(',');
     out.push_str(&body[1..]);
 }
 
 fn push_sequence_start(out: &mut String, sequence_id: Option<u64>) {
     match sequence_id {
         Some(seq) => {
-            let _ = write!(out, "{{\"sequenceId\":{seq},");
+            out.push_str("{\"sequenceId\":");
+            push_u64(out, seq);
+            out.push(',');
         }
         None => out.push('{'),
     }
