@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use webpubsub_client::emulator::{Emulator, Observation};
@@ -205,10 +205,35 @@ fn a_started_client_runs_exactly_two_threads() {
     );
 }
 
+/// Open or shut; waiting threads are woken when it opens.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        if open {
+            self.opened.notify_all();
+        }
+    }
+
+    /// Waits until the gate is open, for at most `timeout`.
+    fn wait_open(&self, timeout: Duration) {
+        let guard = self.open.lock().unwrap();
+        let _unused = self
+            .opened
+            .wait_timeout_while(guard, timeout, |open| !*open)
+            .unwrap();
+    }
+}
+
 /// A TCP proxy whose new connections wait at a gate; the test opens it.
 struct GatedProxy {
     addr: SocketAddr,
-    open: Arc<AtomicBool>,
+    open: Arc<Gate>,
     /// The client side of the last accepted connection.
     last: Arc<Mutex<Option<TcpStream>>>,
 }
@@ -217,7 +242,8 @@ impl GatedProxy {
     fn start(upstream: SocketAddr) -> GatedProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(Gate::default());
+        open.set(true);
         let gate = open.clone();
         let last = Arc::new(Mutex::new(None));
         let last2 = last.clone();
@@ -227,10 +253,7 @@ impl GatedProxy {
                 *last2.lock().unwrap() = client.try_clone().ok();
                 let gate = gate.clone();
                 std::thread::spawn(move || {
-                    let deadline = Instant::now() + WAIT;
-                    while !gate.load(Ordering::Acquire) && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    gate.wait_open(WAIT);
                     let Ok(server) = TcpStream::connect(upstream) else {
                         return;
                     };
@@ -274,7 +297,7 @@ fn queued_fire_and_forget_sends_go_out_in_a_few_writes() {
     let guard = c.start().unwrap();
     let conn = guard.connection_id().unwrap();
     let recovering = guard.events();
-    proxy.open.store(false, Ordering::Release);
+    proxy.open.set(false);
     assert!(emu.hub(HUB).drop_connection(&conn));
     let deadline = Instant::now() + WAIT;
     while !matches!(
@@ -302,7 +325,7 @@ fn queued_fire_and_forget_sends_go_out_in_a_few_writes() {
         std::thread::sleep(Duration::from_millis(5));
     };
     let before = data_segments_in(&recovery_socket);
-    proxy.open.store(true, Ordering::Release);
+    proxy.open.set(true);
     let got = count_observations(&obs, BURST, |o| {
         matches!(
             o,
@@ -332,10 +355,9 @@ fn a_burst_of_received_messages_gets_few_sequence_acks() {
     let emu = Emulator::start().unwrap();
     let c = client(&client_url(&emu, "g"));
     let guard = c.start().unwrap();
-    let received = Arc::new(AtomicUsize::new(0));
-    let r = received.clone();
+    let (received_tx, received) = crossbeam_channel::unbounded::<()>();
     let _sub = guard.on_server_message(move |_| {
-        r.fetch_add(1, Ordering::Relaxed);
+        let _ = received_tx.send(());
     });
     let obs = emu.observe();
     let hub = emu.hub(HUB);
@@ -362,10 +384,11 @@ fn a_burst_of_received_messages_gets_few_sequence_acks() {
     }
     eprintln!("sequenceAcks for {BURST} received messages: {acks}");
     let deadline = Instant::now() + WAIT;
-    while received.load(Ordering::Relaxed) < BURST && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    for n in 0..BURST {
+        received
+            .recv_deadline(deadline)
+            .unwrap_or_else(|_| panic!("only {n} of the {BURST} messages arrived"));
     }
-    assert_eq!(received.load(Ordering::Relaxed), BURST, "the burst arrived");
     assert!(acks <= 10, "{acks} sequenceAcks for {BURST} messages");
 }
 
