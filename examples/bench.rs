@@ -1,4 +1,4 @@
-//! Issue 5's benchmark: this crate, a minimal raw tungstenite client and the official Python
+//! The side-by-side benchmark: this crate, a minimal raw tungstenite client and the official Python
 //! SDK, side by side against one embedded emulator, close to the wire.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Proof under failure (issue 4): exactly-once accounting through a fault-injecting proxy.
+//! Proof under failure: exactly-once accounting through a fault-injecting proxy.
 //!
 //! Two publishers and two subscribers speak the reliable protocol to the emulator through
 //! [`ChaosProxy`], which cuts every connection at a seeded byte offset (either direction, so

@@ -1,4 +1,4 @@
-//! Performance regression guard (issue 5 §3): counts that do not depend on the machine's
+//! Performance regression guard: counts that do not depend on the machine's
 //! speed, so they hold in a debug build on a loaded CI box. Timing lives in
 //! `examples/bench.rs` (BENCH.md).
 //!
