@@ -20,12 +20,15 @@
 //! to PyPI for `tests/python/setup_venv.sh`.
 #![cfg(feature = "emulator")]
 
+#[path = "support/python.rs"]
+mod python;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,7 +40,6 @@ use webpubsub_client::{Data, Event, WebPubSubClient};
 const HUB: &str = "interop_hub";
 const GROUP: &str = "interop";
 /// Bound of the venv setup (a cold install downloads from PyPI).
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound of the whole session with the Python peer, from its spawn to its exit.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Numbered messages Rust publishes around the cut.
@@ -124,50 +126,6 @@ fn python_payloads(round: &str) -> Vec<Data> {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
-
-/// Runs a child to completion within `timeout`, killing it otherwise.
-/// Returns (exit code, stdout, stderr).
-fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, String) {
-    let mut child: Child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(2);
-    let tx2 = tx.clone();
-    let t1 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        let _ = tx.send(());
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        let _ = tx2.send(());
-        s
-    });
-    // Both pipes reach EOF when the child exits (or when it is killed).
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if rx.recv_timeout(left).is_err() {
-            timed_out = true;
-            let _ = child.kill();
-            break;
-        }
-    }
-    let status = child.wait().expect("wait");
-    let (stdout, stderr) = (t1.join().unwrap(), t2.join().unwrap());
-    if timed_out {
-        panic!("{cmd:?} timed out after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    }
-    (status.code(), stdout, stderr)
-}
 
 /// The Python peer: a child process spoken to through lines. Killed when dropped, so a failing
 /// test never leaves it behind.
@@ -475,23 +433,11 @@ fn rust_client_and_official_python_client_interoperate_across_a_cut() {
     let _ = env_logger::builder().is_test(true).try_init();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = Instant::now();
-    let mut setup = Command::new("bash");
-    setup.arg(root.join("tests/python/setup_venv.sh"));
-    let (code, stdout, stderr) = run_bounded(setup, SETUP_TIMEOUT);
-    match code {
-        Some(0) => {}
-        Some(3) => {
-            println!("SKIPPED rust_client_and_official_python_client_interoperate_across_a_cut: python3 not found");
-            return;
-        }
-        _ => panic!("setup_venv.sh failed ({code:?}):\n{stdout}\n{stderr}"),
-    }
-    let python = stdout
-        .lines()
-        .last()
-        .expect("venv python path")
-        .trim()
-        .to_owned();
+    let Some(python) =
+        python::venv_python("rust_client_and_official_python_client_interoperate_across_a_cut")
+    else {
+        return;
+    };
     let setup_took = started.elapsed();
 
     let emu = Emulator::start().unwrap();

@@ -11,49 +11,8 @@ use std::time::{Duration, Instant};
 pub(crate) const SOCKET: mio::Token = mio::Token(0);
 pub(crate) const WAKER: mio::Token = mio::Token(1);
 
-/// Plain TCP or TLS over TCP.
-pub(crate) enum Stream {
-    Plain(mio::net::TcpStream),
-    Tls(Box<native_tls::TlsStream<mio::net::TcpStream>>),
-}
-
-impl Stream {
-    pub fn tcp(&self) -> &mio::net::TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-        }
-    }
-
-    /// Abrupt end: TCP shutdown of both directions, no close frame, no TLS close_notify.
-    pub fn shutdown_abruptly(&self) {
-        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
+// The same non-blocking plain-or-TLS stream the client dials with.
+pub(crate) use crate::transport::Stream;
 
 /// A connection thread's readiness machinery, registered in `Shared::links` while alive.
 pub(crate) struct Waiter {
