@@ -87,6 +87,8 @@ impl IoThread {
         }
         self.seq.reset();
         self.recovery = None;
+        // What the lost connection received before it settled is still delivered.
+        self.release_held();
         self.emit(event);
         if self.core.options.auto_reconnect {
             self.reconnect = Some(ReconnectPlan::new(self.core.options.reconnect_retry));
@@ -125,6 +127,7 @@ impl IoThread {
             event
         };
         if self.started {
+            self.release_held();
             self.emit(event);
             self.emit(Some(Event::Stopped));
         } else {

@@ -135,6 +135,9 @@ struct IoThread {
     exit: bool,
     exit_error: Option<Error>,
     out: Vec<Utf8Bytes>,
+    /// Messages of a new connection received before its `Connected` event (which waits for
+    /// the rejoin to settle, B9): handed over right after it, in order.
+    held: Option<Vec<Event>>,
 }
 
 impl IoThread {
@@ -159,6 +162,7 @@ impl IoThread {
             exit: false,
             exit_error: None,
             out: Vec::with_capacity(64),
+            held: None,
         }
     }
 
@@ -252,6 +256,21 @@ impl IoThread {
     fn emit(&self, event: Option<Event>) {
         if let Some(e) = event {
             let _ = self.events.send(e);
+        }
+    }
+
+    /// A received message event: held while a new connection settles, else handed over.
+    fn emit_message(&mut self, event: Event) {
+        match &mut self.held {
+            Some(held) => held.push(event),
+            None => self.emit(Some(event)),
+        }
+    }
+
+    /// Hands over the messages held while a new connection settled.
+    fn release_held(&mut self) {
+        for event in self.held.take().into_iter().flatten() {
+            self.emit(Some(event));
         }
     }
 
@@ -406,7 +425,8 @@ impl IoThread {
     /// when they drain to half. The socket buffers, then the service, hold the rest.
     fn check_backlog(&mut self, o: &mut Open, now: Instant) {
         let max = self.core.options.max_event_backlog;
-        let backlog = || self.events.len() + self.core.registry.stream_backlog();
+        let held = self.held.as_ref().map_or(0, Vec::len);
+        let backlog = || held + self.events.len() + self.core.registry.stream_backlog();
         if !o.paused && o.readable && backlog() >= max {
             log::debug!("{max} events wait for their consumers: reading pauses");
             o.paused = true;
@@ -476,21 +496,18 @@ impl IoThread {
                 if !self.seq.on_message(sequence_id, now) {
                     log::debug!("dropping redelivered message {sequence_id:?}");
                 } else if self.core.registry.has_listeners() {
-                    self.emit(Some(Event::GroupMessage(GroupMessage {
+                    self.emit_message(Event::GroupMessage(GroupMessage {
                         group,
                         data,
                         from_user_id,
                         sequence_id,
-                    })));
+                    }));
                 }
             }
             ServiceMessage::ServerMessage { data, sequence_id } => {
                 // Counted as received either way; handed over only if someone listens.
                 if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
-                    self.emit(Some(Event::ServerMessage(ServerMessage {
-                        data,
-                        sequence_id,
-                    })));
+                    self.emit_message(Event::ServerMessage(ServerMessage { data, sequence_id }));
                 }
             }
             ServiceMessage::Ack {
@@ -545,6 +562,11 @@ impl IoThread {
                         for f in rejoin {
                             write(o, f);
                         }
+                        if connected.is_none() {
+                            // Rejoins are in flight: `Connected` (and what arrives
+                            // meanwhile) waits for them.
+                            self.held = Some(Vec::new());
+                        }
                         self.on_settled(connected);
                     }
                 }
@@ -579,6 +601,7 @@ impl IoThread {
             self.started = true;
         }
         self.emit(Some(event));
+        self.release_held();
     }
 
     fn write_outbox(&mut self, o: &mut Open) {
