@@ -72,13 +72,16 @@ fn connected_does_not_fire_after_recovery() {
     emu.hub(HUB)
         .send_to_connection(a.connection_id().unwrap(), "x");
     let mut saw_connected = false;
+    let mut extra_episode_events = 0;
     loop {
         match recv(&events) {
             Event::ServerMessage(_) => break,
+            Event::Recovering { .. } | Event::Recovered { .. } => extra_episode_events += 1,
             e => saw_connected |= is_connected(&e),
         }
     }
     assert!(!saw_connected);
+    assert_eq!(extra_episode_events, 0, "one Recovering/Recovered pair per episode");
 }
 
 #[test]
