@@ -81,7 +81,10 @@ fn connected_does_not_fire_after_recovery() {
         }
     }
     assert!(!saw_connected);
-    assert_eq!(extra_episode_events, 0, "one Recovering/Recovered pair per episode");
+    assert_eq!(
+        extra_episode_events, 0,
+        "one Recovering/Recovered pair per episode"
+    );
 }
 
 #[test]
