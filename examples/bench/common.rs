@@ -68,6 +68,17 @@ pub fn client_url(emu: &Emulator, user: &str, group: &str) -> String {
 /// The figures of one client, by figure id (see `report::FIGURES`).
 pub type Figures = BTreeMap<&'static str, Val>;
 
+/// A workload's outcome: an error text becomes the figure's "n/a" cell.
+pub type R<T> = Result<T, String>;
+
+/// Records a failed workload of `client` as "n/a" under `key` (and says so on stderr).
+pub fn record(client: &str, out: &mut Figures, key: &'static str, r: R<()>) {
+    if let Err(e) = r {
+        eprintln!("[bench] {client} {key}: {e}");
+        out.insert(key, Val::Na(e));
+    }
+}
+
 /// A figure: a number, or why there is none.
 #[derive(Debug, Clone)]
 pub enum Val {

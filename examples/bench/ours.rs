@@ -8,40 +8,31 @@ use std::time::{Duration, Instant};
 use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{Data, Event, RequestOptions, StartGuard, WebPubSubClient};
 
-type R<T> = Result<T, String>;
-
 fn started(url: &str) -> R<StartGuard> {
     let client = WebPubSubClient::new(url).map_err(|e| e.to_string())?;
     client.start().map_err(|e| e.to_string())
 }
 
-fn record(out: &mut Figures, key: &'static str, r: R<()>) {
-    if let Err(e) = r {
-        eprintln!("[bench] ours {key}: {e}");
-        out.insert(key, Val::Na(e));
-    }
-}
-
 pub fn run(emu: &Emulator, out: &mut Figures) {
     if enabled("a") {
         let r = latency(emu, out);
-        record(out, "a.p50", r);
+        record("ours", out, "a.p50", r);
     }
     if enabled("a2") {
         let r = pipelined(emu, out);
-        record(out, "a2.rate", r);
+        record("ours", out, "a2.rate", r);
     }
     if enabled("b") {
         let r = receive_callback(emu, out);
-        record(out, "b.cb", r);
+        record("ours", out, "b.cb", r);
     }
     if enabled("b") {
         let r = receive_receiver(emu, out);
-        record(out, "b.rx", r);
+        record("ours", out, "b.rx", r);
     }
     if enabled("c") {
         let r = recovery(emu, out);
-        record(out, "c.lost", r);
+        record("ours", out, "c.lost", r);
     }
     if enabled("d") {
         idle_child("ours", &client_url(emu, "ours-d", "ours-d"), out);

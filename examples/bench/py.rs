@@ -17,8 +17,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 use webpubsub_client::emulator::Emulator;
 
-type R<T> = Result<T, String>;
-
 pub const PY_PIPELINED: usize = 2_000;
 pub const PY_THREADS: usize = 64;
 const LATENCY_BUDGET: Duration = Duration::from_secs(60);

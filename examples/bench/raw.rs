@@ -12,8 +12,6 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 use webpubsub_client::emulator::Emulator;
 
-type R<T> = Result<T, String>;
-
 const SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
 const ACK_EVERY: u64 = 256;
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -194,25 +192,18 @@ impl Raw {
     }
 }
 
-fn record(out: &mut Figures, key: &'static str, r: R<()>) {
-    if let Err(e) = r {
-        eprintln!("[bench] raw {key}: {e}");
-        out.insert(key, Val::Na(e));
-    }
-}
-
 pub fn run(emu: &Emulator, out: &mut Figures) {
     if enabled("a") {
         let r = latency(emu, out);
-        record(out, "a.p50", r);
+        record("raw", out, "a.p50", r);
     }
     if enabled("a2") {
         let r = pipelined(emu, out);
-        record(out, "a2.rate", r);
+        record("raw", out, "a2.rate", r);
     }
     if enabled("b") {
         let r = receive(emu, out);
-        record(out, "b.cb", r);
+        record("raw", out, "b.cb", r);
     }
     out.insert(
         "b.rx",
@@ -220,7 +211,7 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
     );
     if enabled("c") {
         let r = recovery(emu, out);
-        record(out, "c.lost", r);
+        record("raw", out, "c.lost", r);
     }
     if enabled("d") {
         idle_child("raw", &client_url(emu, "raw-d", "raw-d"), out);
