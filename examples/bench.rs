@@ -2,7 +2,7 @@
 //! SDK, side by side against one embedded emulator, close to the wire.
 //!
 //! ```text
-//! cargo run --release --features emulator --example bench
+//! cargo run --release --example bench
 //! ```
 //!
 //! Prints one table (each figure per client, and its ratio to the raw client of the same run)
@@ -26,7 +26,7 @@ mod report;
 
 use report::{Client, Table};
 use std::time::Instant;
-use webpubsub_client::emulator::Emulator;
+use webpubsub_emulator::Emulator;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -2,7 +2,7 @@
 //! nothing lost; everything stops cleanly.
 //!
 //! ```sh
-//! cargo run --example chat --features emulator
+//! cargo run --example chat
 //! ```
 //!
 //! By default it starts the embedded Web PubSub emulator. To run against a real Azure Web
@@ -12,8 +12,8 @@
 
 use crossbeam_channel::{unbounded, Receiver};
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{Event, RequestOptions, WebPubSubClient};
+use webpubsub_emulator::Emulator;
 
 const ROOM: &str = "room";
 const WAIT: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@
 //! # or: cargo run --example listen -- --url '<client access URL>' group1
 //! ```
 //!
-//! Try it locally with `cargo run --features emulator --bin webpubsub-emulator -- --port 0`,
+//! Try it locally with `cargo run -p webpubsub-emulator -- --port 0`,
 //! which prints a client URL for hub `chat` on standard error. Set `RUST_LOG=webpubsub_client=debug` (with `env_logger`) to see the client's
 //! logs; tokens never appear in them.
 use std::io::Read;

@@ -269,10 +269,8 @@ mod options;
 mod state;
 mod transport;
 
-pub mod protocol;
-
-#[cfg(feature = "emulator")]
-pub mod emulator;
+/// The wire protocol (the `webpubsub-protocol` crate): message types, codecs and limits.
+pub use webpubsub_protocol as protocol;
 
 pub use acks::{AckHandle, AckOutcome, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};

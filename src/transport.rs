@@ -26,17 +26,6 @@ impl Stream {
             Stream::Tls(s) => s.get_mut(),
         }
     }
-
-    /// Abrupt end (the emulator's fault injection): TCP shutdown of both directions, no
-    /// close frame, no TLS close_notify.
-    #[cfg(feature = "emulator")]
-    pub(crate) fn shutdown_abruptly(&self) {
-        let tcp = match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-        };
-        let _ = tcp.shutdown(std::net::Shutdown::Both);
-    }
 }
 
 impl Read for Stream {

@@ -58,10 +58,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{
     AckHandle, Data, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient,
 };
+use webpubsub_emulator::Emulator;
 
 const HUB: &str = "chaos";
 const GROUP: &str = "stream";
@@ -566,26 +566,21 @@ fn run(size: Size) {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
 }
 
-fn count_refused(obs: &Receiver<webpubsub_client::emulator::Observation>) -> usize {
+fn count_refused(obs: &Receiver<webpubsub_emulator::Observation>) -> usize {
     obs.try_iter()
         .inspect(|o| {
             if std::env::var_os("CHAOS_DEBUG").is_some()
                 && matches!(
                     o,
-                    webpubsub_client::emulator::Observation::RecoveryRefused { .. }
-                        | webpubsub_client::emulator::Observation::SessionEnded { .. }
-                        | webpubsub_client::emulator::Observation::Connected { .. }
+                    webpubsub_emulator::Observation::RecoveryRefused { .. }
+                        | webpubsub_emulator::Observation::SessionEnded { .. }
+                        | webpubsub_emulator::Observation::Connected { .. }
                 )
             {
                 println!("{o:?}");
             }
         })
-        .filter(|o| {
-            matches!(
-                o,
-                webpubsub_client::emulator::Observation::RecoveryRefused { .. }
-            )
-        })
+        .filter(|o| matches!(o, webpubsub_emulator::Observation::RecoveryRefused { .. }))
         .count()
 }
 

@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use crossbeam_channel::unbounded;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::Event;
+use webpubsub_emulator::{Emulator, Observation};
 
 const FLOOD: u64 = 5_000;
 const BACKLOG: usize = 100;

@@ -4,8 +4,8 @@ use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{ClientState, Data, Error, Event, StateError};
+use webpubsub_emulator::Emulator;
 
 #[test]
 fn group_and_server_messages_arrive_in_order_exactly_once() {

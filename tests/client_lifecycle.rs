@@ -4,12 +4,12 @@ use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{
     ClientState, ConnectError, Credential, Error, Event, RetryPolicy, StateError, TimeoutKind,
     WebPubSubClient,
 };
+use webpubsub_emulator::{Emulator, Observation};
 
 #[test]
 fn states_follow_the_lifecycle() {

@@ -4,9 +4,9 @@ use common::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{ClientState, Credential, Error, Event, Protocol, RequestOptions};
+use webpubsub_emulator::{Emulator, Observation};
 
 #[test]
 fn recovery_keeps_groups_and_loses_nothing() {

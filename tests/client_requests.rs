@@ -2,11 +2,11 @@
 mod common;
 use common::*;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{
     Data, Error, Event, InvalidInput, RequestOptions, RetryPolicy, TimeoutKind, WebPubSubClient,
 };
+use webpubsub_emulator::{Emulator, Observation};
 
 fn ack_ids(obs: &crossbeam_channel::Receiver<Observation>) -> Vec<Option<u64>> {
     obs.try_iter()

@@ -4,8 +4,8 @@ mod common;
 use common::*;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{Credential, Event};
+use webpubsub_emulator::Emulator;
 
 struct Capture(Arc<Mutex<Vec<String>>>);
 

@@ -1,7 +1,7 @@
 //! Thread accounting, alone in its binary so that no other test's threads interfere.
 mod common;
 use common::*;
-use webpubsub_client::emulator::Emulator;
+use webpubsub_emulator::Emulator;
 
 #[test]
 fn exactly_two_threads_while_started_and_none_after_stop() {

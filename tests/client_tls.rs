@@ -1,9 +1,9 @@
 //! TLS end to end against the emulator serving wss:// with a test certificate (B36).
 mod common;
 use common::*;
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::native_tls::{Certificate, Identity};
 use webpubsub_client::{ClientState, ConnectError, Error};
+use webpubsub_emulator::Emulator;
 
 /// A CA and a certificate it signed for 127.0.0.1 and localhost; the emulator serves the latter.
 fn tls_emulator() -> (Emulator, Certificate) {

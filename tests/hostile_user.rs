@@ -5,11 +5,11 @@
 use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{
     ConnectError, Credential, Error, InvalidInput, RequestOptions, RetryPolicy, StateError,
     WebPubSubClient,
 };
+use webpubsub_emulator::Emulator;
 
 const HUB: &str = "hub";
 const WAIT: Duration = Duration::from_secs(10);

@@ -16,8 +16,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{ConnectError, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient};
+use webpubsub_emulator::Emulator;
 
 const HUB: &str = "hub";
 const WAIT: Duration = Duration::from_secs(10);
@@ -304,7 +304,7 @@ fn session_at_trace_level() -> (Secrets, Vec<String>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match requests.recv_deadline(deadline) {
-            Ok(webpubsub_client::emulator::Observation::Request {
+            Ok(webpubsub_emulator::Observation::Request {
                 message: webpubsub_client::protocol::ClientMessage::Event { .. },
                 ..
             }) => break,
@@ -377,19 +377,22 @@ fn wait_for(
     }
 }
 
+/// A log target of the client or the emulator.
+fn is_ours(target: &str) -> bool {
+    target.starts_with("webpubsub_client") || target.starts_with("webpubsub_emulator")
+}
+
 #[test]
 fn no_token_in_the_crates_logs_or_debug_and_display_output() {
-    // B37. Every log line of the crate (targets `webpubsub_client::*`, client and emulator)
+    // B37. Every log line of our crates (targets `webpubsub_client::*` and
+    // `webpubsub_emulator::*`)
     // at trace level, and the Debug/Display of errors, events, the client, its guard, an
     // AckHandle and the builders (options).
     let _s = SERIAL.lock();
     let (secrets, printed) = session_at_trace_level();
     let log = capture_log::install();
     let lines = log.lines();
-    let own: Vec<_> = lines
-        .iter()
-        .filter(|l| l.target.starts_with("webpubsub_client"))
-        .collect();
+    let own: Vec<_> = lines.iter().filter(|l| is_ours(&l.target)).collect();
     assert!(own.len() > 20, "the session logged: {}", own.len());
     for l in own {
         assert!(
@@ -403,7 +406,7 @@ fn no_token_in_the_crates_logs_or_debug_and_display_output() {
     println!(
         "{} log lines ({} of the crate), {} Debug/Display strings, {} reconnection tokens: no token",
         lines.len(),
-        lines.iter().filter(|l| l.target.starts_with("webpubsub_client")).count(),
+        lines.iter().filter(|l| is_ours(&l.target)).count(),
         printed.len(),
         secrets.reconnection_tokens.len()
     );

@@ -17,11 +17,9 @@
 //! sequence ids 1..=n: nothing lost, nothing duplicated, nothing reordered.
 //!
 //! Needs python3 (skipped with a message if missing) and, the first time, network access
-//! to PyPI for `tests/python/setup_venv.sh`.
-#![cfg(feature = "emulator")]
+//! to PyPI for `testkit/python/setup_venv.sh`.
 
-#[path = "support/python.rs"]
-mod python;
+use webpubsub_testkit::python;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -34,8 +32,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::{Data, Event, WebPubSubClient};
+use webpubsub_emulator::{Emulator, Observation};
 
 const HUB: &str = "interop_hub";
 const GROUP: &str = "interop";

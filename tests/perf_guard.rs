@@ -4,7 +4,7 @@
 //!
 //! Every test takes `SERIAL`: the thread count and the process-wide allocation counter must
 //! not see another test's threads or allocations.
-#![cfg(all(feature = "emulator", target_os = "linux"))]
+#![cfg(target_os = "linux")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
@@ -12,9 +12,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{RequestOptions, WebPubSubClient};
+use webpubsub_emulator::{Emulator, Observation};
 
 /// Counts every allocation of this test binary. `unsafe` is confined to this test file:
 /// the crate itself forbids it.

@@ -1,4 +1,4 @@
-"""The official Python client SDK's side of `cargo run --release --features emulator --example bench`.
+"""The official Python client SDK's side of `cargo run --release --example bench`.
 
 Driven by the Rust bench over stdin/stdout, one JSON object per line:
   argv[1]    a JSON config: {"a": {...}, "a2": {...}, "b": {...}, "c": {...}, "d": {...}}

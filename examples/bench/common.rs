@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use webpubsub_client::emulator::{Emulator, HubHandle, Observation};
+use webpubsub_emulator::{Emulator, HubHandle, Observation};
 
 pub const HUB: &str = "bench";
 /// (a): sequential acked sends, after `WARMUP` untimed ones.

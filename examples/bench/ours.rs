@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
 use webpubsub_client::{Data, Event, RequestOptions, StartGuard, WebPubSubClient};
+use webpubsub_emulator::Emulator;
 
 fn started(url: &str) -> R<StartGuard> {
     let client = WebPubSubClient::new(url).map_err(|e| e.to_string())?;

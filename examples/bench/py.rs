@@ -1,5 +1,5 @@
 //! The official Python SDK (`azure-messaging-webpubsubclient` 1.1.0) through
-//! `benches/python/bench_py.py`, in a venv made by `tests/python/setup_venv.sh`.
+//! `benches/python/bench_py.py`, in a venv made by `testkit/python/setup_venv.sh`.
 //!
 //! The SDK keeps its defaults except its ack timeout, set to `PY_ACK_TIMEOUT` (3 s, the value
 //! target/py-sdk-notes.md recommends for tests) for (a) and (a2): its ack race makes a call
@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::Emulator;
+use webpubsub_emulator::Emulator;
 
 pub const PY_PIPELINED: usize = 2_000;
 pub const PY_THREADS: usize = 64;
@@ -48,7 +48,7 @@ fn repo() -> &'static Path {
 /// The venv's python, or why there is none.
 fn python() -> R<PathBuf> {
     let out = Command::new("bash")
-        .arg(repo().join("tests/python/setup_venv.sh"))
+        .arg(repo().join("testkit/python/setup_venv.sh"))
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run setup_venv.sh: {e}"))?;

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
-use webpubsub_client::emulator::Emulator;
+use webpubsub_emulator::Emulator;
 
 const SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
 const ACK_EVERY: u64 = 256;

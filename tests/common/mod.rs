@@ -3,9 +3,9 @@
 
 use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
-use webpubsub_client::emulator::{Emulator, Observation};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{Event, RetryPolicy, WebPubSubClient, WebPubSubClientBuilder};
+use webpubsub_emulator::{Emulator, Observation};
 
 /// The bound of every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -1,0 +1,314 @@
+//! Helpers for the emulator tests: a raw tungstenite client, a tiny HTTP client, and
+//! bounded waits on observations.
+#![allow(dead_code)]
+
+use crossbeam_channel::Receiver;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+use webpubsub_emulator::{Emulator, Observation};
+use webpubsub_protocol::{ClientMessage, ServiceMessage};
+
+pub const RELIABLE: &str = "json.reliable.webpubsub.azure.v1";
+pub const PLAIN: &str = "json.webpubsub.azure.v1";
+/// Bound of every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn init_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// A raw WebSocket client over a blocking TcpStream (or TLS).
+pub struct Ws<S: Read + Write = TcpStream> {
+    pub ws: WebSocket<S>,
+    /// From the first `connected` message.
+    pub connection_id: String,
+    pub user_id: Option<String>,
+    pub reconnection_token: Option<String>,
+}
+
+/// What a refused upgrade looked like.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+pub fn request(
+    url: &str,
+    subprotocol: Option<&str>,
+    bearer: Option<&str>,
+) -> tungstenite::handshake::client::Request {
+    let mut req = url.into_client_request().expect("valid url");
+    if let Some(p) = subprotocol {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+    }
+    if let Some(t) = bearer {
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    req
+}
+
+fn tcp_for(url: &str) -> TcpStream {
+    let u = url::Url::parse(url).unwrap();
+    let addr = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Opens a WebSocket; on success waits for `connected`.
+pub fn try_connect(
+    url: &str,
+    subprotocol: Option<&str>,
+    bearer: Option<&str>,
+) -> Result<Ws, Refused> {
+    let stream = tcp_for(url);
+    handshake(request(url, subprotocol, bearer), stream)
+}
+
+pub fn handshake<S: Read + Write>(
+    req: tungstenite::handshake::client::Request,
+    stream: S,
+) -> Result<Ws<S>, Refused> {
+    match tungstenite::client(req, stream) {
+        Ok((ws, _resp)) => {
+            let mut c = Ws {
+                ws,
+                connection_id: String::new(),
+                user_id: None,
+                reconnection_token: None,
+            };
+            match c.recv() {
+                ServiceMessage::Connected {
+                    connection_id,
+                    user_id,
+                    reconnection_token,
+                } => {
+                    c.connection_id = connection_id;
+                    c.user_id = user_id;
+                    c.reconnection_token = reconnection_token;
+                }
+                other => panic!("expected connected, got {other:?}"),
+            }
+            Ok(c)
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(Refused {
+            status: resp.status().as_u16(),
+            body: String::from_utf8_lossy(resp.body().as_deref().unwrap_or(&[])).into_owned(),
+        }),
+        Err(e) => panic!("handshake failed: {e:?}"),
+    }
+}
+
+pub fn connect(url: &str) -> Ws {
+    try_connect(url, Some(RELIABLE), None).expect("upgrade accepted")
+}
+
+pub fn connect_plain(url: &str) -> Ws {
+    try_connect(url, Some(PLAIN), None).expect("upgrade accepted")
+}
+
+/// The recovery URL of a connection.
+pub fn recovery_url(url: &str, c: &Ws) -> String {
+    format!(
+        "{url}&awps_connection_id={}&awps_reconnection_token={}",
+        c.connection_id,
+        c.reconnection_token.as_deref().unwrap()
+    )
+}
+
+/// Opens a recovery socket; returns the socket before reading anything.
+pub fn open_raw(url: &str, subprotocol: &str) -> WebSocket<TcpStream> {
+    let (ws, _) = tungstenite::client(request(url, Some(subprotocol), None), tcp_for(url))
+        .expect("upgrade accepted");
+    ws
+}
+
+impl<S: Read + Write> Ws<S> {
+    pub fn send(&mut self, msg: ClientMessage) {
+        self.ws.send(Message::text(msg.encode())).expect("send");
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    /// The next protocol message (bounded by the socket's read timeout).
+    pub fn recv(&mut self) -> ServiceMessage {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    return ServiceMessage::decode(&t)
+                        .unwrap_or_else(|e| panic!("bad frame {t}: {e}"))
+                }
+                Ok(Message::Close(f)) => panic!("closed while waiting for a message: {f:?}"),
+                Ok(_) => {}
+                Err(e) => panic!("read failed while waiting for a message: {e}"),
+            }
+        }
+    }
+
+    /// Skips messages until `f` returns `Some`.
+    pub fn recv_until<T>(&mut self, mut f: impl FnMut(&ServiceMessage) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "timed out");
+            let m = self.recv();
+            if let Some(t) = f(&m) {
+                return t;
+            }
+        }
+    }
+
+    /// The ack of `ack_id` (skipping other messages).
+    pub fn ack(&mut self, ack_id: u64) -> (bool, Option<String>) {
+        self.recv_until(|m| match m {
+            ServiceMessage::Ack {
+                ack_id: id,
+                success,
+                error,
+            } if *id == ack_id => Some((*success, error.as_ref().map(|e| e.name.clone()))),
+            _ => None,
+        })
+    }
+
+    /// Sends a ping and returns every message that arrived before the pong: proves that
+    /// nothing else was queued (the emulator writes one connection's frames in order).
+    pub fn drain_until_pong(&mut self) -> Vec<ServiceMessage> {
+        self.send(ClientMessage::Ping);
+        let mut before = Vec::new();
+        loop {
+            match self.recv() {
+                ServiceMessage::Pong => return before,
+                m => before.push(m),
+            }
+        }
+    }
+
+    /// Waits for the socket's end: `Some(code)` for a close frame, `None` for EOF/reset.
+    pub fn closed(&mut self) -> (Option<CloseCode>, Vec<ServiceMessage>) {
+        let mut seen = Vec::new();
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => seen.push(ServiceMessage::decode(&t).unwrap()),
+                Ok(Message::Close(f)) => return (f.map(|f| f.code), seen),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("socket still open after the read timeout")
+                }
+                Err(_) => return (None, seen),
+            }
+        }
+    }
+}
+
+/// Waits for the first observation `f` accepts.
+pub fn wait_for<T>(rx: &Receiver<Observation>, mut f: impl FnMut(&Observation) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(o) => {
+                if let Some(t) = f(&o) {
+                    return t;
+                }
+            }
+            Err(_) => panic!("timed out waiting for an observation"),
+        }
+    }
+}
+
+pub fn wait_dropped(rx: &Receiver<Observation>, id: &str) {
+    wait_for(rx, |o| match o {
+        Observation::Dropped { connection_id, .. } if connection_id == id => Some(()),
+        _ => None,
+    })
+}
+
+pub fn wait_ended(rx: &Receiver<Observation>, id: &str) -> String {
+    wait_for(rx, |o| match o {
+        Observation::SessionEnded {
+            connection_id,
+            reason,
+            ..
+        } if connection_id == id => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends one HTTP request over a fresh TcpStream (`Connection: close`).
+pub fn http(
+    emu: &Emulator,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = TcpStream::connect(emu.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        emu.addr(),
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    parse_response(&out)
+}
+
+pub fn parse_response(out: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    HttpResponse {
+        status,
+        body: body.to_owned(),
+    }
+}
+
+/// A REST call signed as the server SDKs sign it (`aud` = full URL).
+pub fn rest(
+    emu: &Emulator,
+    method: &str,
+    path_and_query: &str,
+    ct: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    let url = format!("{}{path_and_query}", emu.endpoint());
+    let token = webpubsub_emulator::rest_token(emu.access_key(), &url, Duration::from_secs(60));
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if let Some(ct) = ct {
+        headers.push(("Content-Type", ct));
+    }
+    http(emu, method, path_and_query, &headers, body)
+}

@@ -1,0 +1,7 @@
+//! Helpers shared by the tests of the workspace's crates (never published).
+//!
+//! - [`python`]: the official Python SDKs in a virtual environment under `target/`, and
+//!   child processes run with a time bound.
+#![forbid(unsafe_code)]
+
+pub mod python;
