@@ -40,6 +40,9 @@
 //! handles frames, and writes what other threads queued — many frames per flush. Fan-out
 //! encodes a message once; reliable receivers get the sequence id spliced in.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod auth;
 mod checks;
 mod client_url;

@@ -28,14 +28,23 @@
 //! assert_eq!(msg, ServiceMessage::Ack { ack_id: 1, success: true, error: None });
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod client_msg;
 mod data;
 mod fast;
 mod raw;
+mod rules;
 mod service_msg;
 
 pub use client_msg::ClientMessage;
 pub use data::{Data, DataType};
+pub use rules::{
+    check_event_name, check_group_name, check_message_size, is_secret_query_param, redact_frame,
+    redact_query, RuleError, MAX_GROUP_NAME_CHARS, MAX_MESSAGE_BYTES, REDACTED,
+    SECRET_QUERY_PARAMS,
+};
 pub use service_msg::{splice_sequence_id, AckError, ServiceMessage};
 
 use std::fmt;
@@ -45,11 +54,6 @@ use std::fmt;
 pub const JSON_RELIABLE_SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
 /// The plain JSON subprotocol (`json.webpubsub.azure.v1`): no sequence ids, no recovery.
 pub const JSON_SUBPROTOCOL: &str = "json.webpubsub.azure.v1";
-
-/// The largest message the service accepts, in bytes (PROTOCOL.md §5).
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-/// The longest group name the service accepts, in characters.
-pub const MAX_GROUP_NAME_CHARS: usize = 1024;
 
 /// A frame that could not be decoded as a protocol message.
 ///
