@@ -48,10 +48,8 @@
 //!    handshake, or a recovery attempt), at least one recovery and one new connection.
 //! 7. No thread panicked (a panic hook counts them).
 
-#[path = "support/chaos_proxy.rs"]
-mod chaos_proxy;
+mod support;
 
-use chaos_proxy::{ChaosEvent, ChaosProxy, Schedule};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -62,6 +60,7 @@ use webpubsub_client::{
     AckHandle, Data, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient,
 };
 use webpubsub_emulator::Emulator;
+use webpubsub_testkit::chaos_proxy::{ChaosEvent, ChaosProxy, Schedule};
 
 const HUB: &str = "chaos";
 const GROUP: &str = "stream";
@@ -231,7 +230,7 @@ fn run(size: Size) {
         PANICS.fetch_add(1, Ordering::SeqCst);
         default_hook(info);
     }));
-    let _ = env_logger::builder().is_test(true).try_init();
+    support::init_log();
 
     // The service's real limit is 1000 unacked messages; a stalled subscriber would then be
     // closed for good, which is not what this test is about (the limit has its own tests).

@@ -2,17 +2,17 @@
 //! (the variant is asserted), never a panic or a hang. The test also writes the bad-input
 //! table (input → error variant → message) to `target/bad-inputs.md` for the crate docs.
 
+mod support;
+
 use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+use support::{url, HUB, WAIT};
 use webpubsub_client::{
     ConnectError, Credential, Error, InvalidInput, RequestOptions, RetryPolicy, StateError,
     WebPubSubClient,
 };
 use webpubsub_emulator::Emulator;
-
-const HUB: &str = "hub";
-const WAIT: Duration = Duration::from_secs(10);
 
 struct Table(Mutex<Vec<(String, String, String)>>);
 
@@ -83,14 +83,6 @@ fn builder(c: impl Into<Credential>) -> webpubsub_client::WebPubSubClientBuilder
         .message_retry(RetryPolicy::none())
 }
 
-fn url(emu: &Emulator) -> String {
-    emu.client_url(HUB)
-        .user_id("u")
-        .role("webpubsub.joinLeaveGroup")
-        .role("webpubsub.sendToGroup")
-        .build()
-}
-
 /// Runs `f` and asserts it returned within `WAIT`.
 fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
@@ -137,7 +129,7 @@ fn every_bad_input_gets_a_typed_error() {
     }
 
     let emu = Emulator::start().unwrap();
-    let good = url(&emu);
+    let good = url(&emu, "u");
 
     // A URL without a token is well-formed (the token could be anything); the service
     // refuses it at start with 401, which `start` reports (B3).
@@ -334,7 +326,7 @@ fn a_provider_that_panics_on_reconnect_is_retried_and_the_client_stays_usable() 
     // The provider is called again for a new connection (B8); a panic there is a failed
     // attempt (retried per reconnect_retry), not a crashed I/O thread.
     let emu = Emulator::start().unwrap();
-    let good = url(&emu);
+    let good = url(&emu, "u");
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let n = calls.clone();
     let c = builder(Credential::from_fn(move || {
