@@ -386,13 +386,13 @@ fn is_request(o: &Observation) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn rust_client_and_official_python_client_interoperate_across_a_cut() {
+fn rust_and_official_python_clients_get_the_same_messages_in_order_across_a_cut() {
     support::init_log();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = Instant::now();
-    let Some(python) =
-        python::venv_python("rust_client_and_official_python_client_interoperate_across_a_cut")
-    else {
+    let Some(python) = python::venv_python(
+        "rust_and_official_python_clients_get_the_same_messages_in_order_across_a_cut",
+    ) else {
         return;
     };
     let setup_took = started.elapsed();

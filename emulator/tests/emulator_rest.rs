@@ -165,7 +165,7 @@ fn rest_sends_deliver_text_json_and_binary_as_server_messages() {
 }
 
 #[test]
-fn rest_group_user_and_existence_endpoints() {
+fn rest_existence_checks_are_200_or_404_and_membership_changes_200_and_204() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let a = connect(&emu.client_url("chat").user_id("u 1").build());
@@ -202,7 +202,7 @@ fn rest_group_user_and_existence_endpoints() {
 }
 
 #[test]
-fn rest_permissions_grant_check_and_revoke() {
+fn rest_granted_permissions_are_checked_per_group_and_revoked_and_unknown_ones_are_400() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let a = connect(&emu.client_url("chat").build());
