@@ -1,7 +1,7 @@
 //! Fan-out throughput of the emulator, measured with plain tungstenite clients.
 //!
 //! Ignored by default; run in release mode:
-//! `cargo test --release --all-features --test emulator_perf -- --ignored --nocapture`
+//! `cargo test --release -p webpubsub-emulator --test emulator_perf -- --ignored --nocapture`
 
 mod support;
 
