@@ -1,11 +1,11 @@
 //! A flood faster than the user consumes: the client's memory stays bounded
 //! (`max_event_backlog`), and once the consumer catches up nothing is lost or repeated.
 
-mod common;
+mod support;
 
-use common::*;
 use crossbeam_channel::unbounded;
 use std::time::{Duration, Instant};
+use support::*;
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::Event;
 use webpubsub_emulator::{Emulator, Observation};

@@ -1,9 +1,9 @@
 //! Events: callbacks on one dispatcher thread, in order; streams; panics; re-entrancy.
-mod common;
-use common::*;
+mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::*;
 use webpubsub_client::{ClientState, Data, Error, Event, StateError};
 use webpubsub_emulator::Emulator;
 

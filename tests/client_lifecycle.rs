@@ -1,9 +1,9 @@
 //! Lifecycle: states, start, stop, restart, the guard, the credential provider, threads.
-mod common;
-use common::*;
+mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::*;
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{
     ClientState, ConnectError, Credential, Error, Event, RetryPolicy, StateError, TimeoutKind,

@@ -1,9 +1,9 @@
 //! Recovery (reliable protocol), reconnect and rejoin.
-mod common;
-use common::*;
+mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::*;
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{ClientState, Credential, Error, Event, Protocol, RequestOptions};
 use webpubsub_emulator::{Emulator, Observation};

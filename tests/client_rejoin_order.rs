@@ -2,11 +2,10 @@
 //! messages that arrive on that connection meanwhile are delivered after it, in order, not
 //! before. A scripted server decides exactly which frame comes when.
 
-#[path = "support/scripted_server.rs"]
-mod scripted_server;
+mod support;
 
-use scripted_server::{frame, Conn, Server};
 use std::time::Duration;
+use support::scripted_server::{frame, Conn, Server};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{Event, RetryPolicy, WebPubSubClient};
 

@@ -1,7 +1,7 @@
 //! Requests: acks, ack ids, retries, timeouts, fire-and-forget, pipelining, input checks.
-mod common;
-use common::*;
+mod support;
 use std::time::{Duration, Instant};
+use support::*;
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{
     Data, Error, Event, InvalidInput, RequestOptions, RetryPolicy, TimeoutKind, WebPubSubClient,

@@ -1,29 +1,14 @@
 //! B37: no token in any log line, error or Debug output, through a start, a recovery, a
 //! reconnect and a failed start. Alone in its binary: it installs the global logger.
-mod common;
-use common::*;
-use parking_lot::Mutex;
-use std::sync::Arc;
+mod support;
+use support::*;
 use webpubsub_client::{Credential, Event};
 use webpubsub_emulator::Emulator;
-
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        self.0.lock().push(format!("{} {}", r.target(), r.args()));
-    }
-    fn flush(&self) {}
-}
+use webpubsub_testkit::log_capture;
 
 #[test]
 fn tokens_never_appear_in_logs_errors_or_debug() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    log::set_boxed_logger(Box::new(Capture(lines.clone()))).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    let log = log_capture::install();
 
     let emu = Emulator::start().unwrap();
     let u = url(&emu, "a");
@@ -48,7 +33,11 @@ fn tokens_never_appear_in_logs_errors_or_debug() {
         .unwrap();
     let err = bad.start().unwrap_err();
 
-    let lines = lines.lock();
+    let lines: Vec<String> = log
+        .lines()
+        .iter()
+        .map(|l| format!("{} {}", l.target, l.message))
+        .collect();
     assert!(
         lines.iter().any(|l| l.contains("REDACTED")),
         "URLs are logged, redacted"

@@ -1,6 +1,6 @@
 //! Thread accounting, alone in its binary so that no other test's threads interfere.
-mod common;
-use common::*;
+mod support;
+use support::*;
 use webpubsub_emulator::Emulator;
 
 #[test]

@@ -1,6 +1,6 @@
 //! TLS end to end against the emulator serving wss:// with a test certificate (B36).
-mod common;
-use common::*;
+mod support;
+use support::*;
 use webpubsub_client::native_tls::{Certificate, Identity};
 use webpubsub_client::{ClientState, ConnectError, Error};
 use webpubsub_emulator::Emulator;

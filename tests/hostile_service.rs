@@ -6,17 +6,16 @@
 //!
 //! The tests of this binary share the global logger, so they run one at a time (`SERIAL`).
 
-#[path = "support/capture_log.rs"]
-mod capture_log;
-#[path = "support/scripted_server.rs"]
-mod scripted_server;
+mod support;
 
-use capture_log::Capture;
 use crossbeam_channel::Receiver;
 use parking_lot::{Mutex, MutexGuard};
 use scripted_server::{frame, Conn, Server};
 use std::time::{Duration, Instant};
+use support::scripted_server;
 use webpubsub_client::{Data, Event, RequestOptions, RetryPolicy, WebPubSubClient};
+use webpubsub_testkit::log_capture::{self, Capture};
+use webpubsub_testkit::process::rss_kib;
 
 const WAIT: Duration = Duration::from_secs(10);
 const CONN_ID: &str = "conn-1";
@@ -48,7 +47,7 @@ fn builder(url: String) -> webpubsub_client::WebPubSubClientBuilder {
 /// A client started against a fresh scripted server (which sent `connected`).
 fn setup() -> Setup {
     let serial = SERIAL.lock();
-    let log = capture_log::install();
+    let log = log_capture::install();
     log.clear();
     let server = Server::start();
     let client = builder(server.url()).build().unwrap();
@@ -364,7 +363,7 @@ fn a_close_in_the_middle_of_a_message_drops_the_fragment_and_recovers() {
 fn connected_without_connection_id_is_skipped_and_start_waits_for_a_valid_one() {
     // B3, B34
     let _serial = SERIAL.lock();
-    let log = capture_log::install();
+    let log = log_capture::install();
     log.clear();
     let server = Server::start();
     let client = builder(server.url()).build().unwrap();
@@ -446,15 +445,6 @@ fn sequence_ids_going_backwards_are_dropped_and_jumps_accepted() {
     s.stop();
 }
 
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// A flood faster than the user consumes. "Bounded memory" here means: while the user's
 /// handler is stuck, the client's memory (VmRSS of this process) grows by less than
 /// `BOUND_MIB` although the service sends `FLOOD_MIB` — the client must push back (stop
@@ -481,7 +471,7 @@ fn a_flood_faster_than_the_user_consumes_keeps_memory_bounded() {
     // The capturing logger would keep tungstenite's per-frame trace lines (hex payloads):
     // gigabytes of the test's own memory.
     log::set_max_level(log::LevelFilter::Debug);
-    let baseline = vm_rss_kib();
+    let baseline = rss_kib();
     let payload = "y".repeat(1024);
     let count = FLOOD_MIB * 1024;
     let conn = s.conn.take().unwrap();
@@ -511,7 +501,7 @@ fn a_flood_faster_than_the_user_consumes_keeps_memory_bounded() {
         let _ = done_tx.send(join_bounded_long(flooder));
     });
     let (mut conn, mut sent, pending) = loop {
-        peak = peak.max(vm_rss_kib());
+        peak = peak.max(rss_kib());
         // Sampling tick: the flooder's end is waited on, bounded per tick.
         match done_rx.recv_timeout(Duration::from_millis(20)) {
             Ok(r) => break r,
@@ -519,7 +509,7 @@ fn a_flood_faster_than_the_user_consumes_keeps_memory_bounded() {
             Err(e) => panic!("{e}"),
         }
     };
-    peak = peak.max(vm_rss_kib());
+    peak = peak.max(rss_kib());
     let grown_mib = peak.saturating_sub(baseline) / 1024;
     println!("flood: {sent} messages of 1 KiB sent, RSS grew by {grown_mib} MiB");
     log::set_max_level(log::LevelFilter::Trace);

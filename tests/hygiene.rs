@@ -8,19 +8,15 @@
 //! The tests of this binary measure the whole process (`/proc/self`) and share the global
 //! logger, so they run one at a time (`SERIAL`).
 
-#[path = "support/capture_log.rs"]
-mod capture_log;
+mod support;
 
 use parking_lot::Mutex;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{HUB, WAIT};
 use webpubsub_client::{ConnectError, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient};
 use webpubsub_emulator::Emulator;
-
-const HUB: &str = "hub";
-const WAIT: Duration = Duration::from_secs(10);
+use webpubsub_testkit::chaos_proxy::{ChaosProxy, Direction, Schedule};
+use webpubsub_testkit::{log_capture, process};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -42,11 +38,7 @@ fn builder(url: &str) -> webpubsub_client::WebPubSubClientBuilder {
 }
 
 fn url(emu: &Emulator) -> String {
-    emu.client_url(HUB)
-        .user_id("u")
-        .role("webpubsub.joinLeaveGroup")
-        .role("webpubsub.sendToGroup")
-        .build()
+    support::url(emu, "u")
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,17 +49,10 @@ struct Usage {
 }
 
 fn usage() -> Usage {
-    let count = |p: &str| std::fs::read_dir(p).unwrap().count();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
     Usage {
-        threads: count("/proc/self/task"),
-        fds: count("/proc/self/fd"),
-        rss_kib,
+        threads: process::threads().len(),
+        fds: process::open_fds(),
+        rss_kib: process::rss_kib(),
     }
 }
 
@@ -179,63 +164,21 @@ fn recoveries_leave_threads_fds_and_memory_at_baseline() {
 // ---------------------------------------------------------------------------------------
 // Tokens (B37)
 
-/// A forwarding TCP proxy that records what the service sends, so that the test learns the
-/// real reconnection tokens without any log (frames from the service are unmasked).
-struct Recorder {
-    addr: std::net::SocketAddr,
-    from_service: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Recorder {
-    fn start(target: std::net::SocketAddr) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let from_service = Arc::new(Mutex::new(Vec::new()));
-        let rec = from_service.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(target) else {
-                    return;
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump(c2, s2, None));
-                let rec = rec.clone();
-                std::thread::spawn(move || pump(server, client, Some(rec)));
-            }
-        });
-        Recorder { addr, from_service }
-    }
-
-    /// Every `reconnectionToken` value the service sent.
-    fn reconnection_tokens(&self) -> Vec<String> {
-        let bytes = self.from_service.lock().clone();
-        let text = String::from_utf8_lossy(&bytes);
-        text.split("\"reconnectionToken\":\"")
-            .skip(1)
-            .filter_map(|s| s.split('"').next())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(r) = &record {
-                    r.lock().extend_from_slice(&buf[..n]);
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = from.shutdown(std::net::Shutdown::Both);
+/// Every `reconnectionToken` value the service sent through `proxy`, which records what
+/// it forwards to the client (frames from the service are unmasked, so the JSON is readable).
+fn reconnection_tokens(proxy: &ChaosProxy) -> Vec<String> {
+    proxy
+        .recorded(Direction::ToClient)
+        .iter()
+        .flat_map(|(_, bytes)| {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            text.split("\"reconnectionToken\":\"")
+                .skip(1)
+                .filter_map(|s| s.split('"').next())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 struct Secrets {
@@ -256,12 +199,14 @@ impl Secrets {
 /// connection (with a provider), a request failing with `ConnectionLost`, errors, stop.
 /// Returns the tokens and everything printed with `Debug`/`Display`.
 fn session_at_trace_level() -> (Secrets, Vec<String>) {
-    let log = capture_log::install();
+    let log = log_capture::install();
     log::set_max_level(log::LevelFilter::Trace);
     log.clear();
     let emu = Emulator::start().unwrap();
-    let rec = Recorder::start(emu.addr());
-    let url = url(&emu).replace(&emu.addr().to_string(), &rec.addr.to_string());
+    // Learns the real reconnection tokens from the wire, without any log.
+    let rec = ChaosProxy::start(emu.addr(), Schedule::none());
+    rec.record(Direction::ToClient, true);
+    let url = url(&emu).replace(&emu.addr().to_string(), &rec.addr().to_string());
     let access_token = url.split("access_token=").nth(1).unwrap().to_owned();
     let hub = emu.hub(HUB);
     let mut printed = Vec::new();
@@ -352,7 +297,7 @@ fn session_at_trace_level() -> (Secrets, Vec<String>) {
     wait_for(&events, &mut printed, |e| matches!(e, Event::Stopped));
     let secrets = Secrets {
         access_token,
-        reconnection_tokens: rec.reconnection_tokens(),
+        reconnection_tokens: reconnection_tokens(&rec),
     };
     assert!(
         secrets.reconnection_tokens.len() >= 3,
@@ -390,7 +335,7 @@ fn no_token_in_the_crates_logs_or_debug_and_display_output() {
     // AckHandle and the builders (options).
     let _s = SERIAL.lock();
     let (secrets, printed) = session_at_trace_level();
-    let log = capture_log::install();
+    let log = log_capture::install();
     let lines = log.lines();
     let own: Vec<_> = lines.iter().filter(|l| is_ours(&l.target)).collect();
     assert!(own.len() > 20, "the session logged: {}", own.len());
@@ -420,7 +365,7 @@ fn no_token_in_the_crates_logs_or_debug_and_display_output() {
 fn no_token_in_any_log_line_of_the_clients_threads_with_tungstenite_at_debug() {
     let _s = SERIAL.lock();
     let (secrets, _) = session_at_trace_level();
-    let log = capture_log::install();
+    let log = log_capture::install();
     let lines = log.lines();
     let shown: Vec<_> = lines
         .iter()

@@ -19,18 +19,20 @@
 //! Needs python3 (skipped with a message if missing) and, the first time, network access
 //! to PyPI for `testkit/python/setup_venv.sh`.
 
+mod support;
+
+use webpubsub_testkit::process::{NoLine, Spawned};
 use webpubsub_testkit::python;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use webpubsub_client::{Data, Event, WebPubSubClient};
 use webpubsub_emulator::{Emulator, Observation};
@@ -128,10 +130,7 @@ fn python_payloads(round: &str) -> Vec<Data> {
 /// The Python peer: a child process spoken to through lines. Killed when dropped, so a failing
 /// test never leaves it behind.
 struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
+    child: Spawned,
     deadline: Instant,
     /// Every line read, for failure messages.
     transcript: Vec<String>,
@@ -145,46 +144,16 @@ struct Peer {
 
 impl Peer {
     fn spawn(python: &str, script: &Path, url: &str, deadline: Instant) -> Peer {
-        let mut child = Command::new(python)
-            .arg(script)
+        let mut cmd = Command::new(python);
+        cmd.arg(script)
             .arg(url)
             .arg(GROUP)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONIOENCODING", "utf-8")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the Python peer");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = crossbeam_channel::unbounded();
-        // Both reader threads end at EOF, i.e. when the child exits or is killed.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err_text = Arc::new(Mutex::new(String::new()));
-        let sink = err_text.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+            .env("PYTHONIOENCODING", "utf-8");
         Peer {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            stderr: err_text,
+            child: Spawned::spawn(cmd).expect("spawn the Python peer"),
             deadline,
             transcript: Vec::new(),
             by_seq: BTreeMap::new(),
@@ -202,20 +171,17 @@ impl Peer {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            self.stderr.lock().unwrap()
+            self.child.stderr()
         );
     }
 
     /// The next stdout line; `None` at EOF. A message report is recorded and comes back as
     /// an empty string (the peer never prints empty lines); `ERROR` lines fail the test.
     fn next_line(&mut self, waiting_for: &str) -> Option<String> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let line = match self.lines.recv_timeout(left) {
+        let line = match self.child.next_line(self.deadline) {
             Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => {
-                self.fail(&format!("timed out waiting for {waiting_for}"))
-            }
-            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(NoLine::Timeout) => self.fail(&format!("timed out waiting for {waiting_for}")),
+            Err(NoLine::Eof) => return None,
         };
         self.transcript.push(line.clone());
         if line.starts_with('{') {
@@ -265,7 +231,7 @@ impl Peer {
     }
 
     fn write(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
         if let Err(e) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
             self.fail(&format!("cannot write {line:?}: {e}"));
         }
@@ -315,7 +281,7 @@ impl Peer {
     /// EXIT, then `BYE <received>`, then EOF; returns the peer's count of message callbacks.
     fn exit(mut self) -> (usize, Option<i32>) {
         self.write("EXIT");
-        drop(self.stdin.take());
+        drop(self.child.stdin.take());
         let received = loop {
             match self.next_line("BYE") {
                 Some(l) if l.starts_with("BYE ") => break l["BYE ".len()..].parse().unwrap(),
@@ -337,13 +303,6 @@ impl Peer {
 
     fn in_order(&self) -> Vec<Msg> {
         self.by_seq.values().cloned().collect()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -427,13 +386,13 @@ fn is_request(o: &Observation) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn rust_client_and_official_python_client_interoperate_across_a_cut() {
-    let _ = env_logger::builder().is_test(true).try_init();
+fn rust_and_official_python_clients_get_the_same_messages_in_order_across_a_cut() {
+    support::init_log();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = Instant::now();
-    let Some(python) =
-        python::venv_python("rust_client_and_official_python_client_interoperate_across_a_cut")
-    else {
+    let Some(python) = python::venv_python(
+        "rust_and_official_python_clients_get_the_same_messages_in_order_across_a_cut",
+    ) else {
         return;
     };
     let setup_took = started.elapsed();

@@ -7,14 +7,15 @@
 #![cfg(target_os = "linux")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use webpubsub_client::protocol::ClientMessage;
 use webpubsub_client::{RequestOptions, WebPubSubClient};
 use webpubsub_emulator::{Emulator, Observation};
+use webpubsub_testkit::chaos_proxy::{ChaosProxy, Schedule};
+use webpubsub_testkit::process;
 
 /// Counts every allocation of this test binary. `unsafe` is confined to this test file:
 /// the crate itself forbids it.
@@ -76,18 +77,6 @@ fn client(url: &str) -> WebPubSubClient {
         .unwrap()
 }
 
-/// `(tid, comm)` of every thread of this process.
-fn threads() -> Vec<(String, String)> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| {
-            let tid = e.ok()?.file_name().into_string().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
-            Some((tid, comm.trim().to_owned()))
-        })
-        .collect()
-}
-
 /// The tests of this file: the harness names each test's thread after it (the kernel keeps
 /// 15 bytes), and may start one while another test holds `SERIAL`.
 const TESTS: [&str; 5] = [
@@ -101,22 +90,22 @@ const TESTS: [&str; 5] = [
 /// Threads that are neither the emulator's (whose connection threads come and go with
 /// sockets) nor the test harness's. A client thread, named or not (an unnamed thread takes
 /// its creator's name), is counted.
-fn client_side_threads() -> Vec<(String, String)> {
+fn client_side_threads() -> Vec<process::Thread> {
     let me = std::thread::current().name().map(str::to_owned);
-    threads()
+    process::threads()
         .into_iter()
-        .filter(|(_, comm)| {
-            !comm.starts_with("webpubsub-emula")
+        .filter(|t| {
+            !t.name.starts_with("webpubsub-emula")
                 && !TESTS
                     .iter()
-                    .any(|t| t.starts_with(comm.as_str()) && me.as_deref() != Some(t))
+                    .any(|test| test.starts_with(t.name.as_str()) && me.as_deref() != Some(test))
         })
         .collect()
 }
 
 /// `client_side_threads` once two snapshots 20 ms apart agree: a new thread carries its
 /// creator's name until it names itself, so a snapshot taken during a spawn is off.
-fn settled_client_side_threads() -> Vec<(String, String)> {
+fn settled_client_side_threads() -> Vec<process::Thread> {
     let deadline = Instant::now() + WAIT;
     let mut last = client_side_threads();
     loop {
@@ -205,99 +194,25 @@ fn a_started_client_runs_exactly_two_threads() {
     );
 }
 
-/// Open or shut; waiting threads are woken when it opens.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Gate {
-    fn set(&self, open: bool) {
-        *self.open.lock().unwrap() = open;
-        if open {
-            self.opened.notify_all();
-        }
-    }
-
-    /// Waits until the gate is open, for at most `timeout`.
-    fn wait_open(&self, timeout: Duration) {
-        let guard = self.open.lock().unwrap();
-        let _unused = self
-            .opened
-            .wait_timeout_while(guard, timeout, |open| !*open)
-            .unwrap();
-    }
-}
-
-/// A TCP proxy whose new connections wait at a gate; the test opens it.
-struct GatedProxy {
-    addr: SocketAddr,
-    open: Arc<Gate>,
-    /// The client side of the last accepted connection.
-    last: Arc<Mutex<Option<TcpStream>>>,
-}
-
-impl GatedProxy {
-    fn start(upstream: SocketAddr) -> GatedProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let open = Arc::new(Gate::default());
-        open.set(true);
-        let gate = open.clone();
-        let last = Arc::new(Mutex::new(None));
-        let last2 = last.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                *last2.lock().unwrap() = client.try_clone().ok();
-                let gate = gate.clone();
-                std::thread::spawn(move || {
-                    gate.wait_open(WAIT);
-                    let Ok(server) = TcpStream::connect(upstream) else {
-                        return;
-                    };
-                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    std::thread::spawn(move || pump(c2, s2));
-                    pump(server, client);
-                });
-            }
-        });
-        GatedProxy { addr, open, last }
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _ = from.shutdown(Shutdown::Both);
-}
-
 #[test]
 fn queued_fire_and_forget_sends_go_out_in_a_few_writes() {
     // Catches: a flush (one send) per frame instead of one per batch. The batch is made
-    // deterministic by queueing while the client is recovering (the recovery socket waits
-    // at the proxy's gate), so the I/O thread finds all BURST frames at once; what is
-    // counted is the TCP data segments the proxy's socket received from the client.
+    // deterministic by queueing while the client is recovering (the relay is paused, so the
+    // recovery's upgrade waits in it), so the I/O thread finds all BURST frames at once; what
+    // is counted is the TCP data segments the relay's socket received from the client.
     let _s = serial();
     let emu = Emulator::start().unwrap();
-    let proxy = GatedProxy::start(emu.addr());
-    let url = client_url(&emu, "g").replace(&emu.addr().to_string(), &proxy.addr.to_string());
+    let proxy = ChaosProxy::start(emu.addr(), Schedule::none());
+    let url = client_url(&emu, "g").replace(&emu.addr().to_string(), &proxy.addr().to_string());
     let c = client(&url);
     let guard = c.start().unwrap();
     let conn = guard.connection_id().unwrap();
+    let first = *proxy
+        .live_connections()
+        .last()
+        .expect("the first connection");
     let recovering = guard.events();
-    proxy.open.set(false);
+    proxy.pause(true);
     assert!(emu.hub(HUB).drop_connection(&conn));
     let deadline = Instant::now() + WAIT;
     while !matches!(
@@ -313,19 +228,24 @@ fn queued_fire_and_forget_sends_go_out_in_a_few_writes() {
             .send_to_group_with("nobody", format!("message {i}"), &ff)
             .unwrap();
     }
-    // The recovery socket is accepted (and waits at the gate) once its upgrade request is in.
+    // The recovery socket is accepted (and held by the paused relay) once its upgrade
+    // request is in.
     let deadline = Instant::now() + WAIT;
     let recovery_socket = loop {
-        if let Some(s) = proxy.last.lock().unwrap().as_ref() {
-            if data_segments_in(s) > 0 && s.peer_addr().is_ok() {
-                break s.try_clone().unwrap();
+        let newest = proxy.live_connections().last().copied();
+        if let Some(s) = newest
+            .filter(|n| *n > first)
+            .and_then(|n| proxy.client_socket(n))
+        {
+            if data_segments_in(&s) > 0 {
+                break s;
             }
         }
         assert!(Instant::now() < deadline, "no recovery attempt");
         std::thread::sleep(Duration::from_millis(5));
     };
     let before = data_segments_in(&recovery_socket);
-    proxy.open.set(true);
+    proxy.pause(false);
     let got = count_observations(&obs, BURST, |o| {
         matches!(
             o,

@@ -1,7 +1,7 @@
 //! Fan-out throughput of the emulator, measured with plain tungstenite clients.
 //!
 //! Ignored by default; run in release mode:
-//! `cargo test --release --all-features --test emulator_perf -- --ignored --nocapture`
+//! `cargo test --release -p webpubsub-emulator --test emulator_perf -- --ignored --nocapture`
 
 mod support;
 
@@ -49,7 +49,7 @@ fn report(what: &str, elapsed: Duration) -> f64 {
 
 #[test]
 #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
-fn fan_out_of_client_group_messages_to_a_reliable_receiver() {
+fn client_group_messages_reach_a_reliable_receiver_at_500k_per_second() {
     let emu = emulator();
     let roles = ["webpubsub.sendToGroup"];
     let rx = connect(&emu.client_url("perf").group("g").build());
@@ -75,7 +75,7 @@ fn fan_out_of_client_group_messages_to_a_reliable_receiver() {
 
 #[test]
 #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
-fn fan_out_of_server_group_messages_to_a_reliable_receiver() {
+fn server_group_messages_reach_a_reliable_receiver_at_500k_per_second() {
     let emu = emulator();
     let rx = connect(&emu.client_url("perf").group("g").build());
     let reader = std::thread::spawn(move || receive(rx, N, true));
@@ -92,7 +92,7 @@ fn fan_out_of_server_group_messages_to_a_reliable_receiver() {
 
 #[test]
 #[ignore = "throughput measurement; run with --release -- --ignored --nocapture"]
-fn fan_out_of_client_group_messages_to_a_plain_receiver() {
+fn client_group_messages_reach_a_plain_receiver_at_500k_per_second() {
     let emu = emulator();
     let rx = connect_plain(&emu.client_url("perf").group("g").build());
     let mut tx = connect_plain(&emu.client_url("perf").role("webpubsub.sendToGroup").build());

@@ -5,7 +5,7 @@
 //! to PyPI for `testkit/python/setup_venv.sh`.
 
 mod support;
-use webpubsub_testkit::python;
+use webpubsub_testkit::{process, python};
 
 use std::path::Path;
 use std::process::Command;
@@ -34,7 +34,7 @@ fn official_python_sdks_exchange_messages_through_the_emulator() {
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env("PYTHONUNBUFFERED", "1");
-    let (code, stdout, stderr) = python::run_bounded(script, SCRIPT_TIMEOUT);
+    let (code, stdout, stderr) = process::run_bounded(script, SCRIPT_TIMEOUT);
     assert_eq!(
         code,
         Some(0),

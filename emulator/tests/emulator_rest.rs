@@ -4,10 +4,11 @@ mod support;
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 use webpubsub_emulator::{rest_token, Emulator, Permission};
 use webpubsub_protocol::{Data, ServiceMessage};
+use webpubsub_testkit::process;
 
 const V: &str = "api-version=2024-12-01";
 
@@ -164,7 +165,7 @@ fn rest_sends_deliver_text_json_and_binary_as_server_messages() {
 }
 
 #[test]
-fn rest_group_user_and_existence_endpoints() {
+fn rest_existence_checks_are_200_or_404_and_membership_changes_200_and_204() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let a = connect(&emu.client_url("chat").user_id("u 1").build());
@@ -201,7 +202,7 @@ fn rest_group_user_and_existence_endpoints() {
 }
 
 #[test]
-fn rest_permissions_grant_check_and_revoke() {
+fn rest_granted_permissions_are_checked_per_group_and_revoked_and_unknown_ones_are_400() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let a = connect(&emu.client_url("chat").build());
@@ -325,36 +326,18 @@ fn rest_keeps_the_connection_alive_between_requests() {
 
 #[test]
 fn the_binary_prints_the_connection_string_first() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_webpubsub-emulator"))
-        .args([
-            "--port",
-            "0",
-            "--access-key",
-            "a-test-key-that-is-long-enough-for-pyjwt",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill the child whatever happens, so the test never hangs on it.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let guard = Kill(child);
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(WAIT)
-        .expect("a first line within the timeout");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_webpubsub-emulator"));
+    cmd.args([
+        "--port",
+        "0",
+        "--access-key",
+        "a-test-key-that-is-long-enough-for-pyjwt",
+    ]);
+    // Killed when dropped, whatever happens, so the test never hangs on it.
+    let child = process::Spawned::spawn(cmd).unwrap();
+    let line = child
+        .next_line(Instant::now() + WAIT)
+        .unwrap_or_else(|e| panic!("no first line ({e:?}); stderr:\n{}", child.stderr()));
     let line = line.trim_end();
     assert!(line.starts_with("Endpoint=http://127.0.0.1:"), "{line}");
     assert!(
@@ -369,23 +352,22 @@ fn the_binary_prints_the_connection_string_first() {
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     assert_eq!(parse_response(&out).status, 401);
-    drop(guard);
+    drop(child);
 }
 
 #[test]
 fn the_binary_explains_bad_arguments() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_webpubsub-emulator"))
-        .arg("--bogus")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument"));
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_webpubsub-emulator"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--access-key"));
+    let run = |arg: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_webpubsub-emulator"));
+        cmd.arg(arg);
+        process::run_bounded(cmd, WAIT)
+    };
+    let (code, _, stderr) = run("--bogus");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown argument"), "{stderr}");
+    let (code, stdout, _) = run("--help");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("--access-key"), "{stdout}");
 }
 
 #[test]

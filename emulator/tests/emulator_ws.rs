@@ -430,7 +430,7 @@ fn server_sends_reach_all_users_connections_and_groups_with_exclusions() {
 }
 
 #[test]
-fn server_group_and_user_management() {
+fn server_side_membership_changes_apply_and_a_users_later_connections_join_its_groups() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let a = connect(&emu.client_url("chat").user_id("u").build());

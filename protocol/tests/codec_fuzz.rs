@@ -30,6 +30,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 use webpubsub_protocol::{AckError, ClientMessage, Data, ProtocolError, ServiceMessage};
+use webpubsub_testkit::rng::{env_u64, Rng};
 
 const DEFAULT_SEED: u64 = 0x7765_6270_7562_7375;
 const DEFAULT_FRAMES_PER_TEST: usize = 500_000;
@@ -131,16 +132,6 @@ fn run(direction: Direction) {
             ]),
         }
     }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")))
 }
 
 struct Ctx {
@@ -326,39 +317,6 @@ fn client_variant(msg: &ClientMessage) -> &'static str {
         ClientMessage::CancelInvocation { .. } => "CancelInvocation",
         ClientMessage::Unknown { .. } => "Unknown",
         _ => "other",
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Random numbers: SplitMix64, small, fast and good enough to drive a fuzzer.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
-    }
-
-    /// True with probability `1 / n`.
-    fn one_in(&mut self, n: usize) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
     }
 }
 

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Creates (once) a Python virtualenv with the official Azure Web PubSub Python SDKs, for the
-# interoperability tests against the emulator.
+# Creates (once) the Python virtualenv of the tests: the official Azure Web PubSub Python SDKs
+# (interoperability tests of the client and the emulator) and pproxy (a real HTTP proxy), every
+# package installed from the committed lock file, each file checked against its hash.
 #
+#   lock:    testkit/python/requirements.lock (every package, transitive ones included, pinned
+#            with hashes), generated from testkit/python/requirements.in (the top-level pins)
 #   venv:    ${CARGO_TARGET_DIR:-<repo>/target}/pyenv
 #   output:  the venv's python path, as the last line on stdout
 #   exit 0:  ready; 3: python3 not found (tests skip); other non-zero: setup failed (message on stderr)
 #
-# Idempotent and quiet: when the marker file records the pinned package set, nothing is installed.
-# Safe to run concurrently (serialised with flock when available).
+# Idempotent and quiet: when the marker file records the lock's hash, nothing is installed; a
+# changed lock reinstalls. Safe to run concurrently (serialised with flock when available).
+#
+# Regenerating the lock (after editing requirements.in), in a throwaway venv:
+#
+#   python3 -m venv /tmp/lockvenv && /tmp/lockvenv/bin/pip install pip-tools
+#   cd testkit/python && /tmp/lockvenv/bin/pip-compile --generate-hashes --strip-extras \
+#       --allow-unsafe --no-emit-index-url --no-emit-find-links \
+#       --output-file requirements.lock requirements.in
+#
+# Commit both files. The lock is resolved for the Python that generated it (its header says
+# which); `pip check` below fails plainly if another Python needs a package the lock lacks.
 set -euo pipefail
-
-# The pinned set. Changing it changes the marker, which triggers a reinstall.
-PINNED_PACKAGES=(
-    "azure-messaging-webpubsubclient==1.1.0"
-    "azure-messaging-webpubsubservice==1.3.0"
-)
 
 die() {
     echo "setup_venv.sh: $*" >&2
@@ -35,15 +42,20 @@ case "$target_dir" in
 esac
 venv="$target_dir/pyenv"
 venv_python="$venv/bin/python"
-marker="$venv/.webpubsub-pinned"
-wanted="$(printf '%s\n' "${PINNED_PACKAGES[@]}")"
+marker="$venv/.webpubsub-lock"
+lock="$script_dir/requirements.lock"
+[ -f "$lock" ] || die "missing $lock"
 
 if ! command -v python3 >/dev/null 2>&1; then
     echo "setup_venv.sh: python3 not found" >&2
     exit 3
 fi
 
-# Fast path: already installed (no lock needed; the marker is written last).
+# The marker holds the hash of the lock it was installed from.
+wanted="$(python3 -c 'import hashlib, sys; print("sha256:" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$lock")" ||
+    die "cannot hash $lock"
+
+# Fast path: already installed (no flock needed: the marker is written last).
 if [ -x "$venv_python" ] && [ -f "$marker" ] && [ "$(cat "$marker")" = "$wanted" ]; then
     echo "$venv_python"
     exit 0
@@ -75,17 +87,17 @@ run_quiet() {
     fi
 }
 
-rm -f "$marker"
-if [ ! -x "$venv_python" ] || ! "$venv_python" -c 'import sys' >/dev/null 2>&1; then
-    rm -rf "$venv"
-    run_quiet "creating the virtualenv (is python3-venv installed?)" python3 -m venv "$venv"
-fi
+# A fresh venv, so that it holds exactly the lock's packages (none left from an older lock).
+rm -rf "$venv"
+run_quiet "creating the virtualenv (is python3-venv installed?)" python3 -m venv "$venv"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-run_quiet "installing ${PINNED_PACKAGES[*]}" \
-    "$venv_python" -m pip install --quiet "${PINNED_PACKAGES[@]}"
-run_quiet "importing the installed SDKs" \
-    "$venv_python" -c 'import azure.messaging.webpubsubclient, azure.messaging.webpubsubservice'
+# --require-hashes: every file must match the lock; --no-deps: nothing outside the lock.
+run_quiet "installing $lock" \
+    "$venv_python" -m pip install --quiet --require-hashes --no-deps -r "$lock"
+run_quiet "checking that the lock is complete" "$venv_python" -m pip check
+run_quiet "importing the installed packages" \
+    "$venv_python" -c 'import azure.messaging.webpubsubclient, azure.messaging.webpubsubservice, pproxy'
 
 printf '%s\n' "$wanted" >"$marker.tmp" && mv "$marker.tmp" "$marker" || die "cannot write $marker"
 echo "$venv_python"

@@ -4,7 +4,6 @@
 //!
 //! Every wait is bounded: accepts go through a channel read with a timeout, reads use a
 //! socket read timeout.
-#![allow(dead_code)]
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::io::{ErrorKind, Write};

@@ -1,15 +1,16 @@
-//! A `log::Log` that keeps every record (all levels) in memory, for tests that assert what
-//! was logged — or that something (a token) never was.
+//! The log capture of the tests: a `log::Log` that keeps every record (all levels) in memory,
+//! for tests that assert what was logged — or that something (a token) never was. It is the
+//! process's logger, so a test binary that uses it installs no other, and tests of one binary
+//! that read it run one at a time. `CAPTURE_LOG_ECHO=1` also prints every record.
 //!
-//! ```ignore
-//! #[path = "support/capture_log.rs"]
-//! mod capture_log;
-//! let log = capture_log::install();
+//! ```
+//! use webpubsub_testkit::log_capture;
+//!
+//! let log = log_capture::install();
 //! log.clear();
-//! // ...
+//! log::warn!("skipping a malformed frame");
 //! assert!(log.contains(log::Level::Warn, "skipping a malformed frame"));
 //! ```
-#![allow(dead_code)]
 
 use parking_lot::Mutex;
 use std::sync::OnceLock;
@@ -17,9 +18,13 @@ use std::sync::OnceLock;
 /// One captured record.
 #[derive(Debug, Clone)]
 pub struct Line {
+    /// The record's level.
     pub level: log::Level,
+    /// Its target (the module path of the logging code, unless it gave another).
     pub target: String,
+    /// The name of the thread that logged it (`?` for an unnamed thread).
     pub thread: String,
+    /// The formatted message.
     pub message: String,
 }
 
@@ -42,10 +47,12 @@ pub fn install() -> &'static Capture {
 }
 
 impl Capture {
+    /// Forgets every record kept so far.
     pub fn clear(&self) {
         self.lines.lock().clear();
     }
 
+    /// Every record kept, in the order they were logged.
     pub fn lines(&self) -> Vec<Line> {
         self.lines.lock().clone()
     }
@@ -68,8 +75,14 @@ impl Capture {
             .collect()
     }
 
+    /// How many records are kept.
     pub fn len(&self) -> usize {
         self.lines.lock().len()
+    }
+
+    /// Whether no record is kept.
+    pub fn is_empty(&self) -> bool {
+        self.lines.lock().is_empty()
     }
 }
 

@@ -1,9 +1,5 @@
 //! The chaos proxy itself, proved against plain TCP servers before any test trusts it.
 
-#[path = "support/chaos_proxy.rs"]
-mod chaos_proxy;
-
-use chaos_proxy::{ChaosEvent, ChaosProxy, CutReason, Direction, Plan, Schedule};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -11,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use webpubsub_testkit::chaos_proxy::{
+    ChaosEvent, ChaosProxy, CutReason, Direction, Plan, Schedule,
+};
 
 /// The bound on every wait in these tests.
 const T: Duration = Duration::from_secs(5);

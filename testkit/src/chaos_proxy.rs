@@ -1,16 +1,16 @@
-//! A fault-injecting TCP proxy for tests: it sits between clients and a server (the
-//! emulator) on `127.0.0.1:0` and, on a seeded schedule, cuts connections at chosen byte
-//! offsets (inside a WebSocket frame, inside the HTTP upgrade), stalls them, or refuses
-//! them; tests can also cut, pause and refuse by hand.
+//! The TCP relay of the tests: it sits between clients and a server (the emulator) on
+//! `127.0.0.1:0` and, on a seeded schedule, cuts connections at chosen byte offsets (inside a
+//! WebSocket frame, inside the HTTP upgrade), stalls them, or refuses them; tests can also
+//! cut, pause and refuse by hand, record what is forwarded, and reach the relay's own sockets.
+//! With [`Schedule::none`] it is a transparent relay.
 //!
-//! Include it from a test crate with
+//! ```no_run
+//! use std::time::Duration;
+//! use webpubsub_testkit::chaos_proxy::{ChaosProxy, Direction, Schedule};
 //!
-//! ```ignore
-//! #[path = "support/chaos_proxy.rs"]
-//! mod chaos_proxy;
-//! use chaos_proxy::{ChaosEvent, ChaosProxy, Schedule};
-//!
+//! # let emulator_addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
 //! let proxy = ChaosProxy::start(emulator_addr, Schedule::random(7).cut_every_bytes(0..4096));
+//! proxy.record(Direction::ToClient, true);
 //! // connect the client to proxy.addr() instead of the emulator ...
 //! let cut = proxy.events().recv_timeout(Duration::from_secs(5)).unwrap();
 //! ```
@@ -38,8 +38,6 @@
 //! writes have a short timeout only so that a thread notices a stop even if a shutdown did
 //! not wake it. Dropping the proxy (or [`ChaosProxy::stop`]) cuts every connection and
 //! joins every thread within a bounded time.
-#![allow(dead_code)]
-
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
@@ -51,6 +49,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use crate::rng::{env_u64, Rng};
 
 /// How often a blocked thread wakes to look for a stop it was not told about.
 const POLL: Duration = Duration::from_millis(250);
@@ -122,13 +122,17 @@ struct StallSpec {
 
 /// When and how the proxy injects faults; see the module docs for determinism.
 ///
-/// ```ignore
+/// ```
+/// # use std::time::Duration;
+/// # use webpubsub_testkit::chaos_proxy::Schedule;
 /// // Every connection cut somewhere in its first 4 KiB, in either direction;
 /// // a third of them stalled for 0.5–2 s first, half of those cut after the stall.
-/// Schedule::random(42)
+/// let schedule = Schedule::random(42)
 ///     .cut_every_bytes(0..4096)
 ///     .stall_probability(0.33, Duration::from_millis(500)..Duration::from_secs(2))
-///     .stall_then_cut(0.5)
+///     .stall_then_cut(0.5);
+/// // The plan of a connection is a function of the seed and its index only.
+/// assert_eq!(schedule.plan(3), schedule.plan(3));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -154,12 +158,7 @@ impl Schedule {
     /// A seeded schedule, without faults until some are added. `CHAOS_SEED` in the
     /// environment overrides `seed`.
     pub fn random(seed: u64) -> Schedule {
-        let seed = match std::env::var("CHAOS_SEED") {
-            Ok(text) => {
-                parse_seed(&text).unwrap_or_else(|| panic!("CHAOS_SEED={text:?} is not a number"))
-            }
-            Err(_) => seed,
-        };
+        let seed = env_u64("CHAOS_SEED").unwrap_or(seed);
         Schedule {
             seed,
             random: true,
@@ -267,8 +266,7 @@ impl Schedule {
         if conn < self.spare_first {
             return Plan::default();
         }
-        let mut rng =
-            SplitMix::new(self.seed ^ (conn as u64 + 1).wrapping_mul(0xa076_1d64_78bd_642f));
+        let mut rng = Rng::new(self.seed ^ (conn as u64 + 1).wrapping_mul(0xa076_1d64_78bd_642f));
         // Draw every number whether or not it is used, so that enabling one fault does not
         // shift the other's draws.
         let cut_roll = rng.unit();
@@ -319,14 +317,6 @@ impl Schedule {
     }
 }
 
-fn parse_seed(text: &str) -> Option<u64> {
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
 fn pick_direction(directions: Directions, draw: u64) -> Direction {
     match directions {
         Directions::ToServer => Direction::ToServer,
@@ -338,28 +328,6 @@ fn pick_direction(directions: Directions, draw: u64) -> Direction {
 
 fn in_range(range: &Range<u64>, draw: u64) -> u64 {
     range.start + draw % (range.end - range.start)
-}
-
-/// SplitMix64: a tiny, well-mixed generator; plenty for drawing fault plans.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn new(seed: u64) -> SplitMix {
-        SplitMix(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -499,6 +467,10 @@ struct Control {
     conns: HashMap<usize, Arc<Conn>>,
     /// Connections in a stall (both directions hold their bytes while listed).
     stalled: HashMap<usize, Instant>,
+    /// The directions being recorded ([`ChaosProxy::record`]).
+    recording: Vec<Direction>,
+    /// What was recorded, by connection and direction, in forwarding order.
+    recorded: HashMap<(usize, Direction), Vec<u8>>,
 }
 
 struct Conn {
@@ -611,6 +583,39 @@ impl ChaosProxy {
         let mut live: Vec<usize> = self.inner.control.lock().conns.keys().copied().collect();
         live.sort_unstable();
         live
+    }
+
+    /// From now on, keeps (`on`) or stops keeping a copy of every byte forwarded toward
+    /// `direction`, on every connection: what a test needs to learn what really crossed the
+    /// wire (the service's reconnection tokens, say) without trusting any log.
+    pub fn record(&self, direction: Direction, on: bool) {
+        let mut control = self.inner.control.lock();
+        control.recording.retain(|d| *d != direction);
+        if on {
+            control.recording.push(direction);
+        }
+    }
+
+    /// The bytes recorded toward `direction`, one entry per connection (by index, ascending),
+    /// each in forwarding order. A chunk whose write a cut failed may be included.
+    pub fn recorded(&self, direction: Direction) -> Vec<(usize, Vec<u8>)> {
+        let control = self.inner.control.lock();
+        let mut out: Vec<(usize, Vec<u8>)> = control
+            .recorded
+            .iter()
+            .filter(|((_, d), _)| *d == direction)
+            .map(|((conn, _), bytes)| (*conn, bytes.clone()))
+            .collect();
+        out.sort_by_key(|(conn, _)| *conn);
+        out
+    }
+
+    /// A handle on the relay's socket that faces the client of connection `conn`, while the
+    /// connection is open: for socket-level facts such as `TCP_INFO` (how many segments the
+    /// client's writes took). Reading from or writing to it would disturb the relay.
+    pub fn client_socket(&self, conn: usize) -> Option<TcpStream> {
+        let control = self.inner.control.lock();
+        control.conns.get(&conn)?.client.try_clone().ok()
     }
 
     /// Cuts connection `conn` now, whatever it is doing. Returns false if it is not open.
@@ -863,6 +868,18 @@ impl Inner {
         }
     }
 
+    /// Keeps a copy of `bytes` if `direction` is being recorded.
+    fn record(&self, conn: &Conn, direction: Direction, bytes: &[u8]) {
+        let mut control = self.control.lock();
+        if control.recording.contains(&direction) {
+            control
+                .recorded
+                .entry((conn.index, direction))
+                .or_default()
+                .extend_from_slice(bytes);
+        }
+    }
+
     /// Blocks while the proxy is paused or the connection stalled. False once the
     /// connection is cut or the proxy stopping: the caller then drops what it holds.
     fn wait_until_forwardable(&self, conn: &Conn) -> bool {
@@ -982,9 +999,10 @@ impl Pump<'_> {
             if !self.inner.wait_until_forwardable(self.conn) {
                 return;
             }
-            // Count before writing, so that whoever sees a byte arrive also sees it
-            // counted; take back what could not be written.
+            // Count and record before writing, so that whoever sees a byte arrive also sees
+            // it counted; take back the count of what could not be written.
             self.count(n as u64, true);
+            self.inner.record(self.conn, self.direction, &buf[..n]);
             let unwritten = self.write_all(&buf[..n]);
             if unwritten > 0 {
                 self.count(unwritten as u64, false);

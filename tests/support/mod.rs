@@ -1,5 +1,12 @@
 //! Helpers shared by the client's integration tests (against the emulator on 127.0.0.1:0).
+//! Every test file includes it with `mod support;`; what the other crates' tests need too (the
+//! relay, the log capture, the thread counter, child processes) is in `webpubsub-testkit`.
+//!
+//! - this file: the emulator URL and client builder with test timings, bounded receives;
+//! - [`scripted_server`]: a scripted WebSocket "service" for hostile input.
 #![allow(dead_code)]
+
+pub mod scripted_server;
 
 use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
@@ -97,15 +104,12 @@ pub fn is_connected(e: &Event) -> bool {
     matches!(e, Event::Connected { .. })
 }
 
-/// The client's threads alive now (`/proc/self/task/*/comm`, truncated to 15 bytes).
+/// The names of the client's threads as the kernel keeps them (15 bytes).
+pub const CLIENT_THREADS: [&str; 2] = ["webpubsub-io", "webpubsub-dispa"];
+
+/// The client's threads alive now.
 pub fn client_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-                .filter(|c| c.starts_with("webpubsub-io") || c.starts_with("webpubsub-dispa"))
-                .count()
-        })
-        .unwrap_or(0)
+    webpubsub_testkit::process::count_threads(&CLIENT_THREADS)
 }
 
 /// Asserts that the client's thread count reaches `n` within a second. `join()` returns when
