@@ -259,27 +259,34 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ack_table;
 mod acks;
 mod client;
+mod core;
 mod endpoint;
 mod error;
 mod events;
 mod io;
 mod options;
+mod retry;
 mod state;
+mod timers;
 mod transport;
+mod waiter;
 
 /// The wire protocol (the `webpubsub-protocol` crate): message types, codecs and limits.
 pub use webpubsub_protocol as protocol;
 
-pub use acks::{AckHandle, AckOutcome, RequestOptions};
+pub use ack_table::AckOutcome;
+pub use acks::{AckHandle, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};
-pub use error::{AckFailure, ConnectError, Error, InvalidInput, Result, StateError, TimeoutKind};
-pub use events::{Event, GroupMessage, ServerMessage, Subscription};
-pub use options::{
-    Credential, Protocol, ProviderError, RetryMode, RetryPolicy, WebPubSubClientBuilder,
+pub use error::{
+    AckFailure, Cause, ConnectError, Error, InvalidInput, Result, StateError, TimeoutKind,
 };
+pub use events::{Event, GroupMessage, ServerMessage, Subscription};
+pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
 pub use protocol::{Data, DataType};
+pub use retry::{RetryMode, RetryPolicy};
 pub use state::ClientState;
 
 /// Re-exported so that TLS options can be given without a direct dependency.

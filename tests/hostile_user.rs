@@ -154,7 +154,7 @@ fn every_bad_input_gets_a_typed_error() {
         .unwrap();
     let e = bounded("start", || c.start()).map(|_| ()).unwrap_err();
     table.row("provider returns an error (at `start`)", &e, |e| {
-        matches!(e, Error::Connect(ConnectError::Credential(m)) if m.contains("token server down"))
+        matches!(e, Error::Connect(ConnectError::Credential(m)) if m.to_string().contains("token server down"))
     });
     let c = builder(Credential::from_fn(|| panic!("provider bug")))
         .build()
