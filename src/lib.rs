@@ -60,11 +60,14 @@
 //!
 //! Every operation returns [`Result<T, Error>`](Error). The variants tell apart what a caller
 //! can act on: [`Error::InvalidInput`] (a bug: bad URL, group name, payload over 1 MB),
-//! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, close code),
-//! [`Error::Timeout`] (which one), [`Error::Ack`] (the service's error name, e.g. `Forbidden`),
-//! [`Error::ConnectionLost`] (outcome unknown; carries the ack id so a retry stays idempotent),
-//! [`Error::Stopped`] and [`Error::State`]. [`Error::is_retryable`] says whether trying again
-//! may help. Requests already retry transient failures with the *same* ack id (see
+//! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, WebSocket, close
+//! code), [`Error::Timeout`] (which one: [`TimeoutKind`]), [`Error::Ack`] (the service's
+//! error name, e.g. `Forbidden`), [`Error::ConnectionLost`] (outcome unknown; carries the ack
+//! id so a retry stays idempotent), [`Error::Stopped`] and [`Error::State`]. Where a lower
+//! layer failed (an I/O, TLS or WebSocket error, your credential provider's error), the error
+//! keeps it as its [`source()`](std::error::Error::source), as a [`Cause`] you can downcast.
+//! [`Error::is_retryable`] says whether trying again may help; it is also the rule of the
+//! client's own retries. Requests retry transient failures with the *same* ack id (see
 //! [`WebPubSubClientBuilder::message_retry`]); a `Duplicate` answer counts as success
 //! ([`AckOutcome::duplicate`]). No error, log line or `Debug` output contains a token.
 //!
@@ -244,18 +247,65 @@
 //!
 //! ## Testing with the emulator
 //!
-//! With the `emulator` feature, `emulator::Emulator` runs the service in your test process
-//! on `127.0.0.1:0`, with fault injection (drop a connection, lose an ack, refuse recovery) to
-//! test your application's behaviour under failure. The `webpubsub-emulator` binary serves the
-//! same for other languages and the official server SDKs.
+//! The local service is its own crate, `webpubsub-emulator`: add it to your
+//! `[dev-dependencies]` and start one per test on `127.0.0.1:0`. It makes client access URLs
+//! with the roles you choose, plays the application server (`hub(..).send_to_group`, ...),
+//! and injects faults (drop a connection, lose or fail acks, refuse recovery) so that you can
+//! test your application under failure. Its binary, `webpubsub-emulator`, serves the same for
+//! other languages and the official server SDKs.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! webpubsub-emulator = "0.1"
+//! ```
+//!
+//! ```
+//! use std::time::Duration;
+//! use webpubsub_client::{Event, WebPubSubClient};
+//! use webpubsub_emulator::Emulator;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emu = Emulator::start()?;
+//! let url = emu
+//!     .client_url("chat")
+//!     .user_id("alice")
+//!     .role("webpubsub.joinLeaveGroup")
+//!     .build();
+//! let client = WebPubSubClient::new(&url)?;
+//! let events = client.events();
+//! let _running = client.start()?;
+//! client.join_group("room")?;
+//!
+//! // The emulator plays your server: its message to the group reaches the client.
+//! emu.hub("chat").send_to_group("room", "from the server");
+//! let deadline = std::time::Instant::now() + Duration::from_secs(10);
+//! loop {
+//!     if let Event::ServerMessage(m) = events.recv_deadline(deadline)? {
+//!         assert_eq!(m.data.as_text(), Some("from the server"));
+//!         break;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
 //!
-//! `client` (the handle and operations), `options` (builder, retry policies, credential),
-//! `state` (the session state machine, pure), `acks` (the ack table and [`AckHandle`]),
-//! `io` (the I/O thread; `io/ended` decides between recovery, reconnect and stop), `transport` (non-blocking TCP/TLS/WebSocket dialing), `events`
-//! (event types and the dispatcher), `endpoint` (access URLs and token redaction), `error`,
-//! and [`protocol`] (the JSON codec shared with the emulator).
+//! Dependencies point one way, lowest first (`tests/architecture.rs` checks it; a module
+//! uses only its own layer and those below):
+//!
+//! 1. [`protocol`] (the `webpubsub-protocol` crate: messages, codec, the wire's rules), then
+//!    `error`;
+//! 2. `endpoint` (access URLs, redaction), `retry` (retry policies), `timers` (recovery,
+//!    reconnect and sequence-ack timing, pure), `ack_table` (requests waiting for acks),
+//!    `waiter` (the one-shot slot a caller waits on), `events` (event types, handler
+//!    registry, the dispatcher thread);
+//! 3. `state`: the session state machine, pure — it owns every transition;
+//! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, TLS and
+//!    WebSocket dialing), then `core` (what the threads share: the session behind its mutex,
+//!    the run's controls);
+//! 5. `acks` ([`AckHandle`] and its retries) and `io` (the I/O thread; `io/receive` has one
+//!    handler per message kind, `io/ended` decides between recovery, reconnect and stop);
+//! 6. `client`: the handle, its operations and the `on_*` registrations.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
