@@ -3,8 +3,8 @@
 
 use crate::ack_table::{AckOutcome, RequestKind};
 use crate::acks::{AckHandle, RequestOptions};
-use crate::core::Core;
-use crate::error::{Error, InvalidInput, Result, StateError, TimeoutKind};
+use crate::core::{Core, RunCtl};
+use crate::error::{Error, InvalidInput, Result, TimeoutKind};
 use crate::events::{Event, GroupMessage, ServerMessage, Subscription};
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
 use crate::protocol::{
@@ -121,34 +121,46 @@ impl WebPubSubClient {
     /// Connects and returns once the service's `connected` message arrived and the automatic
     /// rejoin settled (B3), or fails with the cause: [`Error::Connect`] (HTTP status of a
     /// refused upgrade, TLS, DNS/TCP, close code), or [`TimeoutKind::Start`]. A failed start
-    /// leaves the client Stopped and fires no `stopped` (B4). Only allowed from Stopped (B2).
+    /// leaves the client Stopped and fires no `stopped` (B4). Only allowed from Stopped (B2):
+    /// [`StateError::AlreadyStarted`](crate::StateError::AlreadyStarted) otherwise, or [`StateError::Stopping`](crate::StateError::Stopping) while a stop is
+    /// in progress.
     ///
     /// Dropping the returned guard stops the client; [`StartGuard::detach`] keeps it running.
+    ///
+    /// # From a callback
+    ///
+    /// `start()` may be called from a callback — above all from
+    /// [`on_stopped`](Self::on_stopped), to restart a client that stopped by itself (as the
+    /// Python guide does in its `stopped` handler). It behaves as anywhere else: it blocks that
+    /// callback until the new connection is ready and returns the guard, or the error. The new
+    /// connection's callbacks begin once that callback returned, so callbacks still run one at
+    /// a time. Keep the guard (or [`detach`](StartGuard::detach) it): dropping it at the end of
+    /// the callback stops the client again. A `stop()` that waits for the threads (a call from
+    /// another thread, or a dropped guard there) is final: a start from the `stopped` callback
+    /// it fires fails with [`StateError::Stopping`](crate::StateError::Stopping).
     pub fn start(&self) -> Result<StartGuard> {
         let core = self.core();
-        if core.on_own_thread() {
-            return Err(Error::State(StateError::OwnThread));
-        }
-        let mut threads = core.lifecycle.lock();
-        core.shared.lock().session.begin_start()?;
-        // Threads of a run that ended by itself (or stopped asynchronously) are joined here;
-        // they are past their last event.
-        for t in threads.drain(..) {
-            let _ = t.join();
-        }
-        let run = match crate::io::spawn(core.clone()) {
-            Ok((run, handles)) => {
-                threads.extend(handles);
-                run
-            }
-            Err(e) => {
-                core.shared.lock().session.abort_start();
-                return Err(e);
-            }
-        };
         let deadline = Instant::now() + core.options.start_timeout;
-        let outcome = run.start.wait(deadline);
-        drop(threads);
+        let outcome = if core.on_own_thread() {
+            // This thread is one of the previous run's: the new dispatcher joins them.
+            let run = {
+                let mut threads = core.threads.lock();
+                core.shared.lock().session.begin_start()?;
+                self.launch(&mut threads)?
+            };
+            run.start.wait(deadline)
+        } else {
+            let _serial = core.lifecycle.lock();
+            core.shared.lock().session.begin_start()?;
+            // Threads of a run that ended by itself (or stopped asynchronously) are joined
+            // here; they are past their last event.
+            let previous = std::mem::take(&mut *core.threads.lock());
+            for t in previous {
+                let _ = t.join();
+            }
+            let run = self.launch(&mut core.threads.lock())?;
+            run.start.wait(deadline)
+        };
         match outcome {
             Some(Ok(())) => Ok(StartGuard {
                 client: self.clone(),
@@ -165,6 +177,15 @@ impl WebPubSubClient {
                 )))
             }
         }
+    }
+
+    /// Spawns the run that `begin_start` admitted; `threads` are the previous run's, if any
+    /// are left to join (see [`crate::io::spawn`]).
+    fn launch(&self, threads: &mut Vec<std::thread::JoinHandle<()>>) -> Result<Arc<RunCtl>> {
+        let core = self.core();
+        crate::io::spawn(core.clone(), threads).inspect_err(|_| {
+            core.shared.lock().session.abort_start();
+        })
     }
 
     /// Stops the client (B5): idempotent; interrupts any recovery, reconnect or backoff at

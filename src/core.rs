@@ -22,14 +22,19 @@ use tungstenite::Utf8Bytes;
 
 /// Everything a client's threads share.
 ///
-/// Lock order: `lifecycle` before `shared`; no lock is held while user code runs or while a
-/// thread is joined, except `lifecycle` (held only by threads that are not the client's own).
+/// Lock order: `lifecycle`, then `threads`, then `shared`. No lock is held while user code
+/// runs; only `lifecycle` is held while a thread is joined or a start is waited for, and only
+/// by threads that are not the client's own (a callback never takes it, so a `stop()` that
+/// joins the dispatcher cannot wait for a callback that waits for it).
 pub(crate) struct Core {
     pub(crate) options: Options,
     pub(crate) shared: Mutex<Shared>,
     pub(crate) registry: Arc<Registry>,
-    /// The threads of the current (or last) run, joined by `stop()` or the next `start()`.
-    pub(crate) lifecycle: Mutex<Vec<JoinHandle<()>>>,
+    /// Serialises `start()` and `stop()` calls from threads that are not the client's own.
+    pub(crate) lifecycle: Mutex<()>,
+    /// The threads of the current (or last) run, joined by `stop()`, the next `start()`, or
+    /// the next run's dispatcher (for a start from a callback).
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     tls: Mutex<Option<native_tls::TlsConnector>>,
 }
 
@@ -149,7 +154,8 @@ impl Core {
                 run: None,
             }),
             registry: Arc::default(),
-            lifecycle: Mutex::new(Vec::new()),
+            lifecycle: Mutex::new(()),
+            threads: Mutex::new(Vec::new()),
             tls: Mutex::new(None),
         }
     }
@@ -184,24 +190,30 @@ impl Core {
         self.shared.lock().detach_run(run);
     }
 
-    /// Stops the current run (B5). From the client's own threads it only requests the stop.
+    /// Stops the current run (B5) and waits for its threads. From the client's own threads it
+    /// only requests the stop.
     pub(crate) fn stop(&self) {
+        let waits = !self.on_own_thread();
         let run = {
             let mut sh = self.shared.lock();
-            sh.session.request_stop();
+            sh.session.request_stop(waits);
             sh.run.clone()
         };
         if let Some(run) = &run {
             run.request_stop();
         }
-        if self.on_own_thread() {
+        if !waits {
             log::debug!("stop() on a client thread: stopping asynchronously");
             return;
         }
-        let mut threads = self.lifecycle.lock();
-        for t in threads.drain(..) {
-            let _ = t.join();
+        {
+            let _serial = self.lifecycle.lock();
+            let threads = std::mem::take(&mut *self.threads.lock());
+            for t in threads {
+                let _ = t.join();
+            }
         }
+        self.shared.lock().session.stop_returned();
     }
 
     /// A TLS connector, built once.

@@ -158,10 +158,9 @@ pub struct AckFailure {
 pub enum StateError {
     /// `start()` on a client that is already started.
     AlreadyStarted,
-    /// `start()` while the client is stopping.
+    /// `start()` while the client is stopping: a `stop()` is in progress, or waits for the
+    /// client's threads (then a start from the `stopped` callback it fired is refused).
     Stopping,
-    /// `start()` from one of the client's own threads (a callback), which would deadlock.
-    OwnThread,
 }
 
 /// The lower-level error behind a failure (an I/O, TLS or WebSocket error, the credential
@@ -323,9 +322,6 @@ impl fmt::Display for Error {
             Error::State(s) => f.write_str(match s {
                 StateError::AlreadyStarted => "the client is already started",
                 StateError::Stopping => "the client is stopping",
-                StateError::OwnThread => {
-                    "start() cannot be called from the client's own threads (a callback)"
-                }
             }),
             Error::Protocol(p) => write!(f, "protocol error: {p}"),
         }

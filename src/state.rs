@@ -90,6 +90,9 @@ pub(crate) struct Session<W> {
     connected_fired: bool,
     /// `start()` waits for this run's first `Connected`.
     start_pending: bool,
+    /// `stop()` calls still waiting for the client's threads to end. A start meanwhile (from
+    /// the `stopped` callback of that very stop) would undo the stop its caller waits for.
+    stop_waiters: usize,
     rejoins_outstanding: usize,
     next_ack_id: u64,
     acks: AckTable<W>,
@@ -113,6 +116,7 @@ impl<W> Session<W> {
             session_open: false,
             connected_fired: false,
             start_pending: false,
+            stop_waiters: 0,
             rejoins_outstanding: 0,
             next_ack_id: 1,
             acks: AckTable::default(),
@@ -171,15 +175,15 @@ impl<W> Session<W> {
 
     // ----- lifecycle -----
 
-    /// B2: start only from Stopped.
+    /// B2: start only from Stopped, and not while a `stop()` call waits for the threads.
     pub(crate) fn begin_start(&mut self) -> Result<(), Error> {
         match self.state {
-            ClientState::Stopped => {
+            ClientState::Stopped if self.stop_waiters == 0 => {
                 self.state = ClientState::Connecting;
                 self.start_pending = true;
                 Ok(())
             }
-            ClientState::Stopping => Err(Error::State(StateError::Stopping)),
+            ClientState::Stopped | ClientState::Stopping => Err(Error::State(StateError::Stopping)),
             _ => Err(Error::State(StateError::AlreadyStarted)),
         }
     }
@@ -191,10 +195,20 @@ impl<W> Session<W> {
     }
 
     /// `stop()` (B5): a run in progress is to end; requests are refused from now on.
-    pub(crate) fn request_stop(&mut self) {
+    /// `caller_waits`: the caller waits for the threads to end (it is not one of them) and
+    /// reports [`stop_returned`](Self::stop_returned) when they did.
+    pub(crate) fn request_stop(&mut self, caller_waits: bool) {
         if self.state != ClientState::Stopped {
             self.state = ClientState::Stopping;
         }
+        if caller_waits {
+            self.stop_waiters += 1;
+        }
+    }
+
+    /// A waiting `stop()` call saw the threads end.
+    pub(crate) fn stop_returned(&mut self) {
+        self.stop_waiters = self.stop_waiters.saturating_sub(1);
     }
 
     /// `start()` waits for this run's first `Connected`; `true` once, for the run that has

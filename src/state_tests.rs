@@ -47,7 +47,7 @@ fn start_is_refused_unless_stopped() {
         s.begin_start(),
         Err(Error::State(StateError::AlreadyStarted))
     );
-    s.request_stop();
+    s.request_stop(false);
     assert_eq!(s.begin_start(), Err(Error::State(StateError::Stopping)));
 }
 
@@ -256,7 +256,7 @@ fn recovery_tried_only_when_connected_reliable_and_not_1008() {
 fn recovery_not_tried_while_stopping() {
     let mut s = started(true);
     connect(&mut s, "c1");
-    s.request_stop();
+    s.request_stop(false);
     assert_eq!(s.on_socket_closed(None, true), AfterClose::Stop);
 }
 
@@ -387,7 +387,7 @@ fn abandoned_request_is_not_resent() {
 fn a_stop_is_not_undone_by_the_io_threads_late_transitions() {
     // B5: once `stop()` asked, nothing the I/O thread still does leaves Stopping.
     let mut s = started(true);
-    s.request_stop();
+    s.request_stop(false);
     s.reconnecting();
     s.waiting_to_reconnect();
     connect(&mut s, "c1");
@@ -404,7 +404,7 @@ fn a_stop_is_not_undone_by_the_io_threads_late_transitions() {
 #[test]
 fn stop_on_a_stopped_client_changes_nothing() {
     let mut s = S::new(true);
-    s.request_stop();
+    s.request_stop(false);
     assert_eq!(s.state(), ClientState::Stopped);
     s.begin_start().unwrap();
 }
@@ -449,4 +449,29 @@ fn reconnect_transitions_move_between_connecting_and_disconnected() {
     s.on_socket_closed(None, true);
     s.waiting_to_reconnect();
     assert_eq!(s.state(), ClientState::Disconnected);
+}
+
+#[test]
+fn start_is_refused_while_a_stop_call_waits_for_the_threads() {
+    // B2, B5: a `stop()` you wait for is final, even for a start from the `stopped`
+    // callback it fires; once it returned, the client starts again (B7).
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.request_stop(true);
+    s.finish(Some(1000));
+    assert_eq!(s.state(), ClientState::Stopped);
+    assert_eq!(s.begin_start(), Err(Error::State(StateError::Stopping)));
+    s.stop_returned();
+    s.begin_start().unwrap();
+    assert_eq!(s.state(), ClientState::Connecting);
+}
+
+#[test]
+fn an_asynchronous_stop_lets_the_stopped_callback_start_again() {
+    // A `stop()` from a callback does not wait, so its `stopped` callback may restart.
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.request_stop(false);
+    s.finish(Some(1000));
+    s.begin_start().unwrap();
 }

@@ -277,9 +277,11 @@ fn every_bad_input_gets_a_typed_error() {
         let (got, r) = rx.recv_timeout(WAIT).expect("callback ran");
         assert_eq!(got, what);
         match what {
-            "start" => table.row("`start` from a callback", &r.unwrap_err(), |e| {
-                matches!(e, Error::State(StateError::OwnThread))
-            }),
+            "start" => table.row(
+                "`start` from a callback while started",
+                &r.unwrap_err(),
+                |e| matches!(e, Error::State(StateError::AlreadyStarted)),
+            ),
             _ => assert!(r.is_ok(), "{what} from a callback: {r:?}"),
         }
     }

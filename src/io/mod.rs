@@ -34,13 +34,18 @@ mod dial;
 mod ended;
 mod receive;
 
-/// Starts a run: the dispatcher and I/O threads.
-pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>)> {
+/// Starts a run: the dispatcher and I/O threads. `threads` holds the previous run's threads,
+/// if the caller could not join them (a start from a callback runs on one of them): the new
+/// dispatcher joins them before its first event, so that callbacks still run one at a time.
+/// On success `threads` holds the new run's two threads; on failure it is unchanged.
+pub(crate) fn spawn(core: Arc<Core>, threads: &mut Vec<JoinHandle<()>>) -> Result<Arc<RunCtl>> {
     let poll = Poll::new().map_err(Error::io)?;
     let waker = Waker::new(poll.registry(), WAKER).map_err(Error::io)?;
     let run = Arc::new(RunCtl::new(waker));
     core.attach_run(run.clone());
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    // The previous run's threads, handed over once both new threads exist.
+    let (previous_tx, previous_rx) = crossbeam_channel::bounded::<Vec<JoinHandle<()>>>(1);
     let registry = core.registry.clone();
     let core_d = core.clone();
     let dispatch = std::thread::Builder::new()
@@ -49,6 +54,9 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
             core_d.mark_own_thread();
             // Only the address is kept: the dispatcher must not keep the client alive.
             drop(core_d);
+            for t in previous_rx.recv().unwrap_or_default() {
+                let _ = t.join();
+            }
             run_dispatcher(events_rx, registry)
         });
     let dispatch = match dispatch {
@@ -66,9 +74,15 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
             io_thread.main()
         });
     match io {
-        Ok(io) => Ok((run, vec![io, dispatch])),
+        Ok(io) => {
+            let _ = previous_tx.send(std::mem::take(threads));
+            threads.extend([io, dispatch]);
+            Ok(run)
+        }
         Err(e) => {
-            // The closure (and the events sender) is gone: the dispatcher ends by itself.
+            // The closure (and the events sender) is gone, and nothing to join is handed
+            // over: the dispatcher ends by itself.
+            drop(previous_tx);
             let _ = dispatch.join();
             core.detach_run(&run);
             Err(Error::io(e))
