@@ -30,6 +30,179 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Getting started, step by step
+//!
+//! The steps of the official Python client's getting-started guide, in the same order, in
+//! Rust. Each step has a test that runs it against the emulator (`tests/getting_started.rs`).
+//!
+//! ## 1. Install the package
+//!
+//! ```sh
+//! cargo add webpubsub-client
+//! ```
+//!
+//! ## 2. Connect with your Web PubSub resource
+//!
+//! A client connects with a *client access URL*:
+//! `wss://<service_name>.webpubsub.azure.com/client/hubs/<hub_name>?access_token=<token>`
+//! (for a first try, copy one from the portal's "Client URL Generator"). Python's
+//! `with client:` is the guard that [`start()`](WebPubSubClient::start) returns: the client is
+//! connected while it lives and stopped when it is dropped.
+//!
+//! ```no_run
+//! use webpubsub_client::WebPubSubClient;
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::new("<client-access-url>")?;
+//! {
+//!     let _with_client = client.start()?; // returns once the service says `connected`
+//!     // The client can join and leave groups, send and receive messages, in real time.
+//! } // the guard is dropped: the client stops
+//! # Ok(()) }
+//! ```
+//!
+//! ## 3. Join groups
+//!
+//! A client receives messages only from groups it joined. Register the `group-message`
+//! listener *before* joining, so that no message is missed:
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! # let _with_client = client.start()?;
+//! client.on_group_message(|m| println!("Received message: {:?}", m.data));
+//! // Join the group to receive its messages; waits for the service's ack.
+//! client.join_group("group1")?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## 4. Send messages to a group
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! # let _with_client = client.start()?;
+//! client.send_to_group("group1", "Hello World")?; // text; a serde_json::Value is json
+//! # Ok(()) }
+//! ```
+//!
+//! ## 5. Handle the connected, disconnected and stopped events
+//!
+//! `connected` fires for every new connection, `disconnected` when a connection session is
+//! over (with the service's reason and the close code), `stopped` when the client stopped.
+//! A client stops by itself when its session is lost and it may not reconnect
+//! ([`auto_reconnect(false)`](WebPubSubClientBuilder::auto_reconnect), or a
+//! [`reconnect_retry`](WebPubSubClientBuilder::reconnect_retry) policy that gave up). To
+//! restart it, call `start()` in the `stopped` callback, as in Python: there it blocks the
+//! callback until the new connection is ready (the next callbacks wait), and returns the
+//! guard — detach it to keep the client running after the callback.
+//!
+//! ```no_run
+//! use webpubsub_client::WebPubSubClient;
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .auto_reconnect(false)
+//!     .build()?;
+//! client.on_connected(|connection_id, _user_id| println!("{connection_id} is connected"));
+//! client.on_disconnected(|connection_id, message, _close_code| {
+//!     println!("{connection_id:?} is disconnected: {message:?}")
+//! });
+//! let restart = client.clone();
+//! client.on_stopped(move || match restart.start() {
+//!     Ok(guard) => {
+//!         guard.detach(); // running until `client.stop()`
+//!     }
+//!     Err(e) => eprintln!("could not restart: {e}"),
+//! });
+//! let _with_client = client.start()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The callback holds a clone of the client, which keeps it alive; a stop you ask for from
+//! another thread ([`stop()`](WebPubSubClient::stop), or dropping the guard) is final: the
+//! `start()` in the `stopped` callback it fires returns [`StateError::Stopping`], and `stop()`
+//! returns once every thread ended.
+//!
+//! ## 6. Consume messages from the server and from groups
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! client.on_server_message(|m| println!("Received message from the server: {:?}", m.data));
+//! // Only messages of groups this client joined arrive.
+//! client.on_group_message(|m| println!("Received message from {}: {:?}", m.group, m.data));
+//! # Ok(()) }
+//! ```
+//!
+//! The same events can be read from a [`Receiver`](crossbeam_channel::Receiver) instead:
+//! [`events()`](WebPubSubClient::events).
+//!
+//! ## 7. Handle rejoin failure
+//!
+//! After a new connection, the client rejoins the groups it joined
+//! ([`auto_rejoin_groups`](WebPubSubClientBuilder::auto_rejoin_groups), on by default) — not
+//! the groups the server added it to, which are the server's to restore. A rejoin the
+//! service refuses raises `rejoin-group-failed` with the group and the error:
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .auto_rejoin_groups(true) // the default
+//!     .build()?;
+//! client.on_rejoin_group_failed(|group, error| eprintln!("Restore group {group} failed: {error}"));
+//! # Ok(()) }
+//! ```
+//!
+//! ## 8. Operations and retries
+//!
+//! `join_group`, `leave_group`, `send_to_group` and `send_event` retry transient failures
+//! three times by default, with the *same* ack id each time, so that the service executes
+//! the request once ([`message_retry`](WebPubSubClientBuilder::message_retry) changes the
+//! policy). When every try failed, the error carries the ack id; calling again with it lets
+//! the service deduplicate within the connection session (a `Duplicate` answer is success,
+//! with [`AckOutcome::duplicate`] set):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use webpubsub_client::{RequestOptions, RetryPolicy, WebPubSubClient};
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .message_retry(RetryPolicy::exponential(Duration::from_millis(800), 3)) // the default
+//!     .build()?;
+//! # let _with_client = client.start()?;
+//! match client.send_to_group("group1", "important") {
+//!     Ok(_) => {}
+//!     Err(e) if e.is_retryable() => {
+//!         let mut options = RequestOptions::new();
+//!         if let Some(ack_id) = e.ack_id() {
+//!             options = options.ack_id(ack_id);
+//!         }
+//!         let outcome = client.send_to_group_with("group1", "important", &options)?;
+//!         println!("delivered (already before: {})", outcome.duplicate);
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## 9. Troubleshooting: enable logs
+//!
+//! The crate logs through the [`log`](https://docs.rs/log) facade. With `env_logger`
+//! installed at the start of `main`, one environment variable turns on the client's verbose
+//! log: `RUST_LOG=webpubsub_client=debug` (connection attempts, drops, recoveries and their
+//! causes; tokens are redacted). See [Logging](#logging) for the levels.
+//!
+//! ```no_run
+//! // In `main`, before anything else; then run with `RUST_LOG=webpubsub_client=debug`.
+//! env_logger::init();
+//! ```
+//!
 //! # Threads and cloning
 //!
 //! [`WebPubSubClient`] is `Clone + Send + Sync`; clones share one connection, and every
@@ -44,7 +217,8 @@
 //!
 //! Operations block the calling thread only. Because acks are resolved on the I/O thread, a
 //! callback may call `join_group`, `send_to_group` or even `stop()` without deadlocking (a
-//! `stop()` from a callback stops asynchronously). A panicking callback is logged and skipped.
+//! `stop()` from a callback stops asynchronously), and `start()` to restart a stopped client
+//! (see step 5 above). A panicking callback is logged and skipped.
 //! Neither thread outlives [`stop()`](WebPubSubClient::stop), which also runs when the last clone
 //! (or the [`StartGuard`]) is dropped. A callback that captures a clone of the client keeps it
 //! alive: stop it explicitly or through the guard.
@@ -174,32 +348,6 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Retry with the same ack id
-//!
-//! The client already retries transient failures, reusing the request's ack id so that the
-//! service executes it at most once. When it gives up, the error carries the ack id; retrying
-//! with it later stays idempotent within the same connection session (a `Duplicate` answer is
-//! reported as success with [`AckOutcome::duplicate`] set):
-//!
-//! ```no_run
-//! # use webpubsub_client::{Error, RequestOptions, WebPubSubClient};
-//! # fn main() -> Result<(), webpubsub_client::Error> {
-//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
-//! match client.send_to_group("room", "important") {
-//!     Ok(_) => {}
-//!     Err(e) if e.is_retryable() => {
-//!         let mut options = RequestOptions::new();
-//!         if let Some(ack_id) = e.ack_id() {
-//!             options = options.ack_id(ack_id);
-//!         }
-//!         let outcome = client.send_to_group_with("room", "important", &options)?;
-//!         println!("delivered (already before: {})", outcome.duplicate);
-//!     }
-//!     Err(e) => return Err(e),
-//! }
-//! # Ok(()) }
-//! ```
-//!
 //! ## Subprotocols
 //!
 //! [`Protocol::JsonReliable`] (`json.reliable.webpubsub.azure.v1`, the default) numbers every
@@ -213,8 +361,9 @@
 //! The crate logs through the [`log`](https://docs.rs/log) facade: drops, recoveries and
 //! reconnects at `info`, connection attempts and skipped unknown frames at `debug`, malformed
 //! frames and exhausted retries at `warn`, sequence acks at `trace`. Install any logger
-//! (`env_logger`, …) to see it. The crate's own lines never contain an access token or a
-//! reconnection token.
+//! (`env_logger`, …) to see it; with `env_logger`, `RUST_LOG=webpubsub_client=debug` shows
+//! the client's own lines down to `debug`. The crate's own lines never contain an access token
+//! or a reconnection token.
 //!
 //! One caution: the WebSocket library underneath, tungstenite, logs the full text of every
 //! received message at `trace` level (targets `tungstenite::protocol` and its `frame`
@@ -240,10 +389,10 @@
 //! | an ack id still in flight, given again | [`InvalidInput::AckIdInUse`] |
 //! | a request while stopped (before `start()`, after `stop()`) | [`Error::Stopped`] |
 //! | `start()` while started, or while stopping | [`StateError::AlreadyStarted`], [`StateError::Stopping`] |
-//! | `start()` from a callback | [`StateError::OwnThread`] |
+//! | `start()` from the `stopped` callback of a `stop()` that waits for it | [`StateError::Stopping`] |
 //!
-//! Requests, `join_group` and `stop()` may be called from callbacks; a `stop()` there
-//! completes asynchronously.
+//! Requests, `join_group`, `start()` and `stop()` may be called from callbacks; a `stop()`
+//! there completes asynchronously.
 //!
 //! ## Testing with the emulator
 //!
