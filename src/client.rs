@@ -1,17 +1,19 @@
-//! The client handle, its lifecycle (`start`/`stop`) and its blocking operations.
+//! The client handle: its lifecycle (`start`/`stop`), its blocking operations, and the
+//! registration of event handlers and streams.
 
-use crate::acks::{AckHandle, AckOutcome, AckReceiver, RequestOptions, Waiter};
-use crate::error::{Error, InvalidInput, Result, StateError, TimeoutKind};
-use crate::events::Registry;
+use crate::ack_table::{AckOutcome, RequestKind};
+use crate::acks::{AckHandle, RequestOptions};
+use crate::core::{Core, RunCtl};
+use crate::error::{Error, InvalidInput, Result, TimeoutKind};
+use crate::events::{Event, GroupMessage, ServerMessage, Subscription};
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
-use crate::protocol::{ClientMessage, Data, MAX_GROUP_NAME_CHARS, MAX_MESSAGE_BYTES};
-use crate::state::{ClientState, RequestKind, Session};
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use crate::protocol::{
+    check_event_name, check_group_name, check_message_size, ClientMessage, Data,
+};
+use crate::state::ClientState;
+use crossbeam_channel::Receiver;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
 
@@ -36,222 +38,6 @@ impl Drop for Handle {
     }
 }
 
-/// Everything a client's threads share.
-///
-/// Lock order: `lifecycle` before `shared`; no lock is held while user code runs or while a
-/// thread is joined, except `lifecycle` (held only by threads that are not the client's own).
-pub(crate) struct Core {
-    pub(crate) options: Options,
-    pub(crate) shared: Mutex<Shared>,
-    pub(crate) registry: Arc<Registry>,
-    lifecycle: Mutex<Vec<JoinHandle<()>>>,
-    tls: Mutex<Option<native_tls::TlsConnector>>,
-}
-
-/// The state request threads and the I/O thread share, behind `Core::shared`.
-pub(crate) struct Shared {
-    pub(crate) session: Session<Waiter>,
-    pub(crate) run: Option<Arc<RunCtl>>,
-}
-
-/// The controls of one run (one `start` to its stop).
-pub(crate) struct RunCtl {
-    pub(crate) waker: mio::Waker,
-    stop_requested: AtomicBool,
-    stop_tx: Mutex<Option<Sender<()>>>,
-    /// Disconnected (never sent to) once a stop is requested: backoff waits select on it.
-    pub(crate) stop_rx: Receiver<()>,
-    pub(crate) start: StartSignal,
-}
-
-thread_local! {
-    /// The `Core` (by address) whose I/O or dispatcher thread this is; 0 elsewhere.
-    static OWN_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-impl RunCtl {
-    pub(crate) fn new(waker: mio::Waker) -> RunCtl {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-        RunCtl {
-            waker,
-            stop_requested: AtomicBool::new(false),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            stop_rx,
-            start: StartSignal::default(),
-        }
-    }
-
-    pub(crate) fn request_stop(&self) {
-        self.stop_requested.store(true, Ordering::SeqCst);
-        self.stop_tx.lock().take();
-        let _ = self.waker.wake();
-    }
-
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_requested.load(Ordering::SeqCst)
-    }
-}
-
-/// How `start()` learns the outcome of the first connection.
-#[derive(Default)]
-pub(crate) struct StartSignal {
-    state: Mutex<StartState>,
-    cv: Condvar,
-}
-
-#[derive(Default)]
-enum StartState {
-    #[default]
-    Waiting,
-    Done(Result<()>),
-    Taken,
-    Abandoned,
-}
-
-impl StartSignal {
-    /// Delivers the outcome; `false` if `start()` already gave up (timeout), in which case
-    /// the run must end without events.
-    pub(crate) fn complete(&self, result: Result<()>) -> bool {
-        let mut s = self.state.lock();
-        match *s {
-            StartState::Waiting => {
-                *s = StartState::Done(result);
-                self.cv.notify_all();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn wait(&self, deadline: Instant) -> Option<Result<()>> {
-        let mut s = self.state.lock();
-        loop {
-            match std::mem::replace(&mut *s, StartState::Taken) {
-                StartState::Done(r) => return Some(r),
-                StartState::Waiting => *s = StartState::Waiting,
-                other => {
-                    *s = other;
-                    return None;
-                }
-            }
-            if self.cv.wait_until(&mut s, deadline).timed_out() {
-                if let StartState::Done(r) = std::mem::replace(&mut *s, StartState::Abandoned) {
-                    return Some(r);
-                }
-                return None;
-            }
-        }
-    }
-}
-
-impl Core {
-    /// Whether the calling thread is one of this client's threads (of any run, even one
-    /// that is ending): joining or waiting for them from there would deadlock.
-    pub(crate) fn on_own_thread(&self) -> bool {
-        OWN_CLIENT.with(|c| c.get() == self as *const Core as usize)
-    }
-
-    /// Marks the calling thread as one of this client's threads.
-    pub(crate) fn mark_own_thread(&self) {
-        OWN_CLIENT.with(|c| c.set(self as *const Core as usize));
-    }
-
-    fn run(&self) -> Option<Arc<RunCtl>> {
-        self.shared.lock().run.clone()
-    }
-
-    /// Stops the current run (B5). From the client's own threads it only requests the stop.
-    pub(crate) fn stop(&self) {
-        let run = {
-            let mut sh = self.shared.lock();
-            let run = sh.run.clone();
-            if run.is_some() && sh.session.state != ClientState::Stopped {
-                sh.session.state = ClientState::Stopping;
-            }
-            run
-        };
-        if let Some(run) = &run {
-            run.request_stop();
-        }
-        if self.on_own_thread() {
-            log::debug!("stop() on a client thread: stopping asynchronously");
-            return;
-        }
-        let mut threads = self.lifecycle.lock();
-        for t in threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-
-    /// A TLS connector, built once.
-    pub(crate) fn tls_connector(&self) -> Result<native_tls::TlsConnector> {
-        let mut tls = self.tls.lock();
-        if let Some(c) = &*tls {
-            return Ok(c.clone());
-        }
-        let c = crate::transport::tls_connector(&self.options)?;
-        *tls = Some(c.clone());
-        Ok(c)
-    }
-
-    /// Registers a request and queues its frame; the returned receiver gets the ack.
-    pub(crate) fn register(
-        &self,
-        ack_id: u64,
-        kind: RequestKind,
-        frame: Utf8Bytes,
-    ) -> Result<AckReceiver> {
-        let (tx, rx) = crate::acks::waiter();
-        let wake = {
-            let mut sh = self.shared.lock();
-            let wake = sh.session.register(ack_id, kind, frame, tx)?;
-            if wake {
-                sh.run.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(run) = wake {
-            let _ = run.waker.wake();
-        }
-        Ok(rx)
-    }
-
-    fn queue_frame(&self, frame: Utf8Bytes) -> Result<()> {
-        let wake = {
-            let mut sh = self.shared.lock();
-            if sh.session.queue_frame(frame)? {
-                sh.run.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(run) = wake {
-            let _ = run.waker.wake();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn abandon(&self, ack_id: u64) {
-        self.shared.lock().session.abandon(ack_id);
-    }
-
-    /// Waits until `deadline`; `false` if the client stopped first (B5: backoff waits are
-    /// interruptible).
-    pub(crate) fn wait_unless_stopped(&self, deadline: Instant) -> bool {
-        let Some(run) = self.run() else {
-            return false;
-        };
-        if run.stop_requested() {
-            return false;
-        }
-        matches!(
-            run.stop_rx.recv_deadline(deadline),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout)
-        )
-    }
-}
-
 impl fmt::Debug for WebPubSubClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebPubSubClient")
@@ -259,12 +45,6 @@ impl fmt::Debug for WebPubSubClient {
             .field("connection_id", &self.connection_id())
             .field("options", &self.handle.core.options)
             .finish()
-    }
-}
-
-impl fmt::Debug for Core {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Core { .. }")
     }
 }
 
@@ -305,6 +85,15 @@ impl Drop for StartGuard {
     }
 }
 
+impl WebPubSubClientBuilder {
+    /// Checks the options and builds the client (stopped; call
+    /// [`start`](WebPubSubClient::start)). Fails with [`InvalidInput::Url`] for an unusable
+    /// fixed URL.
+    pub fn build(self) -> Result<WebPubSubClient> {
+        Ok(WebPubSubClient::from_options(self.into_options()?))
+    }
+}
+
 impl WebPubSubClient {
     /// A client for a client access URL, with default options. Fails with
     /// [`InvalidInput::Url`] for an unusable URL (B35).
@@ -317,59 +106,61 @@ impl WebPubSubClient {
         WebPubSubClientBuilder::new(credential.into())
     }
 
-    pub(crate) fn from_options(options: Options) -> WebPubSubClient {
-        let auto_rejoin = options.auto_rejoin_groups;
+    fn from_options(options: Options) -> WebPubSubClient {
         WebPubSubClient {
             handle: Arc::new(Handle {
-                core: Arc::new(Core {
-                    options,
-                    shared: Mutex::new(Shared {
-                        session: Session::new(auto_rejoin),
-                        run: None,
-                    }),
-                    registry: Arc::default(),
-                    lifecycle: Mutex::new(Vec::new()),
-                    tls: Mutex::new(None),
-                }),
+                core: Arc::new(Core::new(options)),
             }),
         }
     }
 
-    pub(crate) fn core(&self) -> &Arc<Core> {
+    fn core(&self) -> &Arc<Core> {
         &self.handle.core
     }
 
     /// Connects and returns once the service's `connected` message arrived and the automatic
     /// rejoin settled (B3), or fails with the cause: [`Error::Connect`] (HTTP status of a
     /// refused upgrade, TLS, DNS/TCP, close code), or [`TimeoutKind::Start`]. A failed start
-    /// leaves the client Stopped and fires no `stopped` (B4). Only allowed from Stopped (B2).
+    /// leaves the client Stopped and fires no `stopped` (B4). Only allowed from Stopped (B2):
+    /// [`StateError::AlreadyStarted`](crate::StateError::AlreadyStarted) otherwise, or [`StateError::Stopping`](crate::StateError::Stopping) while a stop is
+    /// in progress.
     ///
     /// Dropping the returned guard stops the client; [`StartGuard::detach`] keeps it running.
+    ///
+    /// # From a callback
+    ///
+    /// `start()` may be called from a callback — above all from
+    /// [`on_stopped`](Self::on_stopped), to restart a client that stopped by itself (as the
+    /// Python guide does in its `stopped` handler). It behaves as anywhere else: it blocks that
+    /// callback until the new connection is ready and returns the guard, or the error. The new
+    /// connection's callbacks begin once that callback returned, so callbacks still run one at
+    /// a time. Keep the guard (or [`detach`](StartGuard::detach) it): dropping it at the end of
+    /// the callback stops the client again. A `stop()` that waits for the threads (a call from
+    /// another thread, or a dropped guard there) is final: a start from the `stopped` callback
+    /// it fires fails with [`StateError::Stopping`](crate::StateError::Stopping).
     pub fn start(&self) -> Result<StartGuard> {
         let core = self.core();
-        if core.on_own_thread() {
-            return Err(Error::State(StateError::OwnThread));
-        }
-        let mut threads = core.lifecycle.lock();
-        core.shared.lock().session.begin_start()?;
-        // Threads of a run that ended by itself (or stopped asynchronously) are joined here;
-        // they are past their last event.
-        for t in threads.drain(..) {
-            let _ = t.join();
-        }
-        let run = match crate::io::spawn(core.clone()) {
-            Ok((run, handles)) => {
-                threads.extend(handles);
-                run
-            }
-            Err(e) => {
-                core.shared.lock().session.state = ClientState::Stopped;
-                return Err(e);
-            }
-        };
         let deadline = Instant::now() + core.options.start_timeout;
-        let outcome = run.start.wait(deadline);
-        drop(threads);
+        let outcome = if core.on_own_thread() {
+            // This thread is one of the previous run's: the new dispatcher joins them.
+            let run = {
+                let mut threads = core.threads.lock();
+                core.shared.lock().session.begin_start()?;
+                self.launch(&mut threads)?
+            };
+            run.start.wait(deadline)
+        } else {
+            let _serial = core.lifecycle.lock();
+            core.shared.lock().session.begin_start()?;
+            // Threads of a run that ended by itself (or stopped asynchronously) are joined
+            // here; they are past their last event.
+            let previous = std::mem::take(&mut *core.threads.lock());
+            for t in previous {
+                let _ = t.join();
+            }
+            let run = self.launch(&mut core.threads.lock())?;
+            run.start.wait(deadline)
+        };
         match outcome {
             Some(Ok(())) => Ok(StartGuard {
                 client: self.clone(),
@@ -388,6 +179,15 @@ impl WebPubSubClient {
         }
     }
 
+    /// Spawns the run that `begin_start` admitted; `threads` are the previous run's, if any
+    /// are left to join (see [`crate::io::spawn`]).
+    fn launch(&self, threads: &mut Vec<std::thread::JoinHandle<()>>) -> Result<Arc<RunCtl>> {
+        let core = self.core();
+        crate::io::spawn(core.clone(), threads).inspect_err(|_| {
+            core.shared.lock().session.abort_start();
+        })
+    }
+
     /// Stops the client (B5): idempotent; interrupts any recovery, reconnect or backoff at
     /// once; fails waiting requests with [`Error::Stopped`]; fires `disconnected` (if connected)
     /// then `stopped`; returns after the background threads ended. Called from a callback (or
@@ -398,17 +198,27 @@ impl WebPubSubClient {
 
     /// The current state (B1).
     pub fn state(&self) -> ClientState {
-        self.core().shared.lock().session.state
+        self.core().shared.lock().session.state()
     }
 
     /// The connection id of the current session, if connected (or recovering).
     pub fn connection_id(&self) -> Option<String> {
-        self.core().shared.lock().session.connection_id.clone()
+        self.core()
+            .shared
+            .lock()
+            .session
+            .connection_id()
+            .map(str::to_owned)
     }
 
     /// The user id the service reported for the current connection.
     pub fn user_id(&self) -> Option<String> {
-        self.core().shared.lock().session.user_id.clone()
+        self.core()
+            .shared
+            .lock()
+            .session
+            .user_id()
+            .map(str::to_owned)
     }
 
     /// The groups the client joined and would rejoin after a new connection (B23).
@@ -445,16 +255,7 @@ impl WebPubSubClient {
         }
         let ack_id = match opts.ack_id {
             Some(id) => id,
-            None => {
-                let mut sh = core.shared.lock();
-                if matches!(
-                    sh.session.state,
-                    ClientState::Stopped | ClientState::Stopping
-                ) {
-                    return Err(Error::Stopped);
-                }
-                sh.session.next_id()
-            }
+            None => core.shared.lock().session.new_ack_id()?,
         };
         set_ack_id(&mut msg, ack_id);
         let frame = encode_checked(&msg)?;
@@ -481,7 +282,7 @@ impl WebPubSubClient {
 
     /// Sends a `joinGroup` and returns a handle to wait on (B29).
     pub fn join_group_nowait(&self, group: &str, opts: &RequestOptions) -> Result<AckHandle> {
-        check_group(group)?;
+        check_group_name(group)?;
         let msg = ClientMessage::JoinGroup {
             group: group.to_owned(),
             ack_id: None,
@@ -501,7 +302,7 @@ impl WebPubSubClient {
 
     /// Sends a `leaveGroup` and returns a handle to wait on (B29).
     pub fn leave_group_nowait(&self, group: &str, opts: &RequestOptions) -> Result<AckHandle> {
-        check_group(group)?;
+        check_group_name(group)?;
         let msg = ClientMessage::LeaveGroup {
             group: group.to_owned(),
             ack_id: None,
@@ -546,7 +347,7 @@ impl WebPubSubClient {
         data: impl Into<Data>,
         opts: &RequestOptions,
     ) -> Result<AckHandle> {
-        check_group(group)?;
+        check_group_name(group)?;
         let msg = ClientMessage::SendToGroup {
             group: group.to_owned(),
             ack_id: None,
@@ -588,9 +389,7 @@ impl WebPubSubClient {
         data: impl Into<Data>,
         opts: &RequestOptions,
     ) -> Result<AckHandle> {
-        if event.is_empty() {
-            return Err(Error::InvalidInput(InvalidInput::EventName));
-        }
+        check_event_name(event)?;
         let msg = ClientMessage::Event {
             event: event.to_owned(),
             ack_id: None,
@@ -600,29 +399,11 @@ impl WebPubSubClient {
     }
 }
 
-/// B35: group names are 1..=1024 characters.
-fn check_group(group: &str) -> Result<()> {
-    if group.is_empty() {
-        return Err(Error::InvalidInput(InvalidInput::GroupName("empty".into())));
-    }
-    let chars = group.chars().count();
-    if chars > MAX_GROUP_NAME_CHARS {
-        return Err(Error::InvalidInput(InvalidInput::GroupName(format!(
-            "{chars} characters, more than {MAX_GROUP_NAME_CHARS}"
-        ))));
-    }
-    Ok(())
-}
-
-/// Encodes a request; B35: refuses messages over the service's 1 MB limit.
+/// Encodes a request; B35: refuses messages over the service's limit, measured on the
+/// encoded frame (base64 and escapes count).
 fn encode_checked(msg: &ClientMessage) -> Result<Utf8Bytes> {
     let frame = msg.encode();
-    if frame.len() > MAX_MESSAGE_BYTES {
-        return Err(Error::InvalidInput(InvalidInput::PayloadTooLarge {
-            size: frame.len(),
-            max: MAX_MESSAGE_BYTES,
-        }));
-    }
+    check_message_size(frame.len())?;
     Ok(frame.into())
 }
 
@@ -633,5 +414,122 @@ fn set_ack_id(msg: &mut ClientMessage, id: u64) {
         | ClientMessage::SendToGroup { ack_id, .. }
         | ClientMessage::Event { ack_id, .. } => *ack_id = Some(id),
         _ => {}
+    }
+}
+
+/// Registering handlers and streams (B12–B16).
+impl WebPubSubClient {
+    /// A new receiver of every event from now on (B12): for CLI loops and GUI threads.
+    /// Dropping the receiver unregisters it.
+    pub fn events(&self) -> Receiver<Event> {
+        self.core().registry.stream()
+    }
+
+    /// Calls `f` for every event, on the dispatcher thread.
+    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> Subscription {
+        self.core().registry.add(Box::new(f))
+    }
+
+    /// Calls `f(connection_id, user_id)` for every new connection (B9).
+    pub fn on_connected(
+        &self,
+        f: impl Fn(&str, Option<&str>) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::Connected {
+                connection_id,
+                user_id,
+            } = e
+            {
+                f(connection_id, user_id.as_deref())
+            }
+        })
+    }
+
+    /// Calls `f(connection_id, message, close_code)` when a session is over (B10).
+    pub fn on_disconnected(
+        &self,
+        f: impl Fn(Option<&str>, Option<&str>, Option<u16>) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::Disconnected {
+                connection_id,
+                message,
+                close_code,
+            } = e
+            {
+                f(connection_id.as_deref(), message.as_deref(), *close_code)
+            }
+        })
+    }
+
+    /// Calls `f` when the client reached Stopped after having started (B11).
+    pub fn on_stopped(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::Stopped = e {
+                f()
+            }
+        })
+    }
+
+    /// Calls `f` for every group message, in order (B12).
+    pub fn on_group_message(
+        &self,
+        f: impl Fn(&GroupMessage) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::GroupMessage(m) = e {
+                f(m)
+            }
+        })
+    }
+
+    /// Calls `f` for every server message, in order (B12).
+    pub fn on_server_message(
+        &self,
+        f: impl Fn(&ServerMessage) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::ServerMessage(m) = e {
+                f(m)
+            }
+        })
+    }
+
+    /// Calls `f(group, error)` for each group whose automatic rejoin failed (B13).
+    pub fn on_rejoin_group_failed(
+        &self,
+        f: impl Fn(&str, &Error) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::RejoinGroupFailed { group, error } = e {
+                f(group, error)
+            }
+        })
+    }
+
+    /// Calls `f(connection_id, close_code)` when a recovery episode begins (B14).
+    pub fn on_recovering(
+        &self,
+        f: impl Fn(&str, Option<u16>) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::Recovering {
+                connection_id,
+                close_code,
+            } = e
+            {
+                f(connection_id, *close_code)
+            }
+        })
+    }
+
+    /// Calls `f(connection_id)` when a session was recovered (B14).
+    pub fn on_recovered(&self, f: impl Fn(&str) + Send + Sync + 'static) -> Subscription {
+        self.on_event(move |e| {
+            if let Event::Recovered { connection_id } = e {
+                f(connection_id)
+            }
+        })
     }
 }

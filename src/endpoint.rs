@@ -1,11 +1,9 @@
 //! Access URLs: validation (B35), the recovery URL (B18) and redaction of tokens (B37).
 
 use crate::error::{Error, InvalidInput};
+use crate::protocol::redact_query;
 use std::fmt;
 use url::Url;
-
-/// Query parameters whose values are secrets and never printed.
-const SECRET_PARAMS: [&str; 2] = ["access_token", "awps_reconnection_token"];
 
 /// A checked client access URL (`ws[s]://host/client/hubs/{hub}?access_token=...`).
 ///
@@ -105,27 +103,14 @@ impl fmt::Debug for AccessUrl {
     }
 }
 
-/// The URL with the values of `access_token` and `awps_reconnection_token` replaced by
-/// `REDACTED`; also drops any user info.
+/// The URL with the values of secret query parameters (the protocol's list: the access
+/// token, the reconnection token, ...) replaced by the protocol's marker; also drops any user
+/// info.
 pub(crate) fn redact(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_password(None);
     let _ = shown.set_username("");
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if SECRET_PARAMS.contains(&k.as_ref()) {
-                    "REDACTED".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        shown.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    shown.into()
+    redact_query(shown.as_str())
 }
 
 #[cfg(test)]
@@ -177,7 +162,22 @@ mod tests {
         ] {
             assert!(!shown.contains("SECRET"), "{shown}");
         }
+        assert!(u
+            .to_string()
+            .contains(&format!("access_token={}", crate::protocol::REDACTED)));
         assert!(r.to_string().contains("awps_connection_id=conn+1"));
+    }
+
+    #[test]
+    fn user_info_is_dropped_and_the_rest_is_kept() {
+        let u = AccessUrl::parse("wss://me:pw@x/client/hubs/h?hub=h&access_token=t").unwrap();
+        assert_eq!(
+            u.to_string(),
+            format!(
+                "wss://x/client/hubs/h?hub=h&access_token={}",
+                crate::protocol::REDACTED
+            )
+        );
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! Errors are values to act on, not only text to print: each variant tells apart a caller
 //! bug (bad input, wrong state), a connection that could not be made (and why), a timeout
 //! (and which one), a request the service refused (with its ack id and the service's error
-//! name), and a request whose outcome is unknown because the connection was lost.
+//! name), and a request whose outcome is unknown because the connection was lost. Where a
+//! lower layer failed (an I/O, TLS or WebSocket error, the credential provider's error), the
+//! error keeps it as its [`source`](std::error::Error::source).
 //!
 //! No error ever contains an access token or a reconnection token (B37): URLs are redacted
 //! before they reach a message.
 
+use crate::protocol::{AckError, RuleError, MAX_MESSAGE_BYTES};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `Result<T, webpubsub_client::Error>`.
@@ -20,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The caller passed something the client refuses before sending anything (B35).
     InvalidInput(InvalidInput),
-    /// A connection could not be made or was refused (the start failure's cause, B3).
+    /// A connection could not be made, was refused, or failed (the start failure's cause, B3).
     Connect(ConnectError),
     /// A timeout fired; [`TimeoutKind`] says which.
     Timeout(TimeoutKind),
@@ -52,7 +56,7 @@ pub enum InvalidInput {
     /// The access URL is unusable: bad syntax, a scheme other than ws/wss/http/https, or no
     /// hub. The message never contains the token.
     Url(String),
-    /// A group name is empty or longer than 1024 characters.
+    /// A group name is empty or longer than 1024 characters; the text says which.
     GroupName(String),
     /// An event name is empty.
     EventName,
@@ -71,7 +75,7 @@ pub enum InvalidInput {
     Serialize(String),
 }
 
-/// Why a connection could not be made.
+/// Why a connection could not be made, or why an open one failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -83,26 +87,33 @@ pub enum ConnectError {
         /// The response body (lossily decoded), possibly empty.
         body: String,
     },
-    /// Resolving the host name or the TCP connection failed.
+    /// Resolving the host name, the TCP connection, or the socket failed.
     Io {
         /// The I/O error's kind.
         kind: std::io::ErrorKind,
-        /// The I/O error's text.
-        message: String,
+        /// The I/O error itself.
+        source: Cause,
     },
-    /// The TLS handshake failed (for example the certificate is not trusted, B36).
-    Tls(String),
-    /// The WebSocket handshake failed for another reason than an HTTP status.
+    /// The TLS handshake failed (for example the certificate is not trusted, B36), or the TLS
+    /// configuration could not be built. The cause is the TLS library's error.
+    Tls(Cause),
+    /// The WebSocket upgrade failed for another reason than an HTTP status: a response that
+    /// is not HTTP, too large, or without the right `Sec-WebSocket-Accept`.
     Handshake(String),
-    /// The connection was closed before the service's `connected` message arrived.
+    /// The open WebSocket connection failed: the service sent a message larger than the
+    /// client accepts (16 MiB), or frames that break RFC 6455. The cause is the WebSocket
+    /// library's error.
+    WebSocket(Cause),
+    /// The connection was closed (before the service's `connected` message, when this is a
+    /// start failure).
     Closed {
         /// The WebSocket close code, `None` if the socket closed without a close frame.
         code: Option<u16>,
         /// The close reason, possibly empty.
         reason: String,
     },
-    /// The access-URL provider returned an error or panicked.
-    Credential(String),
+    /// The access-URL provider returned an error (the cause) or panicked.
+    Credential(Cause),
 }
 
 /// Which timeout fired.
@@ -117,6 +128,16 @@ pub enum TimeoutKind {
         /// The request's ack id.
         ack_id: u64,
     },
+    /// A recovery or reconnect attempt did not open its connection (TCP connect, TLS and
+    /// WebSocket handshakes) within the start timeout, or within what was left of the
+    /// recovery window.
+    Dial,
+    /// A recovery or reconnect attempt opened its WebSocket, but the service's `connected`
+    /// message did not arrive within the start timeout (or the recovery window).
+    Connected,
+    /// No frame arrived from the service for the keep-alive timeout: the connection was
+    /// considered dead and closed (B32).
+    KeepAlive,
 }
 
 /// A request the service answered with `success: false`.
@@ -137,24 +158,94 @@ pub struct AckFailure {
 pub enum StateError {
     /// `start()` on a client that is already started.
     AlreadyStarted,
-    /// `start()` while the client is stopping.
+    /// `start()` while the client is stopping: a `stop()` is in progress, or waits for the
+    /// client's threads (then a start from the `stopped` callback it fired is refused).
     Stopping,
-    /// `start()` from one of the client's own threads (a callback), which would deadlock.
-    OwnThread,
 }
+
+/// The lower-level error behind a failure (an I/O, TLS or WebSocket error, the credential
+/// provider's error), shared so that [`Error`] stays `Clone`. [`Error::source`] returns it.
+///
+/// Its `Display` and `Debug` show the underlying error's text; two causes are equal when
+/// their texts are.
+///
+/// [`Error::source`]: std::error::Error::source
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Wraps an error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// The underlying error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The underlying error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref()
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for Cause {
+    fn from(error: Box<dyn std::error::Error + Send + Sync>) -> Cause {
+        Cause(Arc::from(error))
+    }
+}
+
+/// A cause that is only a text (a panic of the credential provider, a test's expectation).
+impl From<&str> for Cause {
+    fn from(text: &str) -> Cause {
+        Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(text))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(text: String) -> Cause {
+        Cause::from(Box::<dyn std::error::Error + Send + Sync>::from(text))
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cause({:?})", self.0.to_string())
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 impl Error {
     /// Whether trying the same operation again may succeed: timeouts, lost connections, the
     /// service's transient `InternalServerError`, and connection failures other than a refused
-    /// authentication. Invalid input, `Forbidden` and other definite rejections, state errors
-    /// and `Stopped` are not retryable.
+    /// authentication or a TLS or handshake failure. Invalid input, `Forbidden` and other
+    /// definite rejections, state errors and `Stopped` are not retryable.
+    ///
+    /// This is also the rule by which requests retry on their own
+    /// ([`message_retry`](crate::WebPubSubClientBuilder::message_retry), B26).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Timeout(_) | Error::ConnectionLost { .. } => true,
-            Error::Ack(a) => a.name == crate::protocol::AckError::INTERNAL_SERVER_ERROR,
+            Error::Ack(a) => a.name == AckError::INTERNAL_SERVER_ERROR,
             Error::Connect(c) => match c {
                 ConnectError::Http { status, .. } => *status >= 500 || *status == 429,
-                ConnectError::Io { .. } | ConnectError::Closed { .. } => true,
+                ConnectError::Io { .. }
+                | ConnectError::Closed { .. }
+                | ConnectError::WebSocket(_) => true,
                 ConnectError::Tls(_) | ConnectError::Handshake(_) | ConnectError::Credential(_) => {
                     false
                 }
@@ -182,10 +273,29 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(e: &std::io::Error) -> Error {
+    pub(crate) fn io(e: std::io::Error) -> Error {
         Error::Connect(ConnectError::Io {
             kind: e.kind(),
-            message: e.to_string(),
+            source: Cause::new(e),
+        })
+    }
+
+    pub(crate) fn tls(e: native_tls::Error) -> Error {
+        Error::Connect(ConnectError::Tls(Cause::new(e)))
+    }
+}
+
+/// The rules of the wire (names, the size limit) as the client's typed errors (B35).
+impl From<RuleError> for Error {
+    fn from(e: RuleError) -> Error {
+        Error::InvalidInput(match e {
+            RuleError::EmptyEventName => InvalidInput::EventName,
+            RuleError::MessageTooLarge { size } => InvalidInput::PayloadTooLarge {
+                size,
+                max: MAX_MESSAGE_BYTES,
+            },
+            // The group name rules, and any the protocol adds later, say what they refused.
+            other => InvalidInput::GroupName(other.to_string()),
         })
     }
 }
@@ -195,18 +305,7 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidInput(i) => write!(f, "invalid input: {i}"),
             Error::Connect(c) => write!(f, "connection failed: {c}"),
-            Error::Timeout(TimeoutKind::Start(d)) => {
-                write!(
-                    f,
-                    "timed out after {d:?} waiting for the service's `connected` message"
-                )
-            }
-            Error::Timeout(TimeoutKind::Ack { ack_id }) => {
-                write!(
-                    f,
-                    "timed out waiting for the ack of request {ack_id} (outcome unknown)"
-                )
-            }
+            Error::Timeout(t) => fmt::Display::fmt(t, f),
             Error::Ack(a) => write!(
                 f,
                 "the service refused request {}: {}{}{}",
@@ -223,11 +322,30 @@ impl fmt::Display for Error {
             Error::State(s) => f.write_str(match s {
                 StateError::AlreadyStarted => "the client is already started",
                 StateError::Stopping => "the client is stopping",
-                StateError::OwnThread => {
-                    "start() cannot be called from the client's own threads (a callback)"
-                }
             }),
             Error::Protocol(p) => write!(f, "protocol error: {p}"),
+        }
+    }
+}
+
+impl fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimeoutKind::Start(d) => write!(
+                f,
+                "timed out after {d:?} waiting for the service's `connected` message"
+            ),
+            TimeoutKind::Ack { ack_id } => write!(
+                f,
+                "timed out waiting for the ack of request {ack_id} (outcome unknown)"
+            ),
+            TimeoutKind::Dial => f.write_str("timed out opening the connection"),
+            TimeoutKind::Connected => {
+                f.write_str("timed out waiting for the service's `connected` message")
+            }
+            TimeoutKind::KeepAlive => f.write_str(
+                "no frame from the service within the keep-alive timeout: the connection is dead",
+            ),
         }
     }
 }
@@ -236,7 +354,8 @@ impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InvalidInput::Url(why) => write!(f, "access URL: {why}"),
-            InvalidInput::GroupName(why) => write!(f, "group name: {why}"),
+            // The protocol's rule says what it refused ("group name is empty").
+            InvalidInput::GroupName(why) => f.write_str(why),
             InvalidInput::EventName => f.write_str("event name is empty"),
             InvalidInput::PayloadTooLarge { size, max } => {
                 write!(
@@ -268,9 +387,10 @@ impl fmt::Display for ConnectError {
                     "the service refused the upgrade with HTTP {status}: {body}"
                 )
             }
-            ConnectError::Io { message, .. } => write!(f, "I/O error: {message}"),
+            ConnectError::Io { source, .. } => write!(f, "I/O error: {source}"),
             ConnectError::Tls(why) => write!(f, "TLS: {why}"),
             ConnectError::Handshake(why) => write!(f, "WebSocket handshake: {why}"),
+            ConnectError::WebSocket(why) => write!(f, "WebSocket: {why}"),
             ConnectError::Closed { code, reason } => {
                 match code {
                     Some(c) => write!(f, "closed by the service with code {c}")?,
@@ -286,16 +406,30 @@ impl fmt::Display for ConnectError {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(
+                ConnectError::Io { source: cause, .. }
+                | ConnectError::Tls(cause)
+                | ConnectError::WebSocket(cause)
+                | ConnectError::Credential(cause),
+            ) => Some(cause.get_ref()),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
 
     #[test]
     fn retryable_errors_are_the_transient_ones() {
         assert!(Error::ConnectionLost { ack_id: 1 }.is_retryable());
         assert!(Error::Timeout(TimeoutKind::Ack { ack_id: 1 }).is_retryable());
+        assert!(Error::Timeout(TimeoutKind::KeepAlive).is_retryable());
         let ack = |name: &str| {
             Error::Ack(AckFailure {
                 ack_id: 1,
@@ -305,6 +439,7 @@ mod tests {
         };
         assert!(ack("InternalServerError").is_retryable());
         assert!(!ack("Forbidden").is_retryable());
+        assert!(!ack("InvocationFailed").is_retryable());
         assert!(!Error::Stopped.is_retryable());
         let http = |status| {
             Error::Connect(ConnectError::Http {
@@ -321,5 +456,87 @@ mod tests {
     fn ack_id_is_exposed_where_known() {
         assert_eq!(Error::ConnectionLost { ack_id: 7 }.ack_id(), Some(7));
         assert_eq!(Error::Stopped.ack_id(), None);
+    }
+
+    #[test]
+    fn the_cause_is_the_source_and_stays_cloneable() {
+        let e = Error::io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        let copy = e.clone();
+        assert_eq!(e, copy);
+        let source = copy.source().expect("the I/O error");
+        assert_eq!(source.to_string(), "refused");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        let Error::Connect(ConnectError::Io { kind, source }) = e else {
+            panic!()
+        };
+        assert_eq!(kind, std::io::ErrorKind::ConnectionRefused);
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert!(Error::Stopped.source().is_none());
+    }
+
+    #[test]
+    fn a_provider_error_is_kept_as_the_source() {
+        #[derive(Debug)]
+        struct TokenServerDown;
+        impl fmt::Display for TokenServerDown {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("token server down")
+            }
+        }
+        impl std::error::Error for TokenServerDown {}
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(TokenServerDown);
+        let e = Error::Connect(ConnectError::Credential(boxed.into()));
+        assert!(e
+            .source()
+            .and_then(|s| s.downcast_ref::<TokenServerDown>())
+            .is_some());
+        assert_eq!(
+            e,
+            Error::Connect(ConnectError::Credential("token server down".into())),
+            "causes compare by their text"
+        );
+    }
+
+    #[test]
+    fn every_timeout_says_which_one_fired() {
+        let texts: Vec<String> = [
+            TimeoutKind::Start(Duration::from_secs(1)),
+            TimeoutKind::Ack { ack_id: 3 },
+            TimeoutKind::Dial,
+            TimeoutKind::Connected,
+            TimeoutKind::KeepAlive,
+        ]
+        .into_iter()
+        .map(|t| Error::Timeout(t).to_string())
+        .collect();
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(texts[1].contains('3'));
+        assert!(texts[4].contains("keep-alive"));
+    }
+
+    #[test]
+    fn rule_errors_become_typed_invalid_input() {
+        assert!(matches!(
+            Error::from(crate::protocol::check_group_name("").unwrap_err()),
+            Error::InvalidInput(InvalidInput::GroupName(t)) if t.contains("empty")
+        ));
+        assert_eq!(
+            Error::from(crate::protocol::check_event_name("").unwrap_err()),
+            Error::InvalidInput(InvalidInput::EventName)
+        );
+        assert_eq!(
+            Error::from(crate::protocol::check_message_size(MAX_MESSAGE_BYTES + 1).unwrap_err()),
+            Error::InvalidInput(InvalidInput::PayloadTooLarge {
+                size: MAX_MESSAGE_BYTES + 1,
+                max: MAX_MESSAGE_BYTES
+            })
+        );
     }
 }

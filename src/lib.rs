@@ -30,6 +30,179 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Getting started, step by step
+//!
+//! The steps of the official Python client's getting-started guide, in the same order, in
+//! Rust. Each step has a test that runs it against the emulator (`tests/getting_started.rs`).
+//!
+//! ## 1. Install the package
+//!
+//! ```sh
+//! cargo add webpubsub-client
+//! ```
+//!
+//! ## 2. Connect with your Web PubSub resource
+//!
+//! A client connects with a *client access URL*:
+//! `wss://<service_name>.webpubsub.azure.com/client/hubs/<hub_name>?access_token=<token>`
+//! (for a first try, copy one from the portal's "Client URL Generator"). Python's
+//! `with client:` is the guard that [`start()`](WebPubSubClient::start) returns: the client is
+//! connected while it lives and stopped when it is dropped.
+//!
+//! ```no_run
+//! use webpubsub_client::WebPubSubClient;
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::new("<client-access-url>")?;
+//! {
+//!     let _with_client = client.start()?; // returns once the service says `connected`
+//!     // The client can join and leave groups, send and receive messages, in real time.
+//! } // the guard is dropped: the client stops
+//! # Ok(()) }
+//! ```
+//!
+//! ## 3. Join groups
+//!
+//! A client receives messages only from groups it joined. Register the `group-message`
+//! listener *before* joining, so that no message is missed:
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! # let _with_client = client.start()?;
+//! client.on_group_message(|m| println!("Received message: {:?}", m.data));
+//! // Join the group to receive its messages; waits for the service's ack.
+//! client.join_group("group1")?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## 4. Send messages to a group
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! # let _with_client = client.start()?;
+//! client.send_to_group("group1", "Hello World")?; // text; a serde_json::Value is json
+//! # Ok(()) }
+//! ```
+//!
+//! ## 5. Handle the connected, disconnected and stopped events
+//!
+//! `connected` fires for every new connection, `disconnected` when a connection session is
+//! over (with the service's reason and the close code), `stopped` when the client stopped.
+//! A client stops by itself when its session is lost and it may not reconnect
+//! ([`auto_reconnect(false)`](WebPubSubClientBuilder::auto_reconnect), or a
+//! [`reconnect_retry`](WebPubSubClientBuilder::reconnect_retry) policy that gave up). To
+//! restart it, call `start()` in the `stopped` callback, as in Python: there it blocks the
+//! callback until the new connection is ready (the next callbacks wait), and returns the
+//! guard — detach it to keep the client running after the callback.
+//!
+//! ```no_run
+//! use webpubsub_client::WebPubSubClient;
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .auto_reconnect(false)
+//!     .build()?;
+//! client.on_connected(|connection_id, _user_id| println!("{connection_id} is connected"));
+//! client.on_disconnected(|connection_id, message, _close_code| {
+//!     println!("{connection_id:?} is disconnected: {message:?}")
+//! });
+//! let restart = client.clone();
+//! client.on_stopped(move || match restart.start() {
+//!     Ok(guard) => {
+//!         guard.detach(); // running until `client.stop()`
+//!     }
+//!     Err(e) => eprintln!("could not restart: {e}"),
+//! });
+//! let _with_client = client.start()?;
+//! # Ok(()) }
+//! ```
+//!
+//! The callback holds a clone of the client, which keeps it alive; a stop you ask for from
+//! another thread ([`stop()`](WebPubSubClient::stop), or dropping the guard) is final: the
+//! `start()` in the `stopped` callback it fires returns [`StateError::Stopping`], and `stop()`
+//! returns once every thread ended.
+//!
+//! ## 6. Consume messages from the server and from groups
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! client.on_server_message(|m| println!("Received message from the server: {:?}", m.data));
+//! // Only messages of groups this client joined arrive.
+//! client.on_group_message(|m| println!("Received message from {}: {:?}", m.group, m.data));
+//! # Ok(()) }
+//! ```
+//!
+//! The same events can be read from a [`Receiver`](crossbeam_channel::Receiver) instead:
+//! [`events()`](WebPubSubClient::events).
+//!
+//! ## 7. Handle rejoin failure
+//!
+//! After a new connection, the client rejoins the groups it joined
+//! ([`auto_rejoin_groups`](WebPubSubClientBuilder::auto_rejoin_groups), on by default) — not
+//! the groups the server added it to, which are the server's to restore. A rejoin the
+//! service refuses raises `rejoin-group-failed` with the group and the error:
+//!
+//! ```no_run
+//! # use webpubsub_client::WebPubSubClient;
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .auto_rejoin_groups(true) // the default
+//!     .build()?;
+//! client.on_rejoin_group_failed(|group, error| eprintln!("Restore group {group} failed: {error}"));
+//! # Ok(()) }
+//! ```
+//!
+//! ## 8. Operations and retries
+//!
+//! `join_group`, `leave_group`, `send_to_group` and `send_event` retry transient failures
+//! three times by default, with the *same* ack id each time, so that the service executes
+//! the request once ([`message_retry`](WebPubSubClientBuilder::message_retry) changes the
+//! policy). When every try failed, the error carries the ack id; calling again with it lets
+//! the service deduplicate within the connection session (a `Duplicate` answer is success,
+//! with [`AckOutcome::duplicate`] set):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use webpubsub_client::{RequestOptions, RetryPolicy, WebPubSubClient};
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .message_retry(RetryPolicy::exponential(Duration::from_millis(800), 3)) // the default
+//!     .build()?;
+//! # let _with_client = client.start()?;
+//! match client.send_to_group("group1", "important") {
+//!     Ok(_) => {}
+//!     Err(e) if e.is_retryable() => {
+//!         let mut options = RequestOptions::new();
+//!         if let Some(ack_id) = e.ack_id() {
+//!             options = options.ack_id(ack_id);
+//!         }
+//!         let outcome = client.send_to_group_with("group1", "important", &options)?;
+//!         println!("delivered (already before: {})", outcome.duplicate);
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## 9. Troubleshooting: enable logs
+//!
+//! The crate logs through the [`log`](https://docs.rs/log) facade. With `env_logger`
+//! installed at the start of `main`, one environment variable turns on the client's verbose
+//! log: `RUST_LOG=webpubsub_client=debug` (connection attempts, drops, recoveries and their
+//! causes; tokens are redacted). See [Logging](#logging) for the levels.
+//!
+//! ```no_run
+//! // In `main`, before anything else; then run with `RUST_LOG=webpubsub_client=debug`.
+//! env_logger::init();
+//! ```
+//!
 //! # Threads and cloning
 //!
 //! [`WebPubSubClient`] is `Clone + Send + Sync`; clones share one connection, and every
@@ -44,7 +217,8 @@
 //!
 //! Operations block the calling thread only. Because acks are resolved on the I/O thread, a
 //! callback may call `join_group`, `send_to_group` or even `stop()` without deadlocking (a
-//! `stop()` from a callback stops asynchronously). A panicking callback is logged and skipped.
+//! `stop()` from a callback stops asynchronously), and `start()` to restart a stopped client
+//! (see step 5 above). A panicking callback is logged and skipped.
 //! Neither thread outlives [`stop()`](WebPubSubClient::stop), which also runs when the last clone
 //! (or the [`StartGuard`]) is dropped. A callback that captures a clone of the client keeps it
 //! alive: stop it explicitly or through the guard.
@@ -60,11 +234,14 @@
 //!
 //! Every operation returns [`Result<T, Error>`](Error). The variants tell apart what a caller
 //! can act on: [`Error::InvalidInput`] (a bug: bad URL, group name, payload over 1 MB),
-//! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, close code),
-//! [`Error::Timeout`] (which one), [`Error::Ack`] (the service's error name, e.g. `Forbidden`),
-//! [`Error::ConnectionLost`] (outcome unknown; carries the ack id so a retry stays idempotent),
-//! [`Error::Stopped`] and [`Error::State`]. [`Error::is_retryable`] says whether trying again
-//! may help. Requests already retry transient failures with the *same* ack id (see
+//! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, WebSocket, close
+//! code), [`Error::Timeout`] (which one: [`TimeoutKind`]), [`Error::Ack`] (the service's
+//! error name, e.g. `Forbidden`), [`Error::ConnectionLost`] (outcome unknown; carries the ack
+//! id so a retry stays idempotent), [`Error::Stopped`] and [`Error::State`]. Where a lower
+//! layer failed (an I/O, TLS or WebSocket error, your credential provider's error), the error
+//! keeps it as its [`source()`](std::error::Error::source), as a [`Cause`] you can downcast.
+//! [`Error::is_retryable`] says whether trying again may help; it is also the rule of the
+//! client's own retries. Requests retry transient failures with the *same* ack id (see
 //! [`WebPubSubClientBuilder::message_retry`]); a `Duplicate` answer counts as success
 //! ([`AckOutcome::duplicate`]). No error, log line or `Debug` output contains a token.
 //!
@@ -171,32 +348,6 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Retry with the same ack id
-//!
-//! The client already retries transient failures, reusing the request's ack id so that the
-//! service executes it at most once. When it gives up, the error carries the ack id; retrying
-//! with it later stays idempotent within the same connection session (a `Duplicate` answer is
-//! reported as success with [`AckOutcome::duplicate`] set):
-//!
-//! ```no_run
-//! # use webpubsub_client::{Error, RequestOptions, WebPubSubClient};
-//! # fn main() -> Result<(), webpubsub_client::Error> {
-//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
-//! match client.send_to_group("room", "important") {
-//!     Ok(_) => {}
-//!     Err(e) if e.is_retryable() => {
-//!         let mut options = RequestOptions::new();
-//!         if let Some(ack_id) = e.ack_id() {
-//!             options = options.ack_id(ack_id);
-//!         }
-//!         let outcome = client.send_to_group_with("room", "important", &options)?;
-//!         println!("delivered (already before: {})", outcome.duplicate);
-//!     }
-//!     Err(e) => return Err(e),
-//! }
-//! # Ok(()) }
-//! ```
-//!
 //! ## Subprotocols
 //!
 //! [`Protocol::JsonReliable`] (`json.reliable.webpubsub.azure.v1`, the default) numbers every
@@ -210,8 +361,9 @@
 //! The crate logs through the [`log`](https://docs.rs/log) facade: drops, recoveries and
 //! reconnects at `info`, connection attempts and skipped unknown frames at `debug`, malformed
 //! frames and exhausted retries at `warn`, sequence acks at `trace`. Install any logger
-//! (`env_logger`, …) to see it. The crate's own lines never contain an access token or a
-//! reconnection token.
+//! (`env_logger`, …) to see it; with `env_logger`, `RUST_LOG=webpubsub_client=debug` shows
+//! the client's own lines down to `debug`. The crate's own lines never contain an access token
+//! or a reconnection token.
 //!
 //! One caution: the WebSocket library underneath, tungstenite, logs the full text of every
 //! received message at `trace` level (targets `tungstenite::protocol` and its `frame`
@@ -237,49 +389,103 @@
 //! | an ack id still in flight, given again | [`InvalidInput::AckIdInUse`] |
 //! | a request while stopped (before `start()`, after `stop()`) | [`Error::Stopped`] |
 //! | `start()` while started, or while stopping | [`StateError::AlreadyStarted`], [`StateError::Stopping`] |
-//! | `start()` from a callback | [`StateError::OwnThread`] |
+//! | `start()` from the `stopped` callback of a `stop()` that waits for it | [`StateError::Stopping`] |
 //!
-//! Requests, `join_group` and `stop()` may be called from callbacks; a `stop()` there
-//! completes asynchronously.
+//! Requests, `join_group`, `start()` and `stop()` may be called from callbacks; a `stop()`
+//! there completes asynchronously.
 //!
 //! ## Testing with the emulator
 //!
-//! With the `emulator` feature, `emulator::Emulator` runs the service in your test process
-//! on `127.0.0.1:0`, with fault injection (drop a connection, lose an ack, refuse recovery) to
-//! test your application's behaviour under failure. The `webpubsub-emulator` binary serves the
-//! same for other languages and the official server SDKs.
+//! The local service is its own crate, `webpubsub-emulator`: add it to your
+//! `[dev-dependencies]` and start one per test on `127.0.0.1:0`. It makes client access URLs
+//! with the roles you choose, plays the application server (`hub(..).send_to_group`, ...),
+//! and injects faults (drop a connection, lose or fail acks, refuse recovery) so that you can
+//! test your application under failure. Its binary, `webpubsub-emulator`, serves the same for
+//! other languages and the official server SDKs.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! webpubsub-emulator = "0.1"
+//! ```
+//!
+//! ```
+//! use std::time::Duration;
+//! use webpubsub_client::{Event, WebPubSubClient};
+//! use webpubsub_emulator::Emulator;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emu = Emulator::start()?;
+//! let url = emu
+//!     .client_url("chat")
+//!     .user_id("alice")
+//!     .role("webpubsub.joinLeaveGroup")
+//!     .build();
+//! let client = WebPubSubClient::new(&url)?;
+//! let events = client.events();
+//! let _running = client.start()?;
+//! client.join_group("room")?;
+//!
+//! // The emulator plays your server: its message to the group reaches the client.
+//! emu.hub("chat").send_to_group("room", "from the server");
+//! let deadline = std::time::Instant::now() + Duration::from_secs(10);
+//! loop {
+//!     if let Event::ServerMessage(m) = events.recv_deadline(deadline)? {
+//!         assert_eq!(m.data.as_text(), Some("from the server"));
+//!         break;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
 //!
-//! `client` (the handle and operations), `options` (builder, retry policies, credential),
-//! `state` (the session state machine, pure), `acks` (the ack table and [`AckHandle`]),
-//! `io` (the I/O thread; `io/ended` decides between recovery, reconnect and stop), `transport` (non-blocking TCP/TLS/WebSocket dialing), `events`
-//! (event types and the dispatcher), `endpoint` (access URLs and token redaction), `error`,
-//! and [`protocol`] (the JSON codec shared with the emulator).
+//! Dependencies point one way, lowest first (`tests/architecture.rs` checks it; a module
+//! uses only its own layer and those below):
+//!
+//! 1. [`protocol`] (the `webpubsub-protocol` crate: messages, codec, the wire's rules), then
+//!    `error`;
+//! 2. `endpoint` (access URLs, redaction), `retry` (retry policies), `timers` (recovery,
+//!    reconnect and sequence-ack timing, pure), `ack_table` (requests waiting for acks),
+//!    `waiter` (the one-shot slot a caller waits on), `events` (event types, handler
+//!    registry, the dispatcher thread);
+//! 3. `state`: the session state machine, pure — it owns every transition;
+//! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, TLS and
+//!    WebSocket dialing), then `core` (what the threads share: the session behind its mutex,
+//!    the run's controls);
+//! 5. `acks` ([`AckHandle`] and its retries) and `io` (the I/O thread; `io/receive` has one
+//!    handler per message kind, `io/ended` decides between recovery, reconnect and stop);
+//! 6. `client`: the handle, its operations and the `on_*` registrations.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ack_table;
 mod acks;
 mod client;
+mod core;
 mod endpoint;
 mod error;
 mod events;
 mod io;
 mod options;
+mod retry;
 mod state;
+mod timers;
 mod transport;
+mod waiter;
 
 /// The wire protocol (the `webpubsub-protocol` crate): message types, codecs and limits.
 pub use webpubsub_protocol as protocol;
 
-pub use acks::{AckHandle, AckOutcome, RequestOptions};
+pub use ack_table::AckOutcome;
+pub use acks::{AckHandle, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};
-pub use error::{AckFailure, ConnectError, Error, InvalidInput, Result, StateError, TimeoutKind};
-pub use events::{Event, GroupMessage, ServerMessage, Subscription};
-pub use options::{
-    Credential, Protocol, ProviderError, RetryMode, RetryPolicy, WebPubSubClientBuilder,
+pub use error::{
+    AckFailure, Cause, ConnectError, Error, InvalidInput, Result, StateError, TimeoutKind,
 };
+pub use events::{Event, GroupMessage, ServerMessage, Subscription};
+pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
 pub use protocol::{Data, DataType};
+pub use retry::{RetryMode, RetryPolicy};
 pub use state::ClientState;
 
 /// Re-exported so that TLS options can be given without a direct dependency.

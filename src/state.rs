@@ -1,18 +1,19 @@
 //! The connection-session state machine, without I/O.
 //!
 //! [`Session`] is what request threads and the I/O thread share (behind one mutex in
-//! `client.rs`): the public state, the session's ids, ack ids, the ack table, the joined
-//! groups and the outbox. [`Sequence`], [`RecoveryPlan`] and [`ReconnectPlan`] belong to the
-//! I/O thread alone. Everything here is a plain value driven by method calls and the current
-//! time, so the rules of BEHAVIOR.md are unit-tested without sockets.
+//! `core.rs`): the public state, the session's ids, ack ids, the ack table, the joined
+//! groups and the outbox. Its fields are private: every change is one of the named
+//! transitions below, called by request threads (`begin_start`, `register`, `request_stop`)
+//! or by the I/O thread (`on_connected`, `on_ack`, `on_socket_closed`, `lose_session`,
+//! `finish`, ...). Everything here is a plain value driven by method calls, so the rules of
+//! BEHAVIOR.md are unit-tested without sockets; the I/O thread's timers, as pure, are in
+//! `timers.rs`.
 
-use crate::acks::{AckOutcome, AckTable, Pending};
-use crate::error::{AckFailure, Error, StateError};
+use crate::ack_table::{AckOutcome, AckTable, Pending, RequestKind};
+use crate::error::{AckFailure, Error, InvalidInput, StateError};
 use crate::events::Event;
-use crate::options::RetryPolicy;
 use crate::protocol::{AckError, ClientMessage};
 use std::collections::{BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
 
 /// The client's state (B1).
@@ -31,14 +32,6 @@ pub enum ClientState {
     Disconnected,
     /// `stop()` is in progress.
     Stopping,
-}
-
-/// What a request does, for the group bookkeeping of B23.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RequestKind {
-    Join(String),
-    Leave(String),
-    Other,
 }
 
 /// An entry of the outbox: what the I/O thread writes once the session is ready.
@@ -84,21 +77,25 @@ pub(crate) enum AckResolution<W> {
 /// The state shared by request threads and the I/O thread.
 #[derive(Debug)]
 pub(crate) struct Session<W> {
-    pub state: ClientState,
-    pub connection_id: Option<String>,
-    pub user_id: Option<String>,
+    state: ClientState,
+    connection_id: Option<String>,
+    user_id: Option<String>,
     reconnection_token: Option<String>,
-    /// `connected` arrived on the current socket: frames may be written.
+    /// `connected` arrived on the current socket: frames may be written. The one place the
+    /// I/O thread learns it too (`drain_outbox`, `is_ready`).
     ready: bool,
     /// The service knows a session for us (`connected` arrived since the last session loss).
     session_open: bool,
     /// `Connected` fired for this session (kept across recoveries, B19).
     connected_fired: bool,
     /// `start()` waits for this run's first `Connected`.
-    pub start_pending: bool,
+    start_pending: bool,
+    /// `stop()` calls still waiting for the client's threads to end. A start meanwhile (from
+    /// the `stopped` callback of that very stop) would undo the stop its caller waits for.
+    stop_waiters: usize,
     rejoins_outstanding: usize,
     next_ack_id: u64,
-    pub acks: AckTable<W>,
+    acks: AckTable<W>,
     groups: BTreeSet<String>,
     outbox: VecDeque<Outbound>,
     /// The I/O thread is asleep in `poll`, or about to be, and has seen an empty outbox: a
@@ -119,6 +116,7 @@ impl<W> Session<W> {
             session_open: false,
             connected_fired: false,
             start_pending: false,
+            stop_waiters: 0,
             rejoins_outstanding: 0,
             next_ack_id: 1,
             acks: AckTable::default(),
@@ -130,26 +128,136 @@ impl<W> Session<W> {
         }
     }
 
-    /// B2: start only from Stopped.
+    // ----- what anyone may read -----
+
+    /// The current state (B1).
+    pub(crate) fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// The connection id of the current session.
+    pub(crate) fn connection_id(&self) -> Option<&str> {
+        self.connection_id.as_deref()
+    }
+
+    /// The user id the service reported for the current connection.
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The groups the client would rejoin.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &String> {
+        self.groups.iter()
+    }
+
+    /// Whether `connected` arrived on the current socket.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether the client is stopping or stopped: the one definition of "ending", which
+    /// refuses requests and freezes the state against the I/O thread's transitions.
+    fn is_ending(&self) -> bool {
+        matches!(self.state, ClientState::Stopping | ClientState::Stopped)
+    }
+
+    /// Whether a stop was requested (and the run has not finished yet).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.state == ClientState::Stopping
+    }
+
+    /// Every transition the I/O thread drives goes through here: none may undo a stop.
+    fn move_to(&mut self, state: ClientState) {
+        if !self.is_ending() {
+            self.state = state;
+        }
+    }
+
+    // ----- lifecycle -----
+
+    /// B2: start only from Stopped, and not while a `stop()` call waits for the threads.
     pub(crate) fn begin_start(&mut self) -> Result<(), Error> {
         match self.state {
-            ClientState::Stopped => {
+            ClientState::Stopped if self.stop_waiters == 0 => {
                 self.state = ClientState::Connecting;
                 self.start_pending = true;
                 Ok(())
             }
-            ClientState::Stopping => Err(Error::State(StateError::Stopping)),
+            ClientState::Stopped | ClientState::Stopping => Err(Error::State(StateError::Stopping)),
             _ => Err(Error::State(StateError::AlreadyStarted)),
         }
     }
 
-    /// Whether requests are accepted (they wait while not connected, B30).
-    fn accepting(&self) -> bool {
-        !matches!(self.state, ClientState::Stopped | ClientState::Stopping)
+    /// The run of a `begin_start` could not be set up (no threads): back to Stopped.
+    pub(crate) fn abort_start(&mut self) {
+        self.state = ClientState::Stopped;
+        self.start_pending = false;
+    }
+
+    /// `stop()` (B5): a run in progress is to end; requests are refused from now on.
+    /// `caller_waits`: the caller waits for the threads to end (it is not one of them) and
+    /// reports [`stop_returned`](Self::stop_returned) when they did.
+    pub(crate) fn request_stop(&mut self, caller_waits: bool) {
+        if self.state != ClientState::Stopped {
+            self.state = ClientState::Stopping;
+        }
+        if caller_waits {
+            self.stop_waiters += 1;
+        }
+    }
+
+    /// A waiting `stop()` call saw the threads end.
+    pub(crate) fn stop_returned(&mut self) {
+        self.stop_waiters = self.stop_waiters.saturating_sub(1);
+    }
+
+    /// `start()` waits for this run's first `Connected`; `true` once, for the run that has
+    /// it pending.
+    pub(crate) fn take_start_pending(&mut self) -> bool {
+        std::mem::take(&mut self.start_pending)
+    }
+
+    /// The I/O thread opens a new connection after the session was lost (B22).
+    pub(crate) fn reconnecting(&mut self) {
+        self.move_to(ClientState::Connecting);
+    }
+
+    /// A new-connection attempt failed; the next one waits for its backoff.
+    pub(crate) fn waiting_to_reconnect(&mut self) {
+        self.move_to(ClientState::Disconnected);
+    }
+
+    /// The run ends (B5): every waiting request fails with `Stopped`; `Disconnected` fires if
+    /// the session had fired `Connected`. Groups are remembered (B7). The state is Stopped
+    /// before any event of the end fires, so that a handler sees the final state.
+    pub(crate) fn finish(&mut self, close_code: Option<u16>) -> (Vec<W>, Option<Event>) {
+        self.state = ClientState::Stopping;
+        let (_, event) = self.lose_session(close_code);
+        let waiters = self
+            .acks
+            .take_all()
+            .into_iter()
+            .filter_map(|(_, p)| p.waiter)
+            .collect();
+        self.outbox.clear();
+        self.start_pending = false;
+        self.user_id = None;
+        self.state = ClientState::Stopped;
+        (waiters, event)
+    }
+
+    // ----- requests (request threads) -----
+
+    /// The next ack id from the counter (B24) for a new request; refused when stopped.
+    pub(crate) fn new_ack_id(&mut self) -> Result<u64, Error> {
+        if self.is_ending() {
+            return Err(Error::Stopped);
+        }
+        Ok(self.next_id())
     }
 
     /// The next ack id from the counter (B24), skipping ids still in use.
-    pub(crate) fn next_id(&mut self) -> u64 {
+    fn next_id(&mut self) -> u64 {
         loop {
             let id = self.next_ack_id;
             self.next_ack_id = self.next_ack_id.wrapping_add(1).max(1);
@@ -168,7 +276,7 @@ impl<W> Session<W> {
         frame: Utf8Bytes,
         waiter: W,
     ) -> Result<bool, Error> {
-        if !self.accepting() {
+        if self.is_ending() {
             return Err(Error::Stopped);
         }
         let fresh = self.acks.insert_new(
@@ -181,16 +289,14 @@ impl<W> Session<W> {
             },
         );
         if !fresh {
-            return Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
-                ack_id,
-            )));
+            return Err(Error::InvalidInput(InvalidInput::AckIdInUse(ack_id)));
         }
         Ok(self.push(Outbound::Acked(ack_id)))
     }
 
     /// Queues a fire-and-forget frame (B28). Returns whether to wake the I/O thread.
     pub(crate) fn queue_frame(&mut self, frame: Utf8Bytes) -> Result<bool, Error> {
-        if !self.accepting() {
+        if self.is_ending() {
             return Err(Error::Stopped);
         }
         Ok(self.push(Outbound::Frame(frame)))
@@ -205,6 +311,13 @@ impl<W> Session<W> {
         wake
     }
 
+    /// A caller gave up waiting (ack timeout): forget the request so it is not resent.
+    pub(crate) fn abandon(&mut self, ack_id: u64) {
+        self.acks.remove(ack_id);
+    }
+
+    // ----- the outbox (I/O thread) -----
+
     /// The I/O thread is about to block in `poll`: `false` if it must not, because frames wait
     /// that it can write now (a request queued after its last drain, without a wake-up).
     /// Otherwise the next request wakes it.
@@ -216,16 +329,12 @@ impl<W> Session<W> {
         true
     }
 
-    /// A caller gave up waiting (ack timeout): forget the request so it is not resent.
-    pub(crate) fn abandon(&mut self, ack_id: u64) {
-        self.acks.remove(ack_id);
-    }
-
     /// Moves what the outbox holds into `out` if the session is ready, marking acked requests
-    /// as sent. Requests already sent (by a resend) or abandoned are skipped.
-    pub(crate) fn drain_outbox(&mut self, out: &mut Vec<Utf8Bytes>) {
+    /// as sent. Requests already sent (by a resend) or abandoned are skipped. Returns whether
+    /// the session is ready (`connected` arrived on the current socket).
+    pub(crate) fn drain_outbox(&mut self, out: &mut Vec<Utf8Bytes>) -> bool {
         if !self.ready {
-            return;
+            return false;
         }
         // Awake: it will look at the outbox again before it sleeps (`io_sleep`).
         self.io_idle = false;
@@ -242,7 +351,10 @@ impl<W> Session<W> {
                 }
             }
         }
+        true
     }
+
+    // ----- what the service says (I/O thread) -----
 
     /// The service's `connected` message (B9, B19, B21).
     pub(crate) fn on_connected(
@@ -252,64 +364,84 @@ impl<W> Session<W> {
         reconnection_token: Option<String>,
     ) -> ConnectedOutcome {
         self.ready = true;
+        // A recovery keeps the connection id; any other `connected` is a new session.
         let recovered = self.session_open
             && self.state == ClientState::Recovering
             && self.connection_id.as_deref() == Some(connection_id.as_str());
         self.reconnection_token = reconnection_token;
         if recovered {
-            if self.rejoins_outstanding == 0 {
-                self.state = ClientState::Connected;
-            } else {
-                self.state = ClientState::Connecting;
-            }
-            let resend = self.acks.sent_frames().cloned().collect();
-            let event = self
-                .connected_fired
-                .then_some(Event::Recovered { connection_id });
-            return ConnectedOutcome::Recovered { resend, event };
+            self.recovered(connection_id)
+        } else {
+            self.new_session(connection_id, user_id)
         }
-        // A new connection: a new session.
+    }
+
+    /// The session survived the drop: resend what was written to it (B21).
+    fn recovered(&mut self, connection_id: String) -> ConnectedOutcome {
+        self.move_to(if self.rejoins_outstanding == 0 {
+            ClientState::Connected
+        } else {
+            ClientState::Connecting
+        });
+        let resend = self.acks.sent_frames().cloned().collect();
+        let event = self
+            .connected_fired
+            .then_some(Event::Recovered { connection_id });
+        ConnectedOutcome::Recovered { resend, event }
+    }
+
+    /// A new connection is a new session (B19): rejoin the client's groups (B23), and fire
+    /// `Connected` once they settled (B9).
+    fn new_session(&mut self, connection_id: String, user_id: Option<String>) -> ConnectedOutcome {
         self.session_open = true;
         self.connected_fired = false;
         self.last_disconnected_message = None;
         self.connection_id = Some(connection_id);
         self.user_id = user_id;
-        let mut rejoin = Vec::new();
-        if self.auto_rejoin {
-            let groups: Vec<String> = self.groups.iter().cloned().collect();
-            for group in groups {
-                let id = self.next_id();
-                let frame: Utf8Bytes = ClientMessage::JoinGroup {
-                    group: group.clone(),
-                    ack_id: Some(id),
-                }
-                .encode()
-                .into();
-                rejoin.push(frame.clone());
-                self.acks.insert(
-                    id,
-                    Pending {
-                        frame,
-                        kind: RequestKind::Join(group),
-                        sent: true,
-                        waiter: None,
-                    },
-                );
-            }
-        }
+        let rejoin = if self.auto_rejoin {
+            self.rejoin_requests()
+        } else {
+            Vec::new()
+        };
         self.rejoins_outstanding = rejoin.len();
         let connected = if rejoin.is_empty() {
             self.settle()
         } else {
-            self.state = ClientState::Connecting;
+            self.move_to(ClientState::Connecting);
             None
         };
         ConnectedOutcome::New { rejoin, connected }
     }
 
+    /// A `joinGroup` per remembered group, registered as the client's own requests.
+    fn rejoin_requests(&mut self) -> Vec<Utf8Bytes> {
+        let groups: Vec<String> = self.groups.iter().cloned().collect();
+        let mut frames = Vec::with_capacity(groups.len());
+        for group in groups {
+            let id = self.next_id();
+            let frame: Utf8Bytes = ClientMessage::JoinGroup {
+                group: group.clone(),
+                ack_id: Some(id),
+            }
+            .encode()
+            .into();
+            frames.push(frame.clone());
+            self.acks.insert(
+                id,
+                Pending {
+                    frame,
+                    kind: RequestKind::Join(group),
+                    sent: true,
+                    waiter: None,
+                },
+            );
+        }
+        frames
+    }
+
     /// The rejoins settled: the connection is ready for the user (B9).
     fn settle(&mut self) -> Option<Event> {
-        self.state = ClientState::Connected;
+        self.move_to(ClientState::Connected);
         if self.connected_fired {
             return None;
         }
@@ -330,52 +462,71 @@ impl<W> Session<W> {
         let Some(p) = self.acks.remove(ack_id) else {
             return AckResolution::Unknown;
         };
+        let result = self.ack_result(ack_id, &p.kind, success, error);
+        match p.waiter {
+            Some(w) => AckResolution::Caller(w, result),
+            None => self.rejoin_resolved(p.kind, result),
+        }
+    }
+
+    /// B25: success and `Duplicate` are Ok; a successful join or leave updates the groups.
+    fn ack_result(
+        &mut self,
+        ack_id: u64,
+        kind: &RequestKind,
+        success: bool,
+        error: Option<AckError>,
+    ) -> Result<AckOutcome, Error> {
         let duplicate = error.as_ref().is_some_and(AckError::is_duplicate);
-        let result = if success || duplicate {
-            match &p.kind {
-                RequestKind::Join(g) => {
-                    self.groups.insert(g.clone());
-                }
-                RequestKind::Leave(g) => {
-                    self.groups.remove(g);
-                }
-                RequestKind::Other => {}
-            }
-            Ok(AckOutcome { ack_id, duplicate })
-        } else {
+        if !(success || duplicate) {
             let e = error.unwrap_or_else(|| AckError::new("Unknown", ""));
-            Err(Error::Ack(AckFailure {
+            return Err(Error::Ack(AckFailure {
                 ack_id,
                 name: e.name,
                 message: e.message,
-            }))
-        };
-        match p.waiter {
-            Some(w) => AckResolution::Caller(w, result),
-            None => {
-                let failed = match (result, p.kind) {
-                    (Err(error), RequestKind::Join(group)) => {
-                        // The last operation on this group failed: stop rejoining it.
-                        self.groups.remove(&group);
-                        Some(Event::RejoinGroupFailed { group, error })
-                    }
-                    _ => None,
-                };
-                self.rejoins_outstanding = self.rejoins_outstanding.saturating_sub(1);
-                let connected = if self.rejoins_outstanding == 0 && self.ready {
-                    self.settle()
-                } else {
-                    None
-                };
-                AckResolution::Rejoin { failed, connected }
-            }
+            }));
         }
+        match kind {
+            RequestKind::Join(g) => {
+                self.groups.insert(g.clone());
+            }
+            RequestKind::Leave(g) => {
+                self.groups.remove(g);
+            }
+            RequestKind::Other => {}
+        }
+        Ok(AckOutcome { ack_id, duplicate })
+    }
+
+    /// One automatic rejoin answered (B13); the last one settles the connection (B9).
+    fn rejoin_resolved(
+        &mut self,
+        kind: RequestKind,
+        result: Result<AckOutcome, Error>,
+    ) -> AckResolution<W> {
+        let failed = match (result, kind) {
+            (Err(error), RequestKind::Join(group)) => {
+                // The last operation on this group failed: stop rejoining it.
+                self.groups.remove(&group);
+                Some(Event::RejoinGroupFailed { group, error })
+            }
+            _ => None,
+        };
+        self.rejoins_outstanding = self.rejoins_outstanding.saturating_sub(1);
+        let connected = if self.rejoins_outstanding == 0 && self.ready {
+            self.settle()
+        } else {
+            None
+        };
+        AckResolution::Rejoin { failed, connected }
     }
 
     /// The service's `disconnected` message: its reason goes into the `Disconnected` event.
     pub(crate) fn on_disconnected_message(&mut self, message: Option<String>) {
         self.last_disconnected_message = message;
     }
+
+    // ----- the end of a connection (I/O thread) -----
 
     /// The socket closed. Decides whether to recover (B17); `reliable` is the protocol's.
     pub(crate) fn on_socket_closed(
@@ -384,10 +535,11 @@ impl<W> Session<W> {
         reliable: bool,
     ) -> AfterClose {
         self.ready = false;
-        match self.state {
-            ClientState::Stopping | ClientState::Stopped => return AfterClose::Stop,
-            ClientState::Recovering => return AfterClose::RecoveryAttemptFailed,
-            _ => {}
+        if self.is_ending() {
+            return AfterClose::Stop;
+        }
+        if self.state == ClientState::Recovering {
+            return AfterClose::RecoveryAttemptFailed;
         }
         if !self.session_open {
             return if self.start_pending {
@@ -401,7 +553,7 @@ impl<W> Session<W> {
             && self.reconnection_token.is_some()
             && close_code != Some(1008)
         {
-            self.state = ClientState::Recovering;
+            self.move_to(ClientState::Recovering);
             AfterClose::Recover
         } else {
             AfterClose::SessionLost
@@ -449,32 +601,8 @@ impl<W> Session<W> {
         self.reconnection_token = None;
         self.rejoins_outstanding = 0;
         self.last_disconnected_message = None;
-        if self.accepting() {
-            self.state = ClientState::Disconnected;
-        }
+        self.move_to(ClientState::Disconnected);
         (lost, event)
-    }
-
-    /// `stop()` (B5): every waiting request fails with `Stopped`; `Disconnected` fires if the
-    /// session had fired `Connected`. Groups are remembered (B7).
-    pub(crate) fn finish_stop(&mut self, close_code: Option<u16>) -> (Vec<W>, Option<Event>) {
-        self.state = ClientState::Stopping;
-        let (_, event) = self.lose_session(close_code);
-        let waiters = self
-            .acks
-            .take_all()
-            .into_iter()
-            .filter_map(|(_, p)| p.waiter)
-            .collect();
-        self.outbox.clear();
-        self.start_pending = false;
-        self.user_id = None;
-        (waiters, event)
-    }
-
-    /// The groups the client would rejoin.
-    pub(crate) fn groups(&self) -> impl Iterator<Item = &String> {
-        self.groups.iter()
     }
 }
 
@@ -483,145 +611,16 @@ impl<W> Session<W> {
 pub(crate) enum AfterClose {
     /// Start a recovery episode (B17).
     Recover,
-    /// One recovery attempt failed; the [`RecoveryPlan`] decides.
+    /// One recovery attempt failed; the recovery plan decides.
     RecoveryAttemptFailed,
     /// The session cannot be recovered.
     SessionLost,
     /// The first connection of `start()` failed (B3, B4).
     StartFailed,
-    /// A new-connection attempt failed; the [`ReconnectPlan`] decides.
+    /// A new-connection attempt failed; the reconnect plan decides.
     ReconnectAttemptFailed,
     /// The client is stopping.
     Stop,
-}
-
-/// Timing of one recovery episode (B18): first try at once, then every `interval`, for at
-/// most `window`; a close code 1008 ends it at once.
-#[derive(Debug, Clone)]
-pub(crate) struct RecoveryPlan {
-    deadline: Instant,
-    interval: Duration,
-}
-
-impl RecoveryPlan {
-    pub(crate) fn new(now: Instant, window: Duration, interval: Duration) -> RecoveryPlan {
-        RecoveryPlan {
-            deadline: now + window,
-            interval,
-        }
-    }
-
-    /// The deadline of the whole episode; an attempt still dialing then is abandoned.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// After a failed attempt that started at `attempt_start`: when to try again, or `None`
-    /// to give up.
-    pub(crate) fn next_try(
-        &self,
-        attempt_start: Instant,
-        now: Instant,
-        close_code: Option<u16>,
-    ) -> Option<Instant> {
-        if close_code == Some(1008) {
-            return None;
-        }
-        let next = (attempt_start + self.interval).max(now);
-        (next < self.deadline).then_some(next)
-    }
-}
-
-/// Timing of new-connection attempts after a session loss (B22): first at once, then per the
-/// reconnect retry policy.
-#[derive(Debug, Clone)]
-pub(crate) struct ReconnectPlan {
-    retries: u32,
-    policy: RetryPolicy,
-}
-
-impl ReconnectPlan {
-    pub(crate) fn new(policy: RetryPolicy) -> ReconnectPlan {
-        ReconnectPlan { retries: 0, policy }
-    }
-
-    /// After a failed attempt: when to try again, or `None` when retries are exhausted.
-    pub(crate) fn next_try(&mut self, now: Instant) -> Option<Instant> {
-        self.retries = self.retries.saturating_add(1);
-        self.policy.delay_for(self.retries).map(|d| now + d)
-    }
-}
-
-/// Sequence ids of the reliable protocol (B20, B31).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Sequence {
-    largest: u64,
-    acked: u64,
-    since_ack: u32,
-    due: Option<Instant>,
-}
-
-/// Send a `sequenceAck` at once when this many new messages arrived since the last one.
-pub(crate) const SEQUENCE_ACK_BATCH: u32 = 300;
-/// Send a `sequenceAck` at most this long after something new arrived.
-pub(crate) const SEQUENCE_ACK_DELAY: Duration = Duration::from_secs(1);
-
-impl Sequence {
-    /// A message arrived; `false` means it is a redelivery to drop silently (B20).
-    pub(crate) fn on_message(&mut self, sequence_id: Option<u64>, now: Instant) -> bool {
-        let Some(id) = sequence_id else {
-            return true;
-        };
-        let fresh = id > self.largest;
-        if fresh {
-            self.largest = id;
-            self.since_ack += 1;
-        } else {
-            // The service resends what it thinks we lack: our last ack did not reach it.
-            self.acked = self.acked.min(id.saturating_sub(1));
-        }
-        if self.since_ack >= SEQUENCE_ACK_BATCH {
-            self.due = Some(now);
-        } else if self.due.is_none() {
-            self.due = Some(now + SEQUENCE_ACK_DELAY);
-        }
-        fresh
-    }
-
-    /// The id to acknowledge now, if an ack is due.
-    pub(crate) fn ack_due(&self, now: Instant) -> Option<u64> {
-        match self.due {
-            Some(due) if due <= now && self.largest > 0 && self.largest > self.acked => {
-                Some(self.largest)
-            }
-            _ => None,
-        }
-    }
-
-    /// When the next ack is due, for the poll timeout.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.due.filter(|_| self.largest > self.acked)
-    }
-
-    /// The ack for `id` was written.
-    pub(crate) fn acked(&mut self, id: u64) {
-        self.acked = id;
-        self.since_ack = 0;
-        self.due = None;
-    }
-
-    /// After a recovery: tell the service soon where we are, in case our last ack was lost.
-    pub(crate) fn on_recovered(&mut self, now: Instant) {
-        if self.largest > 0 {
-            self.acked = 0;
-            self.due = Some(now);
-        }
-    }
-
-    /// A new session starts counting from 1 (B19).
-    pub(crate) fn reset(&mut self) {
-        *self = Sequence::default();
-    }
 }
 
 #[cfg(test)]

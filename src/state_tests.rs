@@ -47,7 +47,7 @@ fn start_is_refused_unless_stopped() {
         s.begin_start(),
         Err(Error::State(StateError::AlreadyStarted))
     );
-    s.state = ClientState::Stopping;
+    s.request_stop(false);
     assert_eq!(s.begin_start(), Err(Error::State(StateError::Stopping)));
 }
 
@@ -70,9 +70,7 @@ fn ack_ids_count_from_one_and_skip_ids_in_use() {
     assert_eq!(s.next_id(), 3);
     assert_eq!(
         s.register(2, RequestKind::Other, frame("y"), 0),
-        Err(Error::InvalidInput(crate::error::InvalidInput::AckIdInUse(
-            2
-        )))
+        Err(Error::InvalidInput(InvalidInput::AckIdInUse(2)))
     );
 }
 
@@ -128,7 +126,7 @@ fn connected_fires_after_rejoin_settles() {
     assert_eq!(rejoin.len(), 1);
     assert!(rejoin[0].as_str().contains("\"group\":\"g\""));
     assert_eq!(connected, None, "not before the rejoin is acked");
-    assert_eq!(s.state, ClientState::Connecting);
+    assert_eq!(s.state(), ClientState::Connecting);
     let id: u64 = serde_json::from_str::<serde_json::Value>(rejoin[0].as_str()).unwrap()["ackId"]
         .as_u64()
         .unwrap();
@@ -137,7 +135,7 @@ fn connected_fires_after_rejoin_settles() {
     };
     assert_eq!(failed, None);
     assert!(matches!(connected, Some(Event::Connected { .. })));
-    assert_eq!(s.state, ClientState::Connected);
+    assert_eq!(s.state(), ClientState::Connected);
 }
 
 #[test]
@@ -232,7 +230,7 @@ fn recovery_tried_only_when_connected_reliable_and_not_1008() {
     let mut s = started(true);
     connect(&mut s, "c1");
     assert_eq!(s.on_socket_closed(Some(1006), true), AfterClose::Recover);
-    assert_eq!(s.state, ClientState::Recovering);
+    assert_eq!(s.state(), ClientState::Recovering);
 
     let mut s = started(true);
     connect(&mut s, "c1");
@@ -258,7 +256,7 @@ fn recovery_tried_only_when_connected_reliable_and_not_1008() {
 fn recovery_not_tried_while_stopping() {
     let mut s = started(true);
     connect(&mut s, "c1");
-    s.state = ClientState::Stopping;
+    s.request_stop(false);
     assert_eq!(s.on_socket_closed(None, true), AfterClose::Stop);
 }
 
@@ -291,8 +289,8 @@ fn recovery_keeps_ids_groups_and_does_not_fire_connected() {
         "resent with the same frame and ack id"
     );
     assert!(matches!(event, Some(Event::Recovered { .. })));
-    assert_eq!(s.state, ClientState::Connected);
-    assert_eq!(s.connection_id.as_deref(), Some("c1"));
+    assert_eq!(s.state(), ClientState::Connected);
+    assert_eq!(s.connection_id(), Some("c1"));
     assert_eq!(s.recovery_ids(), Some(("c1", "tok2")), "token updated");
     assert_eq!(s.groups().collect::<Vec<_>>(), ["g"]);
     assert!(drain(&mut s).is_empty(), "the resend is not written twice");
@@ -331,7 +329,7 @@ fn lost_session_fails_sent_requests_and_keeps_unsent_ones() {
             close_code: Some(1008),
         })
     );
-    assert_eq!(s.state, ClientState::Disconnected);
+    assert_eq!(s.state(), ClientState::Disconnected);
     connect(&mut s, "c2");
     assert_eq!(drain(&mut s), ["later"]);
 }
@@ -344,7 +342,7 @@ fn disconnected_fires_once_per_session() {
     s.on_socket_closed(None, false);
     assert!(s.lose_session(None).1.is_some());
     assert!(s.lose_session(None).1.is_none());
-    assert!(s.finish_stop(None).1.is_none());
+    assert!(s.finish(None).1.is_none());
 }
 
 #[test]
@@ -352,7 +350,7 @@ fn stop_fails_every_waiting_request_and_remembers_groups() {
     // B5, B7
     let mut s = connected_in_group("g");
     s.register(3, RequestKind::Other, frame("x"), 33).unwrap();
-    let (waiters, event) = s.finish_stop(Some(1000));
+    let (waiters, event) = s.finish(Some(1000));
     assert_eq!(waiters, vec![33]);
     assert!(matches!(
         event,
@@ -362,7 +360,6 @@ fn stop_fails_every_waiting_request_and_remembers_groups() {
         })
     ));
     assert_eq!(s.groups().collect::<Vec<_>>(), ["g"]);
-    s.state = ClientState::Stopped;
     s.begin_start().unwrap();
     let ConnectedOutcome::New { rejoin, .. } = connect(&mut s, "c9") else {
         panic!()
@@ -375,119 +372,6 @@ fn stop_fails_every_waiting_request_and_remembers_groups() {
 }
 
 #[test]
-fn redelivered_message_is_dropped() {
-    // B20
-    let now = Instant::now();
-    let mut q = Sequence::default();
-    assert!(q.on_message(Some(1), now));
-    assert!(q.on_message(Some(2), now));
-    assert!(!q.on_message(Some(2), now));
-    assert!(!q.on_message(Some(1), now));
-    assert!(q.on_message(Some(3), now));
-    assert!(q.on_message(None, now), "no sequence id: plain protocol");
-}
-
-#[test]
-fn sequence_ack_is_sent_within_a_second() {
-    // B31
-    let now = Instant::now();
-    let mut q = Sequence::default();
-    assert_eq!(q.deadline(), None);
-    q.on_message(Some(1), now);
-    assert_eq!(q.ack_due(now), None);
-    assert_eq!(q.deadline(), Some(now + SEQUENCE_ACK_DELAY));
-    q.on_message(Some(2), now + Duration::from_millis(500));
-    assert_eq!(
-        q.deadline(),
-        Some(now + SEQUENCE_ACK_DELAY),
-        "not pushed back"
-    );
-    assert_eq!(q.ack_due(now + SEQUENCE_ACK_DELAY), Some(2));
-    q.acked(2);
-    assert_eq!(q.deadline(), None);
-    assert_eq!(q.ack_due(now + Duration::from_secs(5)), None);
-}
-
-#[test]
-fn sequence_ack_is_sent_at_once_after_many_messages() {
-    // B31
-    let now = Instant::now();
-    let mut q = Sequence::default();
-    for i in 1..SEQUENCE_ACK_BATCH as u64 {
-        q.on_message(Some(i), now);
-    }
-    assert_eq!(q.ack_due(now), None);
-    q.on_message(Some(SEQUENCE_ACK_BATCH as u64), now);
-    assert_eq!(q.ack_due(now), Some(SEQUENCE_ACK_BATCH as u64));
-}
-
-#[test]
-fn unsent_sequence_ack_stays_due() {
-    // B31: an ack that could not be written is tried again on the next tick.
-    let now = Instant::now();
-    let mut q = Sequence::default();
-    q.on_message(Some(1), now);
-    let later = now + Duration::from_secs(2);
-    assert_eq!(q.ack_due(later), Some(1));
-    assert_eq!(q.ack_due(later + Duration::from_millis(1)), Some(1));
-}
-
-#[test]
-fn redelivery_and_recovery_make_the_ack_due_again() {
-    // B20, B31
-    let now = Instant::now();
-    let mut q = Sequence::default();
-    q.on_message(Some(5), now);
-    q.acked(5);
-    assert!(!q.on_message(Some(4), now));
-    assert_eq!(q.ack_due(now + SEQUENCE_ACK_DELAY), Some(5));
-    q.acked(5);
-    q.on_recovered(now);
-    assert_eq!(q.ack_due(now), Some(5));
-    q.reset();
-    assert!(q.on_message(Some(1), now), "a new session counts from 1");
-}
-
-#[test]
-fn recovery_retries_every_interval_within_the_window() {
-    // B18
-    let t0 = Instant::now();
-    let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
-    assert_eq!(
-        plan.next_try(t0, t0 + Duration::from_millis(10), None),
-        Some(t0 + Duration::from_secs(1))
-    );
-    let late = t0 + Duration::from_secs(5);
-    assert_eq!(plan.next_try(t0, late, Some(1006)), Some(late));
-    assert_eq!(
-        plan.next_try(
-            t0 + Duration::from_secs(29),
-            t0 + Duration::from_secs(29),
-            None
-        ),
-        None
-    );
-}
-
-#[test]
-fn recovery_not_tried_after_close_1008() {
-    // B18
-    let t0 = Instant::now();
-    let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
-    assert_eq!(plan.next_try(t0, t0, Some(1008)), None);
-}
-
-#[test]
-fn reconnect_follows_the_retry_policy_until_exhausted() {
-    // B22
-    let now = Instant::now();
-    let mut p = ReconnectPlan::new(RetryPolicy::fixed(Duration::from_millis(100), 2));
-    assert_eq!(p.next_try(now), Some(now + Duration::from_millis(100)));
-    assert_eq!(p.next_try(now), Some(now + Duration::from_millis(100)));
-    assert_eq!(p.next_try(now), None);
-}
-
-#[test]
 fn abandoned_request_is_not_resent() {
     // B27
     let mut s = started(true);
@@ -497,4 +381,97 @@ fn abandoned_request_is_not_resent() {
     assert!(drain(&mut s).is_empty());
     s.register(1, RequestKind::Other, frame("x"), 0).unwrap();
     assert_eq!(drain(&mut s), ["x"], "a retry re-registers the same ack id");
+}
+
+#[test]
+fn a_stop_is_not_undone_by_the_io_threads_late_transitions() {
+    // B5: once `stop()` asked, nothing the I/O thread still does leaves Stopping.
+    let mut s = started(true);
+    s.request_stop(false);
+    s.reconnecting();
+    s.waiting_to_reconnect();
+    connect(&mut s, "c1");
+    assert_eq!(s.state(), ClientState::Stopping);
+    assert_eq!(s.new_ack_id(), Err(Error::Stopped));
+    assert_eq!(
+        s.register(1, RequestKind::Other, frame("x"), 0),
+        Err(Error::Stopped)
+    );
+    s.finish(None);
+    assert_eq!(s.state(), ClientState::Stopped);
+}
+
+#[test]
+fn stop_on_a_stopped_client_changes_nothing() {
+    let mut s = S::new(true);
+    s.request_stop(false);
+    assert_eq!(s.state(), ClientState::Stopped);
+    s.begin_start().unwrap();
+}
+
+#[test]
+fn a_run_that_could_not_be_set_up_goes_back_to_stopped() {
+    // B4
+    let mut s = started(true);
+    s.abort_start();
+    assert_eq!(s.state(), ClientState::Stopped);
+    assert!(!s.take_start_pending());
+    s.begin_start().unwrap();
+    assert!(s.take_start_pending(), "pending for the run that starts");
+    assert!(!s.take_start_pending(), "taken once");
+}
+
+#[test]
+fn ready_from_connected_until_the_socket_closes() {
+    // One flag, read by request threads (wake-ups) and the I/O thread (timers, close code).
+    let mut s = started(true);
+    let mut out = Vec::new();
+    assert!(!s.is_ready());
+    assert!(!s.drain_outbox(&mut out));
+    connect(&mut s, "c1");
+    assert!(s.is_ready());
+    assert!(s.drain_outbox(&mut out));
+    s.on_socket_closed(None, true);
+    assert!(!s.is_ready());
+    assert!(!s.drain_outbox(&mut out));
+}
+
+#[test]
+fn reconnect_transitions_move_between_connecting_and_disconnected() {
+    // B1, B22
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.on_socket_closed(Some(1008), true);
+    s.lose_session(Some(1008));
+    assert_eq!(s.state(), ClientState::Disconnected);
+    s.reconnecting();
+    assert_eq!(s.state(), ClientState::Connecting);
+    s.on_socket_closed(None, true);
+    s.waiting_to_reconnect();
+    assert_eq!(s.state(), ClientState::Disconnected);
+}
+
+#[test]
+fn start_is_refused_while_a_stop_call_waits_for_the_threads() {
+    // B2, B5: a `stop()` you wait for is final, even for a start from the `stopped`
+    // callback it fires; once it returned, the client starts again (B7).
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.request_stop(true);
+    s.finish(Some(1000));
+    assert_eq!(s.state(), ClientState::Stopped);
+    assert_eq!(s.begin_start(), Err(Error::State(StateError::Stopping)));
+    s.stop_returned();
+    s.begin_start().unwrap();
+    assert_eq!(s.state(), ClientState::Connecting);
+}
+
+#[test]
+fn an_asynchronous_stop_lets_the_stopped_callback_start_again() {
+    // A `stop()` from a callback does not wait, so its `stopped` callback may restart.
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.request_stop(false);
+    s.finish(Some(1000));
+    s.begin_start().unwrap();
 }

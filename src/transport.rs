@@ -60,12 +60,24 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(16 << 20))
 }
 
+/// The stages of a connection attempt, in order. A new stage (a proxy's `CONNECT`, say)
+/// is one more variant, one more step function, and one more arm in [`Dialer::step`].
 enum Stage {
     Tcp(TcpStream),
     Tls(MidHandshakeTlsStream<TcpStream>),
     WsStart(Stream),
     Ws(Upgrade),
     Done,
+}
+
+/// What one step of a stage did.
+enum Progress {
+    /// Go on at once with this stage.
+    Next(Stage),
+    /// Wait for the socket's readiness in this stage.
+    Wait(Stage),
+    /// The WebSocket is open.
+    Open(WebSocket<Stream>),
 }
 
 /// The WebSocket upgrade in progress. We write the request ourselves rather than through
@@ -102,7 +114,7 @@ impl Dialer {
     ) -> Result<Dialer> {
         let addrs: Vec<SocketAddr> = (url.host(), url.port())
             .to_socket_addrs()
-            .map_err(|e| Error::io(&e))?
+            .map_err(Error::io)?
             .collect();
         let mut d = Dialer {
             stage: Stage::Done,
@@ -113,20 +125,20 @@ impl Dialer {
             user_agent: options.user_agent.clone(),
             token,
         };
-        d.connect_next(registry, None)?;
+        d.stage = d.connect_next(registry, None)?;
         Ok(d)
     }
 
-    fn connect_next(&mut self, registry: &Registry, last: Option<io::Error>) -> Result<()> {
+    /// A TCP connect to the next resolved address; `last` is why the previous one failed.
+    fn connect_next(&mut self, registry: &Registry, last: Option<io::Error>) -> Result<Stage> {
         let mut last = last;
         for addr in self.addrs.by_ref() {
             match TcpStream::connect(addr) {
                 Ok(mut s) => {
                     registry
                         .register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE)
-                        .map_err(|e| Error::io(&e))?;
-                    self.stage = Stage::Tcp(s);
-                    return Ok(());
+                        .map_err(Error::io)?;
+                    return Ok(Stage::Tcp(s));
                 }
                 Err(e) => last = Some(e),
             }
@@ -137,81 +149,90 @@ impl Dialer {
                 "the host name resolved to no address",
             )
         });
-        Err(Error::io(&e))
+        Err(Error::io(e))
     }
 
     /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
     pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<WebSocket<Stream>>> {
         loop {
-            match std::mem::replace(&mut self.stage, Stage::Done) {
-                Stage::Tcp(mut s) => {
-                    if let Some(e) = s.take_error().map_err(|e| Error::io(&e))? {
-                        let _ = registry.deregister(&mut s);
-                        self.connect_next(registry, Some(e))?;
-                        continue;
-                    }
-                    match s.peer_addr() {
-                        Ok(_) => {}
-                        Err(e)
-                            if e.kind() == io::ErrorKind::NotConnected
-                                || e.kind() == io::ErrorKind::WouldBlock =>
-                        {
-                            self.stage = Stage::Tcp(s);
-                            return Ok(None);
-                        }
-                        Err(e) => {
-                            let _ = registry.deregister(&mut s);
-                            self.connect_next(registry, Some(e))?;
-                            continue;
-                        }
-                    }
-                    let _ = s.set_nodelay(true);
-                    match &self.tls {
-                        None => self.stage = Stage::WsStart(Stream::Plain(s)),
-                        Some(c) => {
-                            let host = self.url.host().trim_matches(['[', ']']).to_owned();
-                            self.stage = tls_step(c.connect(&host, s))?;
-                        }
-                    }
+            let stage = std::mem::replace(&mut self.stage, Stage::Done);
+            match self.step(stage, registry)? {
+                Progress::Next(stage) => self.stage = stage,
+                Progress::Wait(stage) => {
+                    self.stage = stage;
+                    return Ok(None);
                 }
-                Stage::Tls(mid) => {
-                    self.stage = tls_step(mid.handshake())?;
-                    if matches!(self.stage, Stage::Tls(_)) {
-                        return Ok(None);
-                    }
-                }
-                Stage::WsStart(stream) => {
-                    let key = tungstenite::handshake::client::generate_key();
-                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-                    self.stage = Stage::Ws(Upgrade {
-                        stream,
-                        request: self.request(&key),
-                        written: 0,
-                        response: Vec::with_capacity(1024),
-                        accept,
-                    });
-                }
-                Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
-                    Some(part) => {
-                        return Ok(Some(WebSocket::from_partially_read(
-                            up.stream,
-                            part,
-                            tungstenite::protocol::Role::Client,
-                            Some(ws_config()),
-                        )))
-                    }
-                    None => {
-                        self.stage = Stage::Ws(up);
-                        return Ok(None);
-                    }
-                },
-                Stage::Done => {
-                    return Err(Error::Connect(ConnectError::Handshake(
-                        "connection attempt already finished".into(),
-                    )))
-                }
+                Progress::Open(ws) => return Ok(Some(ws)),
             }
         }
+    }
+
+    fn step(&mut self, stage: Stage, registry: &Registry) -> Result<Progress> {
+        match stage {
+            Stage::Tcp(s) => self.tcp_step(s, registry),
+            Stage::Tls(mid) => match tls_step(mid.handshake())? {
+                stage @ Stage::Tls(_) => Ok(Progress::Wait(stage)),
+                stage => Ok(Progress::Next(stage)),
+            },
+            Stage::WsStart(stream) => Ok(Progress::Next(self.begin_upgrade(stream))),
+            Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
+                Some(part) => Ok(Progress::Open(WebSocket::from_partially_read(
+                    up.stream,
+                    part,
+                    tungstenite::protocol::Role::Client,
+                    Some(ws_config()),
+                ))),
+                None => Ok(Progress::Wait(Stage::Ws(up))),
+            },
+            Stage::Done => Err(handshake("connection attempt already finished")),
+        }
+    }
+
+    /// The TCP connect: done, still in progress, or failed (then the next address).
+    fn tcp_step(&mut self, mut s: TcpStream, registry: &Registry) -> Result<Progress> {
+        if let Some(e) = s.take_error().map_err(Error::io)? {
+            let _ = registry.deregister(&mut s);
+            return Ok(Progress::Next(self.connect_next(registry, Some(e))?));
+        }
+        match s.peer_addr() {
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::NotConnected
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                return Ok(Progress::Wait(Stage::Tcp(s)));
+            }
+            Err(e) => {
+                let _ = registry.deregister(&mut s);
+                return Ok(Progress::Next(self.connect_next(registry, Some(e))?));
+            }
+        }
+        let _ = s.set_nodelay(true);
+        Ok(Progress::Next(self.after_tcp(s)?))
+    }
+
+    /// What follows the TCP connection: TLS for `wss://`, else the upgrade.
+    fn after_tcp(&self, s: TcpStream) -> Result<Stage> {
+        match &self.tls {
+            None => Ok(Stage::WsStart(Stream::Plain(s))),
+            Some(c) => {
+                let host = self.url.host().trim_matches(['[', ']']).to_owned();
+                tls_step(c.connect(&host, s))
+            }
+        }
+    }
+
+    /// The upgrade request, ready to be written.
+    fn begin_upgrade(&self, stream: Stream) -> Stage {
+        let key = tungstenite::handshake::client::generate_key();
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Stage::Ws(Upgrade {
+            stream,
+            request: self.request(&key),
+            written: 0,
+            response: Vec::with_capacity(1024),
+            accept,
+        })
     }
 
     /// The upgrade request (RFC 6455 §4.1).
@@ -249,7 +270,7 @@ impl Dialer {
                 Ok(n) => up.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&e)),
+                Err(e) => return Err(Error::io(e)),
             }
         }
         let _ = up.stream.flush();
@@ -274,7 +295,7 @@ impl Dialer {
                 Ok(n) => up.response.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&e)),
+                Err(e) => return Err(Error::io(e)),
             }
         }
     }
@@ -338,7 +359,7 @@ fn tls_step(
     match r {
         Ok(s) => Ok(Stage::WsStart(Stream::Tls(Box::new(s)))),
         Err(TlsHandshakeError::WouldBlock(mid)) => Ok(Stage::Tls(mid)),
-        Err(TlsHandshakeError::Failure(e)) => Err(Error::Connect(ConnectError::Tls(e.to_string()))),
+        Err(TlsHandshakeError::Failure(e)) => Err(Error::tls(e)),
     }
 }
 
@@ -404,6 +425,5 @@ pub(crate) fn tls_connector(options: &Options) -> Result<TlsConnector> {
         b.danger_accept_invalid_certs(true);
         b.danger_accept_invalid_hostnames(true);
     }
-    b.build()
-        .map_err(|e| Error::Connect(ConnectError::Tls(e.to_string())))
+    b.build().map_err(Error::tls)
 }

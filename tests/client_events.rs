@@ -117,7 +117,7 @@ fn a_callback_may_send_and_stop_without_deadlock() {
     let _s = a.on_server_message(move |_| {
         // A blocking request from the dispatcher thread: its ack is resolved on the I/O thread.
         let r = c.send_to_group("g", "from callback");
-        // start() from a callback is refused instead of deadlocking.
+        // start() from a callback returns at once instead of deadlocking: already started.
         let again = c.start().err();
         c.stop();
         tx.send((r.is_ok(), again)).unwrap();
@@ -126,7 +126,7 @@ fn a_callback_may_send_and_stop_without_deadlock() {
         .send_to_connection(a.connection_id().unwrap(), "go");
     let (sent, again) = recv(&rx);
     assert!(sent);
-    assert_eq!(again, Some(Error::State(StateError::OwnThread)));
+    assert_eq!(again, Some(Error::State(StateError::AlreadyStarted)));
     recv_until(&events, |e| matches!(e, Event::Stopped));
     a.stop(); // joins the threads the asynchronous stop left
     assert_eq!(a.state(), ClientState::Stopped);

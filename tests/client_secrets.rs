@@ -39,7 +39,9 @@ fn tokens_never_appear_in_logs_errors_or_debug() {
         .map(|l| format!("{} {}", l.target, l.message))
         .collect();
     assert!(
-        lines.iter().any(|l| l.contains("REDACTED")),
+        lines
+            .iter()
+            .any(|l| l.contains(webpubsub_client::protocol::REDACTED)),
         "URLs are logged, redacted"
     );
     for text in lines.iter().chain([&shown, &format!("{err} {err:?}")]) {

@@ -4,15 +4,17 @@
 use super::{Attempt, Conn, IoThread, Open, CLOSE_WAIT};
 use crate::error::Error;
 use crate::events::Event;
-use crate::state::{AfterClose, ClientState, ReconnectPlan, RecoveryPlan};
+use crate::state::AfterClose;
+use crate::timers::{ReconnectPlan, RecoveryPlan};
 use mio::Events;
 use std::io::ErrorKind;
-use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 
 impl IoThread {
+    /// A connection, or an attempt at one, ended with `cause` (and `code`, if it was closed
+    /// with a close frame): the session decides what follows (B17).
     pub(super) fn attempt_failed(&mut self, code: Option<u16>, cause: Error, now: Instant) {
         self.conn = Conn::Idle;
         let decision = self
@@ -27,54 +29,62 @@ impl IoThread {
                 self.exit_error = Some(cause);
                 self.exit = true;
             }
-            AfterClose::Recover => {
-                log::info!("connection dropped ({cause}); recovering the session");
-                self.drop_code = code;
-                let opts = &self.core.options;
-                self.recovery = Some(RecoveryPlan::new(
-                    now,
-                    opts.recovery_window,
-                    opts.recovery_retry_interval,
-                ));
-                let ev = self.core.shared.lock().session.recovering_event(code);
-                self.emit(ev);
-                self.attempt = Attempt::Recover;
-                self.next_dial = Some(now);
-            }
-            AfterClose::RecoveryAttemptFailed => {
-                let next = self
-                    .recovery
-                    .as_ref()
-                    .and_then(|p| p.next_try(self.attempt_began, now, code));
-                match next {
-                    Some(t) => {
-                        log::debug!("recovery attempt failed ({cause}); trying again");
-                        self.next_dial = Some(t);
-                    }
-                    None => {
-                        log::info!("recovery failed ({cause}); the session is lost");
-                        self.session_lost(now);
-                    }
-                }
-            }
+            AfterClose::Recover => self.begin_recovery(code, &cause, now),
+            AfterClose::RecoveryAttemptFailed => self.recovery_attempt_failed(code, &cause, now),
             AfterClose::SessionLost => {
                 log::info!("connection dropped ({cause}); the session cannot be recovered");
                 self.drop_code = code;
                 self.session_lost(now);
             }
-            AfterClose::ReconnectAttemptFailed => {
-                let next = self.reconnect.as_mut().and_then(|p| p.next_try(now));
-                match next {
-                    Some(t) => {
-                        log::info!("connection attempt failed ({cause}); retrying");
-                        self.set_state(ClientState::Disconnected);
-                        self.next_dial = Some(t);
-                    }
-                    None => {
-                        log::warn!("connection attempt failed ({cause}); retries exhausted");
-                        self.exit = true;
-                    }
-                }
+            AfterClose::ReconnectAttemptFailed => self.reconnect_attempt_failed(&cause, now),
+        }
+    }
+
+    /// B14, B18: a recovery episode begins, its first attempt at once.
+    fn begin_recovery(&mut self, code: Option<u16>, cause: &Error, now: Instant) {
+        log::info!("connection dropped ({cause}); recovering the session");
+        self.drop_code = code;
+        let opts = &self.core.options;
+        self.recovery = Some(RecoveryPlan::new(
+            now,
+            opts.recovery_window,
+            opts.recovery_retry_interval,
+        ));
+        let ev = self.core.shared.lock().session.recovering_event(code);
+        self.emit(ev);
+        self.attempt = Attempt::Recover;
+        self.next_dial = Some(now);
+    }
+
+    /// B18: try again within the window, or the session is lost.
+    fn recovery_attempt_failed(&mut self, code: Option<u16>, cause: &Error, now: Instant) {
+        let next = self
+            .recovery
+            .as_ref()
+            .and_then(|p| p.next_try(self.attempt_began, now, code));
+        match next {
+            Some(t) => {
+                log::debug!("recovery attempt failed ({cause}); trying again");
+                self.next_dial = Some(t);
+            }
+            None => {
+                log::info!("recovery failed ({cause}); the session is lost");
+                self.session_lost(now);
+            }
+        }
+    }
+
+    /// B22: try again per the reconnect policy, or stop when it is exhausted.
+    fn reconnect_attempt_failed(&mut self, cause: &Error, now: Instant) {
+        match self.reconnect.as_mut().and_then(|p| p.next_try(now)) {
+            Some(t) => {
+                log::info!("connection attempt failed ({cause}); retrying");
+                self.core.shared.lock().session.waiting_to_reconnect();
+                self.next_dial = Some(t);
+            }
+            None => {
+                log::warn!("connection attempt failed ({cause}); retries exhausted");
+                self.exit = true;
             }
         }
     }
@@ -100,11 +110,12 @@ impl IoThread {
         }
     }
 
+    /// The end of the run: close the connection, fail what waits, fire the last events.
     pub(super) fn shutdown(&mut self) {
         let mut close_code = self.drop_code;
         match std::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Open(mut o) => {
-                if o.ready {
+                if self.core.shared.lock().session.is_ready() {
                     close_code = Some(1000);
                 }
                 self.close_politely(&mut o);
@@ -115,15 +126,11 @@ impl IoThread {
         }
         let event = {
             let mut sh = self.core.shared.lock();
-            let (waiters, event) = sh.session.finish_stop(close_code);
+            let (waiters, event) = sh.session.finish(close_code);
             for w in waiters {
                 let _ = w.try_send(Err(Error::Stopped));
             }
-            // Stopped before `stopped` fires, so that a handler sees the final state.
-            sh.session.state = ClientState::Stopped;
-            if sh.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, &self.run)) {
-                sh.run = None;
-            }
+            sh.detach_run(&self.run);
             event
         };
         if self.started {

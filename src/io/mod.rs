@@ -7,14 +7,12 @@
 //! on until `WouldBlock` (or a budget, then the loop comes back at once). User code never runs
 //! here: events go to the dispatcher thread.
 
-use crate::client::{Core, RunCtl};
+use crate::core::{Core, RunCtl};
 use crate::endpoint::AccessUrl;
-use crate::error::{ConnectError, Error, Result};
-use crate::events::{run_dispatcher, Event, GroupMessage, ServerMessage};
-use crate::protocol::ServiceMessage;
-use crate::state::{
-    AckResolution, ClientState, ConnectedOutcome, ReconnectPlan, RecoveryPlan, Sequence,
-};
+use crate::error::{Cause, ConnectError, Error, Result, TimeoutKind};
+use crate::events::{run_dispatcher, Event};
+use crate::protocol::ClientMessage;
+use crate::timers::{ReconnectPlan, RecoveryPlan, Sequence};
 use crate::transport::{Dialer, Stream};
 use crossbeam_channel::Sender;
 use mio::{Events, Poll, Token, Waker};
@@ -26,25 +24,28 @@ use tungstenite::{Message, Utf8Bytes, WebSocket};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Messages read per loop turn before writes and timers get a turn.
-const READ_BUDGET: usize = 512;
 /// While reading is paused for a full event backlog, how often the loop looks whether it
 /// drained (the consumers cannot wake it: one of them may be a user's `Receiver`).
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 /// How long `stop()` waits for the service to answer our close frame.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
-const PING: &str = "{\"type\":\"ping\"}";
 
+mod dial;
 mod ended;
+mod receive;
 
-/// Starts a run: the dispatcher and I/O threads.
-pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>)> {
-    let io_err = |e: std::io::Error| Error::io(&e);
-    let poll = Poll::new().map_err(io_err)?;
-    let waker = Waker::new(poll.registry(), WAKER).map_err(io_err)?;
+/// Starts a run: the dispatcher and I/O threads. `threads` holds the previous run's threads,
+/// if the caller could not join them (a start from a callback runs on one of them): the new
+/// dispatcher joins them before its first event, so that callbacks still run one at a time.
+/// On success `threads` holds the new run's two threads; on failure it is unchanged.
+pub(crate) fn spawn(core: Arc<Core>, threads: &mut Vec<JoinHandle<()>>) -> Result<Arc<RunCtl>> {
+    let poll = Poll::new().map_err(Error::io)?;
+    let waker = Waker::new(poll.registry(), WAKER).map_err(Error::io)?;
     let run = Arc::new(RunCtl::new(waker));
-    core.shared.lock().run = Some(run.clone());
+    core.attach_run(run.clone());
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    // The previous run's threads, handed over once both new threads exist.
+    let (previous_tx, previous_rx) = crossbeam_channel::bounded::<Vec<JoinHandle<()>>>(1);
     let registry = core.registry.clone();
     let core_d = core.clone();
     let dispatch = std::thread::Builder::new()
@@ -53,13 +54,16 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
             core_d.mark_own_thread();
             // Only the address is kept: the dispatcher must not keep the client alive.
             drop(core_d);
+            for t in previous_rx.recv().unwrap_or_default() {
+                let _ = t.join();
+            }
             run_dispatcher(events_rx, registry)
         });
     let dispatch = match dispatch {
         Ok(h) => h,
         Err(e) => {
-            core.shared.lock().run = None;
-            return Err(io_err(e));
+            core.detach_run(&run);
+            return Err(Error::io(e));
         }
     };
     let io_thread = IoThread::new(core.clone(), run.clone(), poll, events_tx);
@@ -70,12 +74,18 @@ pub(crate) fn spawn(core: Arc<Core>) -> Result<(Arc<RunCtl>, Vec<JoinHandle<()>>
             io_thread.main()
         });
     match io {
-        Ok(io) => Ok((run, vec![io, dispatch])),
+        Ok(io) => {
+            let _ = previous_tx.send(std::mem::take(threads));
+            threads.extend([io, dispatch]);
+            Ok(run)
+        }
         Err(e) => {
-            // The closure (and the events sender) is gone: the dispatcher ends by itself.
+            // The closure (and the events sender) is gone, and nothing to join is handed
+            // over: the dispatcher ends by itself.
+            drop(previous_tx);
             let _ = dispatch.join();
-            core.shared.lock().run = None;
-            Err(io_err(e))
+            core.detach_run(&run);
+            Err(Error::io(e))
         }
     }
 }
@@ -101,7 +111,6 @@ struct Open {
     ws: WebSocket<Stream>,
     /// Until `connected` arrives: when to give the attempt up.
     deadline: Option<Instant>,
-    ready: bool,
     last_recv: Instant,
     next_ping: Option<Instant>,
     /// Not yet read until `WouldBlock`.
@@ -112,6 +121,22 @@ struct Open {
     dirty: bool,
     /// Why the connection ended: close code and reason, or an error.
     ended: Option<(Option<u16>, Error)>,
+}
+
+impl Open {
+    fn new(ws: WebSocket<Stream>, deadline: Option<Instant>, now: Instant, ping: Duration) -> Open {
+        Open {
+            ws,
+            deadline,
+            last_recv: now,
+            next_ping: (!ping.is_zero()).then(|| now + ping),
+            // The handshake may have read the first frames already.
+            readable: true,
+            paused: false,
+            dirty: false,
+            ended: None,
+        }
+    }
 }
 
 struct IoThread {
@@ -135,6 +160,8 @@ struct IoThread {
     exit: bool,
     exit_error: Option<Error>,
     out: Vec<Utf8Bytes>,
+    /// The keep-alive frame, encoded once.
+    ping: Utf8Bytes,
     /// Messages of a new connection received before its `Connected` event (which waits for
     /// the rejoin to settle, B9): handed over right after it, in order.
     held: Option<Vec<Event>>,
@@ -162,6 +189,7 @@ impl IoThread {
             exit: false,
             exit_error: None,
             out: Vec::with_capacity(64),
+            ping: ClientMessage::Ping.encode().into(),
             held: None,
         }
     }
@@ -186,7 +214,7 @@ impl IoThread {
                     continue;
                 }
                 log::error!("poll failed: {e}; stopping");
-                self.exit_error = Some(Error::io(&e));
+                self.exit_error = Some(Error::io(e));
                 break;
             }
             for ev in events.iter() {
@@ -274,118 +302,6 @@ impl IoThread {
         }
     }
 
-    fn set_state(&self, state: ClientState) {
-        let mut sh = self.core.shared.lock();
-        if !matches!(
-            sh.session.state,
-            ClientState::Stopping | ClientState::Stopped
-        ) {
-            sh.session.state = state;
-        }
-    }
-
-    // ----- dialing -----
-
-    fn dial(&mut self, now: Instant) {
-        self.attempt_began = now;
-        let url = match self.attempt {
-            Attempt::Recover => {
-                let sh = self.core.shared.lock();
-                match (&self.access_url, sh.session.recovery_ids()) {
-                    (Some(u), Some((id, token))) => Ok(u.recovery(id, token)),
-                    _ => Err(Error::Protocol("no session to recover".into())),
-                }
-            }
-            Attempt::Start | Attempt::Reconnect => {
-                if self.attempt == Attempt::Reconnect {
-                    self.set_state(ClientState::Connecting);
-                }
-                // B8: the provider is called for every new connection, never for recovery.
-                self.core.options.credential.access_url().inspect(|u| {
-                    self.access_url = Some(u.clone());
-                })
-            }
-        };
-        let url = match url {
-            Ok(u) => u,
-            Err(e) => return self.attempt_failed(None, e, now),
-        };
-        log::debug!("connecting to {url} ({:?})", self.attempt);
-        let tls = if url.is_tls() {
-            match self.core.tls_connector() {
-                Ok(c) => Some(c),
-                Err(e) => return self.attempt_failed(None, e, now),
-            }
-        } else {
-            None
-        };
-        let timeout = self.core.options.start_timeout;
-        let deadline = match self.attempt {
-            // `start()` keeps its own deadline.
-            Attempt::Start => None,
-            Attempt::Recover => Some(
-                (now + timeout).min(self.recovery.as_ref().map_or(now, RecoveryPlan::deadline)),
-            ),
-            Attempt::Reconnect => Some(now + timeout),
-        };
-        match Dialer::start(url, &self.core.options, tls, self.poll.registry(), SOCKET) {
-            Ok(dialer) => {
-                self.conn = Conn::Dialing {
-                    dialer: Box::new(dialer),
-                    deadline,
-                }
-            }
-            Err(e) => self.attempt_failed(None, e, now),
-        }
-    }
-
-    /// Advances a dial; `true` if the connection state changed.
-    fn advance_dial(&mut self, now: Instant) -> bool {
-        let Conn::Dialing { dialer, deadline } = &mut self.conn else {
-            return false;
-        };
-        let deadline = *deadline;
-        match dialer.advance(self.poll.registry()) {
-            Ok(Some(ws)) => {
-                let ping = self.core.options.keep_alive_interval;
-                self.conn = Conn::Open(Box::new(Open {
-                    ws,
-                    deadline,
-                    ready: false,
-                    last_recv: now,
-                    next_ping: (!ping.is_zero()).then(|| now + ping),
-                    // The handshake may have read the first frames already.
-                    readable: true,
-                    paused: false,
-                    dirty: false,
-                    ended: None,
-                }));
-                true
-            }
-            Ok(None) if deadline.is_some_and(|d| d <= now) => {
-                self.abort_dial();
-                let e = Error::Connect(ConnectError::Io {
-                    kind: ErrorKind::TimedOut,
-                    message: "connection attempt timed out".into(),
-                });
-                self.attempt_failed(None, e, now);
-                true
-            }
-            Ok(None) => false,
-            Err(e) => {
-                self.abort_dial();
-                self.attempt_failed(None, e, now);
-                true
-            }
-        }
-    }
-
-    fn abort_dial(&mut self) {
-        if let Conn::Dialing { dialer, .. } = std::mem::replace(&mut self.conn, Conn::Idle) {
-            dialer.abort(self.poll.registry());
-        }
-    }
-
     // ----- an open connection -----
 
     fn service_open(&mut self, now: Instant) {
@@ -397,8 +313,8 @@ impl IoThread {
             self.read(&mut o, now);
         }
         if o.ended.is_none() {
-            self.write_outbox(&mut o);
-            self.timers(&mut o, now);
+            let ready = self.write_outbox(&mut o);
+            self.timers(&mut o, ready, now);
         }
         if o.dirty && o.ended.is_none() {
             match o.ws.flush() {
@@ -438,224 +354,62 @@ impl IoThread {
         }
     }
 
-    fn read(&mut self, o: &mut Open, now: Instant) {
-        for _ in 0..READ_BUDGET {
-            match o.ws.read() {
-                Ok(Message::Text(text)) => {
-                    o.last_recv = now;
-                    self.on_text(o, &text, now);
-                    if o.ended.is_some() {
-                        return;
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    let (code, reason) = frame
-                        .map(|f| (Some(u16::from(f.code)), f.reason.as_str().to_owned()))
-                        .unwrap_or((None, String::new()));
-                    o.ended = Some((code, Error::Connect(ConnectError::Closed { code, reason })));
-                    return;
-                }
-                Ok(Message::Binary(_)) => {
-                    o.last_recv = now;
-                    log::debug!("skipping a binary frame: the JSON subprotocols use text frames");
-                }
-                Ok(_) => {
-                    // Ping (tungstenite queued the pong: flush it), pong, raw frame.
-                    o.last_recv = now;
-                    o.dirty = true;
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    o.readable = false;
-                    return;
-                }
-                Err(e) => {
-                    o.ended = Some((None, ws_error(e)));
-                    return;
-                }
-            }
-        }
-        // Budget spent: `readable` stays set, so the loop comes back without waiting.
-    }
-
-    fn on_text(&mut self, o: &mut Open, text: &str, now: Instant) {
-        let msg = match ServiceMessage::decode(text) {
-            Ok(m) => m,
-            Err(e) => {
-                // B34: logged and skipped; the connection stays up.
-                log::warn!("skipping a malformed frame: {e}");
-                return;
-            }
-        };
-        match msg {
-            ServiceMessage::GroupMessage {
-                group,
-                data,
-                from_user_id,
-                sequence_id,
-            } => {
-                if !self.seq.on_message(sequence_id, now) {
-                    log::debug!("dropping redelivered message {sequence_id:?}");
-                } else if self.core.registry.has_listeners() {
-                    self.emit_message(Event::GroupMessage(GroupMessage {
-                        group,
-                        data,
-                        from_user_id,
-                        sequence_id,
-                    }));
-                }
-            }
-            ServiceMessage::ServerMessage { data, sequence_id } => {
-                // Counted as received either way; handed over only if someone listens.
-                if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
-                    self.emit_message(Event::ServerMessage(ServerMessage { data, sequence_id }));
-                }
-            }
-            ServiceMessage::Ack {
-                ack_id,
-                success,
-                error,
-            } => {
-                let r = self
-                    .core
-                    .shared
-                    .lock()
-                    .session
-                    .on_ack(ack_id, success, error);
-                match r {
-                    AckResolution::Caller(waiter, result) => {
-                        let _ = waiter.try_send(result);
-                    }
-                    AckResolution::Rejoin { failed, connected } => {
-                        self.emit(failed);
-                        self.on_settled(connected);
-                    }
-                    AckResolution::Unknown => log::debug!("ack {ack_id} has no waiter"),
-                }
-            }
-            ServiceMessage::Connected {
-                connection_id,
-                user_id,
-                reconnection_token,
-            } => {
-                o.ready = true;
-                o.deadline = None;
-                let outcome = self.core.shared.lock().session.on_connected(
-                    connection_id,
-                    user_id,
-                    reconnection_token,
-                );
-                match outcome {
-                    ConnectedOutcome::Recovered { resend, event } => {
-                        log::info!("session recovered; resending {} request(s)", resend.len());
-                        self.recovery = None;
-                        self.seq.on_recovered(now);
-                        for f in resend {
-                            write(o, f);
-                        }
-                        self.emit(event);
-                    }
-                    ConnectedOutcome::New { rejoin, connected } => {
-                        self.recovery = None;
-                        self.reconnect = None;
-                        self.drop_code = None;
-                        self.seq.reset();
-                        for f in rejoin {
-                            write(o, f);
-                        }
-                        if connected.is_none() {
-                            // Rejoins are in flight: `Connected` (and what arrives
-                            // meanwhile) waits for them.
-                            self.held = Some(Vec::new());
-                        }
-                        self.on_settled(connected);
-                    }
-                }
-            }
-            ServiceMessage::Disconnected { message } => {
-                self.core
-                    .shared
-                    .lock()
-                    .session
-                    .on_disconnected_message(message);
-            }
-            ServiceMessage::Pong => {}
-            ServiceMessage::Unknown { kind, sequence_id } => {
-                // Still counted as received, so the service does not resend it.
-                self.seq.on_message(sequence_id, now);
-                log::debug!("skipping an unknown message ({kind})");
-            }
-            other => log::debug!("skipping {other:?}"),
-        }
-    }
-
-    /// The new connection is ready for the user (B9): `start()` returns, `Connected` fires.
-    fn on_settled(&mut self, connected: Option<Event>) {
-        let Some(event) = connected else { return };
-        let start_pending = std::mem::take(&mut self.core.shared.lock().session.start_pending);
-        if start_pending {
-            if !self.run.start.complete(Ok(())) {
-                // `start()` gave up at this very moment; it stops the client.
-                self.exit = true;
-                return;
-            }
-            self.started = true;
-        }
-        self.emit(Some(event));
-        self.release_held();
-    }
-
-    fn write_outbox(&mut self, o: &mut Open) {
+    /// Writes what the outbox holds; returns whether the session is ready (`connected`
+    /// arrived on this socket).
+    fn write_outbox(&mut self, o: &mut Open) -> bool {
         let mut out = std::mem::take(&mut self.out);
-        self.core.shared.lock().session.drain_outbox(&mut out);
+        let ready = self.core.shared.lock().session.drain_outbox(&mut out);
         for f in out.drain(..) {
             write(o, f);
         }
         self.out = out;
+        ready
     }
 
-    fn timers(&mut self, o: &mut Open, now: Instant) {
-        let opts = &self.core.options;
-        if o.ready {
+    fn timers(&mut self, o: &mut Open, ready: bool, now: Instant) {
+        if ready {
             if self.reliable {
-                if let Some(id) = self.seq.ack_due(now) {
-                    let frame = format!("{{\"type\":\"sequenceAck\",\"sequenceId\":{id}}}");
-                    // B31: if the write fails the connection ends, and the ack is sent again
-                    // after the recovery.
-                    if write(o, frame.into()) {
-                        log::trace!("sequenceAck {id}");
-                        self.seq.acked(id);
-                    }
-                }
+                self.sequence_ack(o, now);
             }
-            if let Some(at) = o.next_ping.filter(|t| *t <= now) {
-                write(o, Utf8Bytes::from_static(PING));
-                o.next_ping = Some(at.max(now) + opts.keep_alive_interval);
+            self.ping(o, now);
+        }
+        if let Some(timeout) = self.expired(o, now) {
+            o.ended = Some((None, Error::Timeout(timeout)));
+        }
+    }
+
+    /// B31: the largest sequence id seen, when due.
+    fn sequence_ack(&mut self, o: &mut Open, now: Instant) {
+        if let Some(sequence_id) = self.seq.ack_due(now) {
+            let frame = ClientMessage::SequenceAck { sequence_id }.encode();
+            // If the write fails the connection ends, and the ack is sent again after the
+            // recovery.
+            if write(o, frame.into()) {
+                log::trace!("sequenceAck {sequence_id}");
+                self.seq.acked(sequence_id);
             }
         }
-        if !o.paused
-            && !opts.keep_alive_timeout.is_zero()
-            && now >= o.last_recv + opts.keep_alive_timeout
-        {
+    }
+
+    /// B32: a `ping` every keep-alive interval.
+    fn ping(&mut self, o: &mut Open, now: Instant) {
+        if let Some(at) = o.next_ping.filter(|t| *t <= now) {
+            write(o, self.ping.clone());
+            o.next_ping = Some(at.max(now) + self.core.options.keep_alive_interval);
+        }
+    }
+
+    /// Which of the open connection's timeouts expired, if any.
+    fn expired(&self, o: &Open, now: Instant) -> Option<TimeoutKind> {
+        let keep_alive = self.core.options.keep_alive_timeout;
+        if !o.paused && !keep_alive.is_zero() && now >= o.last_recv + keep_alive {
             // B32: a dead connection is closed and recovered.
-            log::warn!(
-                "no frame for {:?}: the connection is dead",
-                opts.keep_alive_timeout
-            );
-            o.ended = Some((
-                None,
-                Error::Connect(ConnectError::Io {
-                    kind: ErrorKind::TimedOut,
-                    message: "keep-alive timeout".into(),
-                }),
-            ));
+            log::warn!("no frame for {keep_alive:?}: the connection is dead");
+            Some(TimeoutKind::KeepAlive)
         } else if o.deadline.is_some_and(|d| d <= now) {
-            o.ended = Some((
-                None,
-                Error::Connect(ConnectError::Io {
-                    kind: ErrorKind::TimedOut,
-                    message: "no `connected` message in time".into(),
-                }),
-            ));
+            Some(TimeoutKind::Connected)
+        } else {
+            None
         }
     }
 }
@@ -681,15 +435,62 @@ fn write(o: &mut Open, frame: Utf8Bytes) -> bool {
     }
 }
 
+/// An error of the open WebSocket, keeping tungstenite's error as the cause.
 fn ws_error(e: tungstenite::Error) -> Error {
     match e {
-        tungstenite::Error::Io(e) => Error::io(&e),
+        tungstenite::Error::Io(e) => Error::io(e),
         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
             Error::Connect(ConnectError::Closed {
                 code: None,
                 reason: String::new(),
             })
         }
-        other => Error::Connect(ConnectError::Handshake(other.to_string())),
+        // A message over the size limit, a frame that breaks RFC 6455, text that is not
+        // UTF-8: the connection's failure, not its handshake's.
+        other => Error::Connect(ConnectError::WebSocket(Cause::new(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::{CapacityError, ProtocolError};
+
+    #[test]
+    fn a_too_large_message_is_a_websocket_error_with_its_cause() {
+        let e = ws_error(tungstenite::Error::Capacity(
+            CapacityError::MessageTooLong {
+                size: 20 << 20,
+                max_size: 16 << 20,
+            },
+        ));
+        let Error::Connect(ConnectError::WebSocket(cause)) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(matches!(
+            cause.downcast_ref::<tungstenite::Error>(),
+            Some(tungstenite::Error::Capacity(_))
+        ));
+        assert!(!e.to_string().contains("handshake"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_broken_frame_is_a_websocket_error_and_a_reset_an_io_error() {
+        assert!(matches!(
+            ws_error(tungstenite::Error::Protocol(
+                ProtocolError::NonZeroReservedBits
+            )),
+            Error::Connect(ConnectError::WebSocket(_))
+        ));
+        assert!(matches!(
+            ws_error(tungstenite::Error::Io(std::io::Error::from(
+                ErrorKind::ConnectionReset
+            ))),
+            Error::Connect(ConnectError::Io {
+                kind: ErrorKind::ConnectionReset,
+                ..
+            })
+        ));
     }
 }

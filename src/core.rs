@@ -1,0 +1,293 @@
+//! What a client's threads share: the [`Core`] (options, the session behind its mutex, the
+//! handler registry, the threads of the current run) and the controls of one run
+//! ([`RunCtl`]: stop request, waker, the start signal).
+//!
+//! Request threads, the I/O thread and the dispatcher hold the `Core`; the user-facing
+//! handle in `client.rs` owns it and stops it when the last clone goes away.
+
+use crate::ack_table::RequestKind;
+use crate::error::Result;
+use crate::events::Registry;
+use crate::options::Options;
+use crate::state::Session;
+use crate::waiter::{AckReceiver, Waiter};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tungstenite::Utf8Bytes;
+
+/// Everything a client's threads share.
+///
+/// Lock order: `lifecycle`, then `threads`, then `shared`. No lock is held while user code
+/// runs; only `lifecycle` is held while a thread is joined or a start is waited for, and only
+/// by threads that are not the client's own (a callback never takes it, so a `stop()` that
+/// joins the dispatcher cannot wait for a callback that waits for it).
+pub(crate) struct Core {
+    pub(crate) options: Options,
+    pub(crate) shared: Mutex<Shared>,
+    pub(crate) registry: Arc<Registry>,
+    /// Serialises `start()` and `stop()` calls from threads that are not the client's own.
+    pub(crate) lifecycle: Mutex<()>,
+    /// The threads of the current (or last) run, joined by `stop()`, the next `start()`, or
+    /// the next run's dispatcher (for a start from a callback).
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    tls: Mutex<Option<native_tls::TlsConnector>>,
+}
+
+/// The state request threads and the I/O thread share, behind `Core::shared`.
+pub(crate) struct Shared {
+    pub(crate) session: Session<Waiter>,
+    pub(crate) run: Option<Arc<RunCtl>>,
+}
+
+impl Shared {
+    /// Forgets `run` if it is the current one (it ended).
+    pub(crate) fn detach_run(&mut self, run: &Arc<RunCtl>) {
+        if self.run.as_ref().is_some_and(|r| Arc::ptr_eq(r, run)) {
+            self.run = None;
+        }
+    }
+}
+
+/// The controls of one run (one `start` to its stop).
+pub(crate) struct RunCtl {
+    pub(crate) waker: mio::Waker,
+    stop_requested: AtomicBool,
+    stop_tx: Mutex<Option<Sender<()>>>,
+    /// Disconnected (never sent to) once a stop is requested: backoff waits select on it.
+    pub(crate) stop_rx: Receiver<()>,
+    pub(crate) start: StartSignal,
+}
+
+thread_local! {
+    /// The `Core` (by address) whose I/O or dispatcher thread this is; 0 elsewhere.
+    static OWN_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl RunCtl {
+    pub(crate) fn new(waker: mio::Waker) -> RunCtl {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        RunCtl {
+            waker,
+            stop_requested: AtomicBool::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            stop_rx,
+            start: StartSignal::default(),
+        }
+    }
+
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop_tx.lock().take();
+        let _ = self.waker.wake();
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::SeqCst)
+    }
+}
+
+/// How `start()` learns the outcome of the first connection.
+#[derive(Default)]
+pub(crate) struct StartSignal {
+    state: Mutex<StartState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+enum StartState {
+    #[default]
+    Waiting,
+    Done(Result<()>),
+    Taken,
+    Abandoned,
+}
+
+impl StartSignal {
+    /// Delivers the outcome; `false` if `start()` already gave up (timeout), in which case
+    /// the run must end without events.
+    pub(crate) fn complete(&self, result: Result<()>) -> bool {
+        let mut s = self.state.lock();
+        match *s {
+            StartState::Waiting => {
+                *s = StartState::Done(result);
+                self.cv.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The outcome, or `None` when `deadline` passed first (the signal is then abandoned).
+    pub(crate) fn wait(&self, deadline: Instant) -> Option<Result<()>> {
+        let mut s = self.state.lock();
+        loop {
+            match std::mem::replace(&mut *s, StartState::Taken) {
+                StartState::Done(r) => return Some(r),
+                StartState::Waiting => *s = StartState::Waiting,
+                other => {
+                    *s = other;
+                    return None;
+                }
+            }
+            if self.cv.wait_until(&mut s, deadline).timed_out() {
+                if let StartState::Done(r) = std::mem::replace(&mut *s, StartState::Abandoned) {
+                    return Some(r);
+                }
+                return None;
+            }
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn new(options: Options) -> Core {
+        let auto_rejoin = options.auto_rejoin_groups;
+        Core {
+            options,
+            shared: Mutex::new(Shared {
+                session: Session::new(auto_rejoin),
+                run: None,
+            }),
+            registry: Arc::default(),
+            lifecycle: Mutex::new(()),
+            threads: Mutex::new(Vec::new()),
+            tls: Mutex::new(None),
+        }
+    }
+
+    /// Whether the calling thread is one of this client's threads (of any run, even one
+    /// that is ending): joining or waiting for them from there would deadlock.
+    pub(crate) fn on_own_thread(&self) -> bool {
+        OWN_CLIENT.with(|c| c.get() == self as *const Core as usize)
+    }
+
+    /// Marks the calling thread as one of this client's threads.
+    pub(crate) fn mark_own_thread(&self) {
+        OWN_CLIENT.with(|c| c.set(self as *const Core as usize));
+    }
+
+    fn run(&self) -> Option<Arc<RunCtl>> {
+        self.shared.lock().run.clone()
+    }
+
+    /// Makes `run` the current run. A stop requested since `begin_start` (before the run
+    /// existed to be told) is passed on at once.
+    pub(crate) fn attach_run(&self, run: Arc<RunCtl>) {
+        let mut sh = self.shared.lock();
+        if sh.session.is_stopping() {
+            run.request_stop();
+        }
+        sh.run = Some(run);
+    }
+
+    /// Forgets `run` if it is the current one (it could not start).
+    pub(crate) fn detach_run(&self, run: &Arc<RunCtl>) {
+        self.shared.lock().detach_run(run);
+    }
+
+    /// Stops the current run (B5) and waits for its threads. From the client's own threads it
+    /// only requests the stop.
+    pub(crate) fn stop(&self) {
+        let waits = !self.on_own_thread();
+        let run = {
+            let mut sh = self.shared.lock();
+            sh.session.request_stop(waits);
+            sh.run.clone()
+        };
+        if let Some(run) = &run {
+            run.request_stop();
+        }
+        if !waits {
+            log::debug!("stop() on a client thread: stopping asynchronously");
+            return;
+        }
+        {
+            let _serial = self.lifecycle.lock();
+            let threads = std::mem::take(&mut *self.threads.lock());
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+        self.shared.lock().session.stop_returned();
+    }
+
+    /// A TLS connector, built once.
+    pub(crate) fn tls_connector(&self) -> Result<native_tls::TlsConnector> {
+        let mut tls = self.tls.lock();
+        if let Some(c) = &*tls {
+            return Ok(c.clone());
+        }
+        let c = crate::transport::tls_connector(&self.options)?;
+        *tls = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Registers a request and queues its frame; the returned receiver gets the ack.
+    pub(crate) fn register(
+        &self,
+        ack_id: u64,
+        kind: RequestKind,
+        frame: Utf8Bytes,
+    ) -> Result<AckReceiver> {
+        let (tx, rx) = crate::waiter::waiter();
+        let wake = {
+            let mut sh = self.shared.lock();
+            let wake = sh.session.register(ack_id, kind, frame, tx)?;
+            if wake {
+                sh.run.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(run) = wake {
+            let _ = run.waker.wake();
+        }
+        Ok(rx)
+    }
+
+    /// Queues a fire-and-forget frame (B28).
+    pub(crate) fn queue_frame(&self, frame: Utf8Bytes) -> Result<()> {
+        let wake = {
+            let mut sh = self.shared.lock();
+            if sh.session.queue_frame(frame)? {
+                sh.run.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(run) = wake {
+            let _ = run.waker.wake();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn abandon(&self, ack_id: u64) {
+        self.shared.lock().session.abandon(ack_id);
+    }
+
+    /// Waits until `deadline`; `false` if the client stopped first (B5: backoff waits are
+    /// interruptible).
+    pub(crate) fn wait_unless_stopped(&self, deadline: Instant) -> bool {
+        let Some(run) = self.run() else {
+            return false;
+        };
+        if run.stop_requested() {
+            return false;
+        }
+        matches!(
+            run.stop_rx.recv_deadline(deadline),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        )
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Core { .. }")
+    }
+}
