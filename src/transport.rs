@@ -1,10 +1,11 @@
-//! Opening a connection without blocking: TCP connect, TLS handshake and WebSocket client
-//! handshake, each driven through `WouldBlock` by the I/O thread's poll, so that `stop()`
-//! interrupts any of them.
+//! Opening a connection without blocking: TCP connect, the proxy's `CONNECT` (when there is
+//! a proxy), TLS handshake and WebSocket client handshake, each driven through `WouldBlock`
+//! by the I/O thread's poll, so that `stop()` interrupts any of them.
 
 use crate::endpoint::AccessUrl;
 use crate::error::{ConnectError, Error, Result};
 use crate::options::Options;
+use crate::proxy::{Proxy, Tunnel};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
@@ -62,6 +63,8 @@ fn ws_config() -> WebSocketConfig {
 
 enum Stage {
     Tcp(TcpStream),
+    /// The `CONNECT` exchange with the proxy (B43), between TCP and TLS.
+    Proxy(Box<Tunnel<TcpStream>>),
     Tls(MidHandshakeTlsStream<TcpStream>),
     WsStart(Stream),
     Ws(Upgrade),
@@ -88,6 +91,8 @@ pub(crate) struct Dialer {
     subprotocol: &'static str,
     user_agent: String,
     token: Token,
+    /// The proxy of this attempt, resolved from its URL.
+    proxy: Option<Proxy>,
 }
 
 impl Dialer {
@@ -100,10 +105,21 @@ impl Dialer {
         registry: &Registry,
         token: Token,
     ) -> Result<Dialer> {
-        let addrs: Vec<SocketAddr> = (url.host(), url.port())
-            .to_socket_addrs()
-            .map_err(|e| Error::io(&e))?
-            .collect();
+        let proxy = options.proxy.for_url(&url)?;
+        let addrs: Vec<SocketAddr> = match &proxy {
+            // The service's name is the proxy's to resolve.
+            Some(p) => {
+                log::debug!("through the proxy {}", p.name());
+                (p.host(), p.port())
+                    .to_socket_addrs()
+                    .map_err(|e| p.io_error(&e))?
+                    .collect()
+            }
+            None => (url.host(), url.port())
+                .to_socket_addrs()
+                .map_err(|e| Error::io(&e))?
+                .collect(),
+        };
         let mut d = Dialer {
             stage: Stage::Done,
             url,
@@ -112,6 +128,7 @@ impl Dialer {
             subprotocol: options.protocol.name(),
             user_agent: options.user_agent.clone(),
             token,
+            proxy,
         };
         d.connect_next(registry, None)?;
         Ok(d)
@@ -137,7 +154,28 @@ impl Dialer {
                 "the host name resolved to no address",
             )
         });
-        Err(Error::io(&e))
+        Err(self.io_error(&e))
+    }
+
+    /// A TCP failure, naming the proxy if it was the proxy's connection that failed.
+    fn io_error(&self, e: &io::Error) -> Error {
+        match &self.proxy {
+            Some(p) => p.io_error(e),
+            None => Error::io(e),
+        }
+    }
+
+    /// The stage after the TCP connection (or the proxy's tunnel) is open.
+    fn secure(&self, s: TcpStream) -> Result<Stage> {
+        match &self.tls {
+            None => Ok(Stage::WsStart(Stream::Plain(s))),
+            Some(c) => {
+                // Through a proxy too, TLS runs to the service: SNI and certificate check
+                // name the service's host, never the proxy's.
+                let host = self.url.host().trim_matches(['[', ']']).to_owned();
+                tls_step(c.connect(&host, s))
+            }
+        }
     }
 
     /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
@@ -145,7 +183,7 @@ impl Dialer {
         loop {
             match std::mem::replace(&mut self.stage, Stage::Done) {
                 Stage::Tcp(mut s) => {
-                    if let Some(e) = s.take_error().map_err(|e| Error::io(&e))? {
+                    if let Some(e) = s.take_error().map_err(|e| self.io_error(&e))? {
                         let _ = registry.deregister(&mut s);
                         self.connect_next(registry, Some(e))?;
                         continue;
@@ -166,13 +204,20 @@ impl Dialer {
                         }
                     }
                     let _ = s.set_nodelay(true);
-                    match &self.tls {
-                        None => self.stage = Stage::WsStart(Stream::Plain(s)),
-                        Some(c) => {
-                            let host = self.url.host().trim_matches(['[', ']']).to_owned();
-                            self.stage = tls_step(c.connect(&host, s))?;
+                    self.stage = match &self.proxy {
+                        Some(p) => {
+                            let target = format!("{}:{}", self.url.host(), self.url.port());
+                            Stage::Proxy(Box::new(Tunnel::new(s, p, &target, &self.user_agent)))
                         }
+                        None => self.secure(s)?,
+                    };
+                }
+                Stage::Proxy(mut tunnel) => {
+                    if !tunnel.step()? {
+                        self.stage = Stage::Proxy(tunnel);
+                        return Ok(None);
                     }
+                    self.stage = self.secure(tunnel.into_inner())?;
                 }
                 Stage::Tls(mid) => {
                     self.stage = tls_step(mid.handshake())?;
@@ -324,6 +369,7 @@ impl Dialer {
     pub(crate) fn abort(mut self, registry: &Registry) {
         let _ = match &mut self.stage {
             Stage::Tcp(s) => registry.deregister(s),
+            Stage::Proxy(t) => registry.deregister(t.get_mut()),
             Stage::Tls(mid) => registry.deregister(mid.get_mut()),
             Stage::WsStart(s) => registry.deregister(s.tcp()),
             Stage::Ws(up) => registry.deregister(up.stream.tcp()),
