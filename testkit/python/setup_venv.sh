@@ -14,6 +14,7 @@ set -euo pipefail
 PINNED_PACKAGES=(
     "azure-messaging-webpubsubclient==1.1.0"
     "azure-messaging-webpubsubservice==1.3.0"
+    "pproxy==2.7.9"
 )
 
 die() {
