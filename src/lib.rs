@@ -235,7 +235,7 @@
 //! Every operation returns [`Result<T, Error>`](Error). The variants tell apart what a caller
 //! can act on: [`Error::InvalidInput`] (a bug: bad URL, group name, payload over 1 MB),
 //! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, WebSocket, close
-//! code), [`Error::Timeout`] (which one: [`TimeoutKind`]), [`Error::Ack`] (the service's
+//! code, or the proxy's failure: [`ConnectError::Proxy`]), [`Error::Timeout`] (which one: [`TimeoutKind`]), [`Error::Ack`] (the service's
 //! error name, e.g. `Forbidden`), [`Error::ConnectionLost`] (outcome unknown; carries the ack
 //! id so a retry stays idempotent), [`Error::Stopped`] and [`Error::State`]. Where a lower
 //! layer failed (an I/O, TLS or WebSocket error, your credential provider's error), the error
@@ -289,6 +289,77 @@
 //! let _running = client.start()?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Proxies
+//!
+//! Where the internet is reached only through an HTTP proxy, the client opens a tunnel with
+//! `CONNECT host:port` and runs the WebSocket through it — for `wss://`, TLS first, to the
+//! service: the certificate is checked against the service's host name, never the proxy's.
+//! Every connection takes the proxy: the first one, each recovery and each reconnect (the
+//! proxy is chosen for each connection from its URL).
+//!
+//! **By default the environment names the proxy**, with the conventions of curl, reqwest and
+//! ureq, read when the builder is made:
+//!
+//! | connection | variables, the first one set wins |
+//! |---|---|
+//! | `wss://` | `https_proxy`, `HTTPS_PROXY`, then `all_proxy`, `ALL_PROXY` |
+//! | `ws://` | `http_proxy`, `HTTP_PROXY`, then `all_proxy`, `ALL_PROXY` |
+//! | no proxy for these hosts | `no_proxy`, `NO_PROXY` |
+//!
+//! Lower case wins over upper case; an empty value counts as unset. In a CGI program
+//! (`REQUEST_METHOD` set) `HTTP_PROXY` is ignored, because there it comes from the request's
+//! `Proxy:` header. A value without a scheme (`proxy.corp:3128`) is an `http://` proxy; the
+//! port defaults to 80. `NO_PROXY` is a comma-separated list of:
+//!
+//! - `*`: no proxy for any host;
+//! - a domain, with or without a leading dot (`example.com`, `.example.com`, `*.example.com`):
+//!   that domain and all its subdomains (`a.example.com`; not `notexample.com`);
+//! - an IP address (`10.1.2.3`, `::1`, `[::1]`) or a CIDR range (`10.0.0.0/8`, `fd00::/8`):
+//!   URLs whose host is such an address (host names are not resolved to match them).
+//!
+//! Ports in the list are ignored (`example.com:8443` is `example.com`), matching ignores case,
+//! and unreadable entries are skipped. As with curl, `localhost` and `127.0.0.1` go through the
+//! proxy unless `NO_PROXY` names them.
+//!
+//! **To name the proxy** in code, whatever the environment says, give a [`Proxy`]; credentials
+//! go in its URL (percent-encoded; sent as `Proxy-Authorization: Basic`). **To turn the
+//! environment off**, call [`no_proxy`](WebPubSubClientBuilder::no_proxy). To take the same
+//! variables from your own settings instead of the process environment, use
+//! [`proxy_env`](WebPubSubClientBuilder::proxy_env).
+//!
+//! ```no_run
+//! use webpubsub_client::{Proxy, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let url = "wss://example.com/client/hubs/chat?access_token=t";
+//! let through = WebPubSubClient::builder(url)
+//!     .proxy(Proxy::new("http://alice:s%40cret@proxy.corp:3128")?)
+//!     .build()?;
+//! let direct = WebPubSubClient::builder(url).no_proxy().build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Only HTTP proxies are supported: `https://` and `socks5://` proxy URLs are refused by
+//! [`Proxy::new`] with [`InvalidInput::Proxy`], and at `start()` with
+//! [`ProxyErrorKind::UnsupportedScheme`] when the environment names one. The proxy's password
+//! never appears in logs, `Debug` output or errors.
+//!
+//! **A proxy's failure is its own error**, [`ConnectError::Proxy`], naming the proxy
+//! (`host:port`) and what it did — [`ProxyErrorKind::Status`] with the status it answered
+//! (407: credentials, 403: its policy, 502: it could not reach the service), `Io` (it could
+//! not be reached), `Closed`, `Malformed` — never confused with the service's refusals
+//! ([`ConnectError::Http`], [`Error::http_status`]). What the client does with it:
+//!
+//! - at `start()`, as with any failure of the first connection, `start()` returns it;
+//! - during a recovery or a reconnect, a transient failure ([`ProxyError::is_retryable`]: the
+//!   proxy unreachable or restarting, a closed connection, 408, 429, 5xx) is retried like any
+//!   network failure, within the recovery window and the reconnect policy: a proxy that
+//!   restarts is recovered through without losing the session;
+//! - a final refusal (407, 403 and other 4xx, a malformed answer, an unusable proxy URL) is
+//!   not retried: neither another attempt nor a fresh token from the credential provider can
+//!   change it, and repeating bad credentials can lock the proxy account. The client logs it
+//!   at `warn` and stops as when retries are exhausted: `disconnected` (unless it fired already
+//!   for the lost session), then `stopped`; waiting requests fail with [`Error::Stopped`].
 //!
 //! ## Join, send, and pipeline
 //!
@@ -382,6 +453,8 @@
 //! | not a URL, empty, no host, port out of range | [`InvalidInput::Url`] (the parser's reason) |
 //! | URL without `access_token` | at `start()`: [`ConnectError::Http`] with status 401 and the service's reason |
 //! | credential provider fails or panics | at `start()` or a reconnect: [`ConnectError::Credential`] |
+//! | proxy URL with a scheme other than `http`, or bad syntax | [`Proxy::new`]: [`InvalidInput::Proxy`]; from the environment, at `start()`: [`ProxyErrorKind::UnsupportedScheme`], [`ProxyErrorKind::InvalidUrl`] |
+//! | wrong or missing proxy credentials | at `start()`: [`ConnectError::Proxy`] with [`ProxyErrorKind::Status`] 407 |
 //! | group name empty, or over 1024 characters | [`InvalidInput::GroupName`] |
 //! | event name empty | [`InvalidInput::EventName`] |
 //! | encoded message over 1 MB (base64 counts) | [`InvalidInput::PayloadTooLarge`] with the size and the limit |
@@ -444,14 +517,15 @@
 //!
 //! 1. [`protocol`] (the `webpubsub-protocol` crate: messages, codec, the wire's rules), then
 //!    `error`;
-//! 2. `endpoint` (access URLs, redaction), `retry` (retry policies), `timers` (recovery,
-//!    reconnect and sequence-ack timing, pure), `ack_table` (requests waiting for acks),
-//!    `waiter` (the one-shot slot a caller waits on), `events` (event types, handler
+//! 2. `endpoint` (access URLs, redaction), `proxy` (which proxy a connection takes, the
+//!    environment's rules, and the `CONNECT` exchange), `retry` (retry policies), `timers`
+//!    (recovery, reconnect and sequence-ack timing, pure), `ack_table` (requests waiting for
+//!    acks), `waiter` (the one-shot slot a caller waits on), `events` (event types, handler
 //!    registry, the dispatcher thread);
 //! 3. `state`: the session state machine, pure — it owns every transition;
-//! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, TLS and
-//!    WebSocket dialing), then `core` (what the threads share: the session behind its mutex,
-//!    the run's controls);
+//! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, proxy
+//!    tunnel, TLS and WebSocket dialing), then `core` (what the threads share: the session
+//!    behind its mutex, the run's controls);
 //! 5. `acks` ([`AckHandle`] and its retries) and `io` (the I/O thread; `io/receive` has one
 //!    handler per message kind, `io/ended` decides between recovery, reconnect and stop);
 //! 6. `client`: the handle, its operations and the `on_*` registrations.
@@ -467,6 +541,7 @@ mod error;
 mod events;
 mod io;
 mod options;
+mod proxy;
 mod retry;
 mod state;
 mod timers;
@@ -480,11 +555,13 @@ pub use ack_table::AckOutcome;
 pub use acks::{AckHandle, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};
 pub use error::{
-    AckFailure, Cause, ConnectError, Error, InvalidInput, Result, StateError, TimeoutKind,
+    AckFailure, Cause, ConnectError, Error, InvalidInput, ProxyError, ProxyErrorKind, Result,
+    StateError, TimeoutKind,
 };
 pub use events::{Event, GroupMessage, ServerMessage, Subscription};
 pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
 pub use protocol::{Data, DataType};
+pub use proxy::Proxy;
 pub use retry::{RetryMode, RetryPolicy};
 pub use state::ClientState;
 
@@ -502,6 +579,7 @@ const _: () = {
     assert_send_sync::<Credential>();
     assert_send_sync::<WebPubSubClientBuilder>();
     assert_send_sync::<Subscription>();
+    assert_send_sync::<Proxy>();
 };
 
 /// The README's code blocks, compiled as doctests so the README cannot drift from the API.

@@ -3,6 +3,7 @@
 
 use crate::endpoint::AccessUrl;
 use crate::error::{Cause, ConnectError, Error, Result};
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::retry::RetryPolicy;
 use std::fmt;
 use std::sync::Arc;
@@ -148,6 +149,7 @@ pub(crate) struct Options {
     pub user_agent: String,
     pub root_certificates: Vec<native_tls::Certificate>,
     pub accept_invalid_certs: bool,
+    pub proxy: ProxyConfig,
 }
 
 impl fmt::Debug for Options {
@@ -169,6 +171,7 @@ impl fmt::Debug for Options {
             .field("user_agent", &self.user_agent)
             .field("root_certificates", &self.root_certificates.len())
             .field("accept_invalid_certs", &self.accept_invalid_certs)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -201,6 +204,7 @@ impl WebPubSubClientBuilder {
                 user_agent: concat!("webpubsub-client-rust/", env!("CARGO_PKG_VERSION")).into(),
                 root_certificates: Vec::new(),
                 accept_invalid_certs: false,
+                proxy: ProxyConfig::from_process_env(),
             },
         }
     }
@@ -316,6 +320,46 @@ impl WebPubSubClientBuilder {
     /// self-signed servers only. Defaults to `false` (certificates are verified, B36).
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.options.accept_invalid_certs = accept;
+        self
+    }
+
+    // ----- proxies (B43); the rules are in the crate docs' "Proxies" section -----
+
+    /// Sends every connection (start, recovery, reconnect) through `proxy`, whatever the
+    /// environment says. Defaults to the proxy the environment names for each connection
+    /// (`https_proxy`, `http_proxy`, `all_proxy`, `no_proxy`, read when the builder is made).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.options.proxy = ProxyConfig::Fixed(proxy);
+        self
+    }
+
+    /// Connects directly, never through a proxy, and ignores the proxy variables of the
+    /// environment. Defaults to the proxy the environment names.
+    pub fn no_proxy(mut self) -> Self {
+        self.options.proxy = ProxyConfig::Off;
+        self
+    }
+
+    /// Takes the proxy variables (the same names and rules) from `vars` instead of the
+    /// process environment: for settings an application keeps elsewhere, and for tests that
+    /// must not change the environment of the whole process. Variables not in `vars` count
+    /// as unset. Defaults to the process environment, read when the builder is made.
+    ///
+    /// ```
+    /// use webpubsub_client::WebPubSubClient;
+    /// # fn main() -> Result<(), webpubsub_client::Error> {
+    /// let client = WebPubSubClient::builder("wss://example.com/client/hubs/chat?access_token=t")
+    ///     .proxy_env([("HTTPS_PROXY", "http://proxy.corp:3128"), ("NO_PROXY", ".corp")])
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn proxy_env<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        self.options.proxy = ProxyConfig::from_pairs(vars);
         self
     }
 

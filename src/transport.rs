@@ -1,10 +1,11 @@
-//! Opening a connection without blocking: TCP connect, TLS handshake and WebSocket client
-//! handshake, each driven through `WouldBlock` by the I/O thread's poll, so that `stop()`
-//! interrupts any of them.
+//! Opening a connection without blocking: TCP connect, the proxy's `CONNECT` (when there is
+//! a proxy), TLS handshake and WebSocket client handshake, each driven through `WouldBlock`
+//! by the I/O thread's poll, so that `stop()` interrupts any of them.
 
 use crate::endpoint::AccessUrl;
 use crate::error::{ConnectError, Error, Result};
 use crate::options::Options;
+use crate::proxy::{Proxy, Tunnel};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
@@ -64,6 +65,8 @@ fn ws_config() -> WebSocketConfig {
 /// is one more variant, one more step function, and one more arm in [`Dialer::step`].
 enum Stage {
     Tcp(TcpStream),
+    /// The `CONNECT` exchange with the proxy (B43), between TCP and TLS.
+    Proxy(Box<Tunnel<TcpStream>>),
     Tls(MidHandshakeTlsStream<TcpStream>),
     WsStart(Stream),
     Ws(Upgrade),
@@ -100,6 +103,8 @@ pub(crate) struct Dialer {
     subprotocol: &'static str,
     user_agent: String,
     token: Token,
+    /// The proxy of this attempt, resolved from its URL.
+    proxy: Option<Proxy>,
 }
 
 impl Dialer {
@@ -112,10 +117,21 @@ impl Dialer {
         registry: &Registry,
         token: Token,
     ) -> Result<Dialer> {
-        let addrs: Vec<SocketAddr> = (url.host(), url.port())
-            .to_socket_addrs()
-            .map_err(Error::io)?
-            .collect();
+        let proxy = options.proxy.for_url(&url)?;
+        let addrs: Vec<SocketAddr> = match &proxy {
+            // The service's name is the proxy's to resolve.
+            Some(p) => {
+                log::debug!("through the proxy {}", p.name());
+                (p.host(), p.port())
+                    .to_socket_addrs()
+                    .map_err(|e| p.io_error(&e))?
+                    .collect()
+            }
+            None => (url.host(), url.port())
+                .to_socket_addrs()
+                .map_err(Error::io)?
+                .collect(),
+        };
         let mut d = Dialer {
             stage: Stage::Done,
             url,
@@ -124,6 +140,7 @@ impl Dialer {
             subprotocol: options.protocol.name(),
             user_agent: options.user_agent.clone(),
             token,
+            proxy,
         };
         d.stage = d.connect_next(registry, None)?;
         Ok(d)
@@ -149,7 +166,15 @@ impl Dialer {
                 "the host name resolved to no address",
             )
         });
-        Err(Error::io(e))
+        Err(self.io_error(e))
+    }
+
+    /// A TCP failure, naming the proxy if it was the proxy's connection that failed.
+    fn io_error(&self, e: io::Error) -> Error {
+        match &self.proxy {
+            Some(p) => p.io_error(&e),
+            None => Error::io(e),
+        }
     }
 
     /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
@@ -170,6 +195,12 @@ impl Dialer {
     fn step(&mut self, stage: Stage, registry: &Registry) -> Result<Progress> {
         match stage {
             Stage::Tcp(s) => self.tcp_step(s, registry),
+            Stage::Proxy(mut tunnel) => {
+                if !tunnel.step()? {
+                    return Ok(Progress::Wait(Stage::Proxy(tunnel)));
+                }
+                Ok(Progress::Next(self.secure(tunnel.into_inner())?))
+            }
             Stage::Tls(mid) => match tls_step(mid.handshake())? {
                 stage @ Stage::Tls(_) => Ok(Progress::Wait(stage)),
                 stage => Ok(Progress::Next(stage)),
@@ -190,7 +221,7 @@ impl Dialer {
 
     /// The TCP connect: done, still in progress, or failed (then the next address).
     fn tcp_step(&mut self, mut s: TcpStream, registry: &Registry) -> Result<Progress> {
-        if let Some(e) = s.take_error().map_err(Error::io)? {
+        if let Some(e) = s.take_error().map_err(|e| self.io_error(e))? {
             let _ = registry.deregister(&mut s);
             return Ok(Progress::Next(self.connect_next(registry, Some(e))?));
         }
@@ -211,11 +242,26 @@ impl Dialer {
         Ok(Progress::Next(self.after_tcp(s)?))
     }
 
-    /// What follows the TCP connection: TLS for `wss://`, else the upgrade.
+    /// What follows the TCP connection: the proxy's tunnel if there is a proxy, else
+    /// [`secure`](Self::secure).
     fn after_tcp(&self, s: TcpStream) -> Result<Stage> {
+        Ok(match &self.proxy {
+            Some(p) => {
+                let target = format!("{}:{}", self.url.host(), self.url.port());
+                Stage::Proxy(Box::new(Tunnel::new(s, p, &target, &self.user_agent)))
+            }
+            None => self.secure(s)?,
+        })
+    }
+
+    /// What follows the TCP connection (or the proxy's tunnel): TLS for `wss://`, else the
+    /// upgrade.
+    fn secure(&self, s: TcpStream) -> Result<Stage> {
         match &self.tls {
             None => Ok(Stage::WsStart(Stream::Plain(s))),
             Some(c) => {
+                // Through a proxy too, TLS runs to the service: SNI and certificate check
+                // name the service's host, never the proxy's.
                 let host = self.url.host().trim_matches(['[', ']']).to_owned();
                 tls_step(c.connect(&host, s))
             }
@@ -345,6 +391,7 @@ impl Dialer {
     pub(crate) fn abort(mut self, registry: &Registry) {
         let _ = match &mut self.stage {
             Stage::Tcp(s) => registry.deregister(s),
+            Stage::Proxy(t) => registry.deregister(t.get_mut()),
             Stage::Tls(mid) => registry.deregister(mid.get_mut()),
             Stage::WsStart(s) => registry.deregister(s.tcp()),
             Stage::Ws(up) => registry.deregister(up.stream.tcp()),

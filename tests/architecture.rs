@@ -7,6 +7,7 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     &[
         "endpoint",
+        "proxy",
         "retry",
         "timers",
         "ack_table",

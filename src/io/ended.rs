@@ -2,7 +2,7 @@
 //! it and reconnect, or stop — and the orderly shutdown at the end of a run.
 
 use super::{Attempt, Conn, IoThread, Open, CLOSE_WAIT};
-use crate::error::Error;
+use crate::error::{ConnectError, Error};
 use crate::events::Event;
 use crate::state::AfterClose;
 use crate::timers::{ReconnectPlan, RecoveryPlan};
@@ -23,6 +23,22 @@ impl IoThread {
             .lock()
             .session
             .on_socket_closed(code, self.reliable);
+        // B43: a proxy's final refusal (its credentials, its policy, a malformed answer) is not
+        // retried like a failure of the service: another attempt or a fresh token cannot
+        // change it, and repeating bad proxy credentials can lock the account. The client
+        // stops, as when retries are exhausted. (At start it is the start's error, as always.)
+        if let Error::Connect(ConnectError::Proxy(p)) = &cause {
+            if !p.is_retryable()
+                && matches!(
+                    decision,
+                    AfterClose::RecoveryAttemptFailed | AfterClose::ReconnectAttemptFailed
+                )
+            {
+                log::warn!("{cause}; not retried: the client stops");
+                self.exit = true;
+                return;
+            }
+        }
         match decision {
             AfterClose::Stop => {}
             AfterClose::StartFailed => {

@@ -6,6 +6,7 @@
 //! - [`scripted_server`]: a scripted WebSocket "service" for hostile input.
 #![allow(dead_code)]
 
+pub mod pproxy;
 pub mod scripted_server;
 
 use crossbeam_channel::Receiver;
