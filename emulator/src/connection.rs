@@ -4,10 +4,10 @@
 //! complete frame, then writes what other threads queued in the session — many frames,
 //! one flush. A session outlives its socket while it can be recovered.
 
-use super::checks::{check_group, check_size, redact_frame, truncate};
+use super::checks::{self, truncate};
 use super::net::{Stream, Waiter};
 use super::state::DeferWakes;
-use super::state::{call_handler, encode, end_session, forbidden, Command, Hub, Phase, Session};
+use super::state::{call_handler, encode, end_session, Command, Hub, Phase, Session};
 use super::{EventKind, EventRequest, EventResponse, Observation, Permission, UpstreamEvent};
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
-use webpubsub_protocol::{AckError, ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{redact_frame, AckError, ClientMessage, Data, ServiceMessage};
 
 /// Frames moved from the session per write batch.
 const MAX_BATCH: usize = 4096;
@@ -347,7 +347,7 @@ impl Connection {
             }
         };
         let observed = self.w.shared.observing().then(|| msg.clone());
-        let end = self.handle(msg);
+        let end = self.handle(msg, text.len());
         if let Some(message) = observed {
             self.w.shared.observe(Observation::Request {
                 hub: self.hub.name.to_string(),
@@ -358,7 +358,7 @@ impl Connection {
         end
     }
 
-    fn handle(&mut self, msg: ClientMessage) -> Option<End> {
+    fn handle(&mut self, msg: ClientMessage, frame_len: usize) -> Option<End> {
         match msg {
             ClientMessage::SequenceAck { sequence_id } => {
                 if self.session.reliable {
@@ -404,12 +404,12 @@ impl Connection {
                 log::debug!("emulator: skipping unknown message type `{kind}`");
                 None
             }
-            acked => self.handle_acked(acked),
+            acked => self.handle_acked(acked, frame_len),
         }
     }
 
     /// joinGroup, leaveGroup, sendToGroup, event: the requests that may carry an ack id.
-    fn handle_acked(&mut self, msg: ClientMessage) -> Option<End> {
+    fn handle_acked(&mut self, msg: ClientMessage, frame_len: usize) -> Option<End> {
         let ack_id = msg.ack_id();
         let mut lose = false;
         if let Some(id) = ack_id {
@@ -439,7 +439,7 @@ impl Connection {
             }
             lose = std::mem::take(&mut st.faults.lose_next_ack);
         }
-        let result = self.execute(msg);
+        let result = self.execute(msg, frame_len);
         let id = ack_id?;
         if result.is_ok() {
             self.session.st.lock().ack_ids.insert(id);
@@ -474,7 +474,9 @@ impl Connection {
         }
     }
 
-    fn execute(&mut self, msg: ClientMessage) -> Result<(), AckError> {
+    /// Runs a request; `frame_len` is the size of the frame it came in, which the 1 MB
+    /// limit measures (as the client does before it sends it).
+    fn execute(&mut self, msg: ClientMessage, frame_len: usize) -> Result<(), AckError> {
         let shared = self.w.shared.clone();
         let id = self.session.id.clone();
         match msg {
@@ -494,13 +496,13 @@ impl Connection {
                 data,
                 ..
             } => {
-                check_group(&group)?;
-                check_size(&data)?;
+                checks::group(&group)?;
+                checks::frame_size(frame_len)?;
                 if !self
                     .session
                     .has_permission(Permission::SendToGroup, Some(&group))
                 {
-                    return Err(forbidden(&format!(
+                    return Err(checks::forbidden(&format!(
                         "Connection has no permission to send to group `{group}`"
                     )));
                 }
@@ -520,7 +522,7 @@ impl Connection {
                 Ok(())
             }
             ClientMessage::Event { event, data, .. } => {
-                check_size(&data)?;
+                checks::frame_size(frame_len)?;
                 self.hub.record_event(UpstreamEvent {
                     connection_id: id.clone(),
                     user_id: self.session.user_id.clone(),
@@ -547,12 +549,12 @@ impl Connection {
     }
 
     fn check_join_leave(&self, group: &str) -> Result<(), AckError> {
-        check_group(group)?;
+        checks::group(group)?;
         if !self
             .session
             .has_permission(Permission::JoinLeaveGroup, Some(group))
         {
-            return Err(forbidden(&format!(
+            return Err(checks::forbidden(&format!(
                 "Connection has no permission to join or leave group `{group}`"
             )));
         }

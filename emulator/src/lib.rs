@@ -20,10 +20,13 @@
 //! - Only `json.reliable.webpubsub.azure.v1` and `json.webpubsub.azure.v1` are served; an
 //!   upgrade that offers neither (protobuf, none, unknown) is refused with HTTP 400.
 //! - A refused token is HTTP 401 with the reason as a text body, never a WebSocket.
-//! - A group name outside 1..=1024 characters, or a payload over 1 MB
-//!   ([`MAX_MESSAGE_BYTES`](webpubsub_protocol::MAX_MESSAGE_BYTES)), is answered with an ack
-//!   error named [`BAD_REQUEST`] (`"BadRequest"`); the connection stays. Frames over 4 MB end
-//!   the connection.
+//! - The rules are the protocol crate's, the client's own: a group name outside
+//!   1..=1024 characters, or a request frame over 1 MB
+//!   ([`MAX_MESSAGE_BYTES`](webpubsub_protocol::MAX_MESSAGE_BYTES), measured on the
+//!   received WebSocket frame as the client measures the frame it sends, and on the body of
+//!   a REST send), is answered with an ack error named [`BAD_REQUEST`] (`"BadRequest"`; a
+//!   REST send gets 400); the connection stays. So anything the client lets through, the
+//!   emulator accepts. Frames over 4 MB end the connection.
 //! - Closes the service makes on purpose (REST or [`HubHandle::close_connection`], unacked
 //!   buffer overflow) send `disconnected` then close code 1008, so clients do not try a
 //!   recovery that cannot succeed; [`Emulator::stop`] sends `disconnected` and 1001.

@@ -9,7 +9,7 @@ use super::server::respond;
 use super::upgrade::bases;
 use super::{HubHandle, Observation, Permission};
 use std::time::{Duration, Instant};
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{check_message_size, redact_query, Data};
 
 /// A REST answer: status and optional JSON body.
 struct Reply {
@@ -69,7 +69,7 @@ pub(crate) fn serve(
         log::info!(
             "emulator: REST {} {} -> {}",
             req.method,
-            auth::redact_url(&req.target),
+            redact_query(&req.target),
             reply.status
         );
     }
@@ -265,7 +265,7 @@ fn with_data(data: Result<Data, String>, f: impl FnOnce(Data)) -> Reply {
     }
 }
 
-/// The body as a payload, by content type.
+/// The body as a payload, by content type. The 1 MB limit measures the body.
 fn payload(req: &Request, body: &[u8]) -> Result<Data, String> {
     let ct = req
         .header("content-type")
@@ -275,13 +275,7 @@ fn payload(req: &Request, body: &[u8]) -> Result<Data, String> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if body.len() > webpubsub_protocol::MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "message is {} bytes, over the {}-byte limit",
-            body.len(),
-            webpubsub_protocol::MAX_MESSAGE_BYTES
-        ));
-    }
+    check_message_size(body.len()).map_err(|e| e.to_string())?;
     match ct.as_str() {
         "text/plain" => String::from_utf8(body.to_vec())
             .map(Data::Text)

@@ -1,7 +1,6 @@
 //! The accept thread, the recovery-window reaper, and the dispatch of each new TCP
 //! connection to the WebSocket upgrade or the REST API.
 
-use super::auth::redact_url;
 use super::http::{self, ReadError};
 use super::net::{Stream, Waiter, SOCKET};
 use super::state::{reap_expired, Shared};
@@ -10,6 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webpubsub_protocol::redact_query;
 
 const LISTENER: mio::Token = mio::Token(0);
 const STOP: mio::Token = mio::Token(1);
@@ -122,7 +122,7 @@ fn serve(mut w: Waiter, mut tcp: mio::net::TcpStream) {
                 return;
             }
         };
-        log::debug!("emulator: {} {}", req.method, redact_url(&req.target));
+        log::debug!("emulator: {} {}", req.method, redact_query(&req.target));
         if let Some(hub) = upgrade::client_hub(&req) {
             return upgrade::handle(w, s, req, hub, rest);
         }

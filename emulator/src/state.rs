@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{splice_sequence_id, AckError, ServiceMessage};
+use webpubsub_protocol::{splice_sequence_id, ServiceMessage};
 
 /// Settings fixed when the emulator starts.
 pub(crate) struct Config {
@@ -549,9 +549,4 @@ pub(crate) fn call_handler(shared: &Shared, req: &EventRequest) -> EventResponse
         Ok(r) => r,
         Err(_) => EventResponse::Fail("the event handler panicked".into()),
     }
-}
-
-/// The ack error for a request that was refused before it ran.
-pub(crate) fn forbidden(what: &str) -> AckError {
-    AckError::new(AckError::FORBIDDEN, what)
 }

@@ -1,7 +1,7 @@
 //! The WebSocket upgrade of `/client/hubs/{hub}` and `/client/?hub={hub}`: authentication,
 //! subprotocol choice, new sessions and recoveries.
 
-use super::auth::{self, audience_matches, redact_url, string_list, AuthError};
+use super::auth::{self, audience_matches, string_list, AuthError};
 use super::connection::Connection;
 use super::http::{self, percent_decode, Request};
 use super::net::{Stream, Waiter};
@@ -15,7 +15,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 use webpubsub_protocol::{
-    ServiceMessage, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, MAX_MESSAGE_BYTES,
+    redact_query, ServiceMessage, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, MAX_MESSAGE_BYTES,
 };
 
 /// How many earlier reconnection tokens of a session stay valid besides the current one.
@@ -54,7 +54,7 @@ pub(crate) fn bases(w: &Waiter, req: &Request) -> Vec<String> {
 }
 
 fn ws_config() -> WebSocketConfig {
-    // Messages over 1 MB get an ack error; only frames far beyond it end the connection.
+    // Frames over 1 MB get an ack error; only frames far beyond it end the connection.
     WebSocketConfig::default()
         .max_message_size(Some(4 * MAX_MESSAGE_BYTES))
         .max_frame_size(Some(4 * MAX_MESSAGE_BYTES))
@@ -75,7 +75,7 @@ pub(crate) fn handle(
         log::info!(
             "emulator: refused upgrade {} {}: {status} {reason}",
             req.method,
-            redact_url(&req.target)
+            redact_query(&req.target)
         );
         if status == 401 {
             w.shared.observe(Observation::AuthRefused {
