@@ -9,12 +9,78 @@ use crate::session::UnackedLimits;
 use crate::shared::{Config, Shared};
 use crate::types::Observation;
 use parking_lot::Mutex;
+use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Why [`EmulatorBuilder::start`] failed. Each variant keeps its cause as
+/// [`source`](std::error::Error::source).
+///
+/// Converts into an [`io::Error`] (of the cause's kind, for the I/O variants), so `?`
+/// works in functions returning `io::Result`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS identity given to [`EmulatorBuilder::tls`] was refused by the platform's TLS
+    /// library.
+    TlsIdentity(native_tls::Error),
+    /// The address could not be bound: in use, not an address of this machine, or not
+    /// allowed.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The bound listener could not be set up (non-blocking mode, its local address, the
+    /// readiness poll that watches it).
+    Listener(io::Error),
+    /// A thread of the emulator could not be spawned.
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::TlsIdentity(e) => write!(f, "the TLS identity was refused: {e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Listener(e) => write!(f, "cannot set up the listener: {e}"),
+            StartError::Thread { name, source } => {
+                write!(f, "cannot spawn the thread {name}: {source}")
+            }
+        }
+    }
+}
+
+impl StdError for StartError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            StartError::TlsIdentity(e) => Some(e),
+            StartError::Bind { source, .. } | StartError::Thread { source, .. } => Some(source),
+            StartError::Listener(e) => Some(e),
+        }
+    }
+}
+
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::TlsIdentity(_) => io::ErrorKind::InvalidInput,
+            StartError::Bind { source, .. } | StartError::Thread { source, .. } => source.kind(),
+            StartError::Listener(source) => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
 
 /// Options of an [`Emulator`]; start it with [`EmulatorBuilder::start`].
 pub struct EmulatorBuilder {
@@ -106,14 +172,20 @@ impl EmulatorBuilder {
     }
 
     /// Binds the port and starts the threads.
-    pub fn start(self) -> io::Result<Emulator> {
+    pub fn start(self) -> Result<Emulator, StartError> {
         let tls = match self.tls {
-            Some(id) => Some(native_tls::TlsAcceptor::new(id).map_err(io::Error::other)?),
+            Some(id) => Some(native_tls::TlsAcceptor::new(id).map_err(StartError::TlsIdentity)?),
             None => None,
         };
-        let std_listener = std::net::TcpListener::bind(self.addr)?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
+        let bind = |source| StartError::Bind {
+            addr: self.addr,
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(self.addr).map_err(bind)?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(StartError::Listener)?;
+        let addr = std_listener.local_addr().map_err(StartError::Listener)?;
         let listener = mio::net::TcpListener::from_std(std_listener);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared::new(Config {
@@ -124,29 +196,48 @@ impl EmulatorBuilder {
             handler: self.handler,
             endpoint: format!("{scheme}://{addr}"),
         }));
-        let poll = mio::Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), server::STOP_TOKEN)?;
+        let poll = mio::Poll::new().map_err(StartError::Listener)?;
+        let waker =
+            mio::Waker::new(poll.registry(), server::STOP_TOKEN).map_err(StartError::Listener)?;
         let s = shared.clone();
-        let accept = std::thread::Builder::new()
-            .name("webpubsub-emulator-accept".into())
-            .spawn(move || server::accept_loop(s, listener, poll))?;
+        let accept = spawn("webpubsub-emulator-accept", move || {
+            server::accept_loop(s, listener, poll)
+        })?;
         let (reaper_stop, stop_rx) = crossbeam_channel::bounded(1);
         let s = shared.clone();
-        let reaper = std::thread::Builder::new()
-            .name("webpubsub-emulator-reaper".into())
-            .spawn(move || server::reaper_loop(s, stop_rx))?;
-        log::info!("emulator: listening on {}", shared.cfg.endpoint);
-        Ok(Emulator {
+        let reaper = spawn("webpubsub-emulator-reaper", move || {
+            server::reaper_loop(s, stop_rx)
+        });
+        let threads = Threads {
+            accept,
+            accept_waker: waker,
+            reaper: None,
+            reaper_stop,
+        };
+        let emulator = Emulator {
             shared,
             addr,
-            threads: Mutex::new(Some(Threads {
-                accept,
-                accept_waker: waker,
-                reaper: Some(reaper),
-                reaper_stop,
-            })),
-        })
+            threads: Mutex::new(Some(threads)),
+        };
+        // Without a reaper the emulator is not whole: `emulator` drops here, which stops
+        // the accept thread again.
+        let reaper = reaper?;
+        if let Some(t) = emulator.threads.lock().as_mut() {
+            t.reaper = Some(reaper);
+        }
+        log::info!("emulator: listening on {}", emulator.shared.cfg.endpoint);
+        Ok(emulator)
     }
+}
+
+fn spawn(
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| StartError::Thread { name, source })
 }
 
 struct Threads {
@@ -182,7 +273,7 @@ impl fmt::Debug for Emulator {
 
 impl Emulator {
     /// Starts an emulator on `127.0.0.1` with a free port and a random access key.
-    pub fn start() -> io::Result<Emulator> {
+    pub fn start() -> Result<Emulator, StartError> {
         EmulatorBuilder::default().start()
     }
 
@@ -268,5 +359,26 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_a_bind_error_that_keeps_its_cause() {
+        let first = Emulator::start().unwrap();
+        let err = Emulator::builder().addr(first.addr()).start().unwrap_err();
+        match &err {
+            StartError::Bind { addr, source } => {
+                assert_eq!(*addr, first.addr());
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&first.addr().to_string()), "{err}");
+        assert!(err.source().is_some());
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AddrInUse);
     }
 }

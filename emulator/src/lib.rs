@@ -79,7 +79,7 @@ mod wake;
 
 pub use checks::BAD_REQUEST;
 pub use client_url::{rest_token, ClientUrlBuilder};
-pub use emulator::{Emulator, EmulatorBuilder};
+pub use emulator::{Emulator, EmulatorBuilder, StartError};
 pub use handle::HubHandle;
 pub use handler::{EventKind, EventRequest, EventResponse};
 pub use types::{ConnectionInfo, Observation, Permission, UpstreamEvent};
