@@ -6,15 +6,104 @@
 //! and session recovery, roles and run-time permissions, and upstream events; it lets tests
 //! watch what happens ([`Emulator::observe`]) and inject faults ([`HubHandle`]).
 //!
+//! It runs two ways: **in your test process** (this library), or as the **binary**
+//! `webpubsub-emulator` that any language's SDK can talk to (see the README: `cargo install
+//! --path emulator`, then `webpubsub-emulator --port 0`).
+//!
+//! # In Rust tests
+//!
+//! Add it as a dev-dependency:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! webpubsub-emulator = "0.1"
 //! ```
-//! use webpubsub_emulator::Emulator;
+//!
+//! [`Emulator::start`] binds `127.0.0.1:0` (a free port) with a random access key; every
+//! test gets its own service, and dropping it stops it. [`Emulator::client_url`] signs a
+//! client access URL as the server SDKs do — with a user, roles and groups joined on
+//! connect — for the client under test; [`Emulator::connection_string`] is what a server
+//! SDK reads. The test then drives the service's side through [`Emulator::hub`] and waits
+//! on [`Emulator::observe`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use webpubsub_emulator::{Emulator, Observation};
 //!
 //! let emu = Emulator::start().unwrap();
-//! let url = emu.client_url("chat").user_id("alice").role("webpubsub.joinLeaveGroup").build();
+//! let events = emu.observe();
+//! let url = emu
+//!     .client_url("chat")
+//!     .user_id("alice")
+//!     .role("webpubsub.joinLeaveGroup")
+//!     .group("room") // joined on connect
+//!     .build();
 //! assert!(url.starts_with("ws://127.0.0.1:"));
-//! emu.hub("chat").send_to_all("hello"); // nobody connected: nothing to do
-//! emu.stop();
+//!
+//! // Any WebSocket client will do; here a bare tungstenite one.
+//! let tcp = std::net::TcpStream::connect(emu.addr()).unwrap();
+//! tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+//! let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+//! req.headers_mut().insert(
+//!     "Sec-WebSocket-Protocol",
+//!     "json.reliable.webpubsub.azure.v1".parse().unwrap(),
+//! );
+//! let (mut ws, _) = tungstenite::client(req, tcp).unwrap();
+//!
+//! // Every wait is bounded.
+//! let id = loop {
+//!     match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+//!         Observation::Connected { connection_id, .. } => break connection_id,
+//!         _ => {}
+//!     }
+//! };
+//! let hub = emu.hub("chat");
+//! assert_eq!(hub.group_members("room"), [id.clone()]);
+//! hub.send_to_group("room", "hello");
+//! let connected = ws.read().unwrap(); // {"type":"system","event":"connected",...}
+//! let message = ws.read().unwrap(); // {"type":"message","from":"server",...,"sequenceId":1}
+//! assert!(connected.to_text().unwrap().contains("connected"));
+//! assert!(message.to_text().unwrap().contains(r#""data":"hello""#));
+//!
+//! // Fault injection: cut the socket; the reliable session waits for a recovery.
+//! assert!(hub.drop_connection(&id));
+//! loop {
+//!     if let Observation::Dropped { .. } = events.recv_timeout(Duration::from_secs(10)).unwrap() {
+//!         break;
+//!     }
+//! }
+//! assert!(!hub.connections()[0].connected);
+//! emu.stop(); // also done on drop
 //! ```
+//!
+//! What [`HubHandle`] offers:
+//! - **what an application server does** through the REST API: send to all, a user, a
+//!   connection or a group (with exclusions); add and remove connections and users to and
+//!   from groups; close connections; grant, revoke and check permissions; ask whether a
+//!   connection, group or user exists; list connections and group members; read the
+//!   upstream `event`s clients sent ([`HubHandle::events`]);
+//! - **faults**: [`drop_connection`](HubHandle::drop_connection) (abrupt, recoverable),
+//!   [`drop_connection_mid_frame`](HubHandle::drop_connection_mid_frame),
+//!   [`lose_next_ack`](HubHandle::lose_next_ack) (executed, ack lost, socket dropped),
+//!   [`fail_next_acks`](HubHandle::fail_next_acks) (`InternalServerError`),
+//!   [`hold_outbound`](HubHandle::hold_outbound), [`delay_acks`](HubHandle::delay_acks),
+//!   [`close_connection`](HubHandle::close_connection) (for good: `disconnected`, 1008); and
+//!   on the emulator, [`Emulator::refuse_recoveries`].
+//!
+//! [`Observation`]s report connections, recoveries, drops, ended sessions, every decoded
+//! client request, refused recoveries and refused tokens — never a token. The upstream
+//! event handler is in process too ([`EmulatorBuilder::event_handler`]); other options
+//! (address, access key, recovery window, unacked-buffer limits, TLS) are on
+//! [`EmulatorBuilder`]. [`rest_token`] signs a token for calling the REST API with a
+//! plain HTTP client.
+//!
+//! # The binary
+//!
+//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY]` serves on
+//! `127.0.0.1:8080` by default (`--port 0` picks a free port). Its first line on stdout is
+//! the connection string (`Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;`),
+//! which the official server SDKs take as they are; a ready-made client URL for hub `chat`
+//! follows on stderr. It serves until interrupted; `RUST_LOG=debug` logs what it does.
 //!
 //! # Choices where the service leaves room
 //! - Only `json.reliable.webpubsub.azure.v1` and `json.webpubsub.azure.v1` are served; an
@@ -83,3 +172,8 @@ pub use emulator::{Emulator, EmulatorBuilder, StartError};
 pub use handle::HubHandle;
 pub use handler::{EventKind, EventRequest, EventResponse};
 pub use types::{ConnectionInfo, Observation, Permission, UpstreamEvent};
+
+/// The README's Rust example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
