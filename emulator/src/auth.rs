@@ -1,4 +1,4 @@
-//! HS256 JSON Web Tokens, random ids, and the redaction of secrets in logs.
+//! HS256 JSON Web Tokens, random ids and tokens, and the comparison of secrets.
 //!
 //! The JWT framing is small enough to write here: base64url (no padding) of a JSON header,
 //! of the JSON claims, and of the HMAC-SHA256 of both with the access key's bytes.
@@ -197,46 +197,6 @@ pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Query parameters whose values are secrets.
-const SECRET_PARAMS: [&str; 4] = [
-    "access_token",
-    "awps_reconnection_token",
-    "token",
-    "accesskey",
-];
-
-/// Replaces the values of secret query parameters (`access_token`,
-/// `awps_reconnection_token`, ...) in a URL or request target with `***`, for logging.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
-    let mut out = String::with_capacity(url.len());
-    out.push_str(base);
-    out.push('?');
-    for (i, pair) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match pair.split_once('=') {
-            Some((k, _)) if SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(k)) => {
-                out.push_str(k);
-                out.push_str("=***");
-            }
-            _ => out.push_str(pair),
-        }
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,15 +235,6 @@ mod tests {
         let c = claims(json!({"aud":"HTTP://127.0.0.1:80/client/hubs/Chat/"}));
         assert!(audience_matches(&c, &["ws://127.0.0.1:80/client/hubs/chat".into()]).is_ok());
         assert!(audience_matches(&c, &["http://127.0.0.1:80/client/hubs/other".into()]).is_err());
-    }
-
-    #[test]
-    fn secrets_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("/client/hubs/h?access_token=abc.def&awps_connection_id=c&awps_reconnection_token=t"),
-            "/client/hubs/h?access_token=***&awps_connection_id=c&awps_reconnection_token=***"
-        );
-        assert_eq!(redact_url("/x"), "/x");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Client access URLs and tokens, signed as the server SDKs sign them.
 
-use super::auth;
-use super::state::Shared;
+use crate::auth;
+use crate::shared::Config;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::time::Duration;
@@ -33,10 +33,10 @@ impl fmt::Debug for ClientUrlBuilder {
 }
 
 impl ClientUrlBuilder {
-    pub(crate) fn new(shared: &Shared, hub: &str) -> ClientUrlBuilder {
+    pub(crate) fn new(cfg: &Config, hub: &str) -> ClientUrlBuilder {
         ClientUrlBuilder {
-            endpoint: shared.cfg.endpoint.clone(),
-            key: shared.cfg.access_key.clone(),
+            endpoint: cfg.endpoint.clone(),
+            key: cfg.access_key.clone(),
             hub: hub.to_owned(),
             user_id: None,
             roles: Vec::new(),
@@ -95,7 +95,10 @@ impl ClientUrlBuilder {
             )),
         );
         claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + self.expires_in.as_secs()).into());
+        claims.insert(
+            "exp".into(),
+            now.saturating_add(self.expires_in.as_secs()).into(),
+        );
         if let Some(u) = &self.user_id {
             claims.insert("sub".into(), Value::String(u.clone()));
         }
@@ -131,6 +134,9 @@ impl ClientUrlBuilder {
 pub fn rest_token(access_key: &str, url: &str, ttl: Duration) -> String {
     let mut claims = Map::new();
     claims.insert("aud".into(), Value::String(url.to_owned()));
-    claims.insert("exp".into(), (auth::now_secs() + ttl.as_secs()).into());
+    claims.insert(
+        "exp".into(),
+        auth::now_secs().saturating_add(ttl.as_secs()).into(),
+    );
     auth::sign(&claims, access_key)
 }

@@ -1,22 +1,24 @@
 //! The per-connection WebSocket loop: one thread per socket.
 //!
-//! The thread waits on its socket and its wake-up link (mio), reads and handles every
-//! complete frame, then writes what other threads queued in the session — many frames,
-//! one flush. A session outlives its socket while it can be recovered.
+//! The thread waits on its socket and its wake-up link (mio), reads every complete frame
+//! and hands it to `messages` (which decides what it does), then writes what other
+//! threads queued in the session — many frames, one flush. A session outlives its socket
+//! while it can be recovered.
 
-use super::checks::{check_group, check_size, redact_frame, truncate};
-use super::net::{Stream, Waiter};
-use super::state::DeferWakes;
-use super::state::{call_handler, encode, end_session, forbidden, Command, Hub, Phase, Session};
-use super::{EventKind, EventRequest, EventResponse, Observation, Permission, UpstreamEvent};
+use crate::checks::truncate;
+use crate::hub::Hub;
+use crate::messages::{self, Ctx, Flow};
+use crate::net::{Stream, Waiter};
+use crate::session::{encode, Command, Session};
+use crate::types::Observation;
+use crate::wake::DeferWakes;
 use std::io::{self, Write};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
-use webpubsub_protocol::{AckError, ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{redact_frame, ServiceMessage};
 
 /// Frames moved from the session per write batch.
 const MAX_BATCH: usize = 4096;
@@ -42,11 +44,20 @@ enum End {
     TakenOver,
 }
 
+/// What one turn of reading gave.
+enum Reads {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The read budget ran out with frames perhaps still buffered.
+    BudgetSpent,
+    Ended(End),
+}
+
 pub(crate) struct Connection {
-    pub w: Waiter,
-    pub ws: WebSocket<Stream>,
-    pub hub: Arc<Hub>,
-    pub session: Arc<Session>,
+    w: Waiter,
+    ws: WebSocket<Stream>,
+    hub: Arc<Hub>,
+    session: Arc<Session>,
     write_blocked: bool,
     batch: Vec<Utf8Bytes>,
 }
@@ -68,148 +79,78 @@ impl Connection {
         let end = self.run_loop();
         log::debug!(
             "emulator: socket of {} in hub {} ended: {end:?}",
-            self.session.id,
-            self.hub.name
+            self.session.id(),
+            self.hub.name()
         );
-        let shared = self.w.shared.clone();
-        let (hub_name, conn_id) = (self.hub.name.to_string(), self.session.id.clone());
-        let dropped = || {
-            shared.observe(Observation::Dropped {
-                hub: hub_name.clone(),
-                connection_id: conn_id.clone(),
-            })
-        };
-        match &end {
-            End::TakenOver => {
-                self.ws.get_ref().shutdown_abruptly();
+        match end {
+            End::TakenOver => self.ws.get_ref().shutdown_abruptly(),
+            End::Lost(why) => {
+                log::debug!("emulator: {} lost its socket: {why}", self.session.id());
+                self.drop_socket();
             }
-            End::Lost(_) | End::Faulted => {
-                if let End::Lost(why) = &end {
-                    log::debug!("emulator: {} lost its socket: {why}", self.session.id);
-                }
-                self.ws.get_ref().shutdown_abruptly();
-                // A socket that lost the session to a recovery leaves it alone.
-                if self.detach(self.session.reliable) {
-                    dropped();
-                    if !self.session.reliable {
-                        end_session(&shared, &self.hub, &self.session, "connection lost");
-                    }
-                }
-            }
-            End::ClientClosed => {
-                if self.detach(false) {
-                    dropped();
-                    end_session(&shared, &self.hub, &self.session, "closed by the client");
-                }
-            }
-            End::ClosedByService(reason) => {
-                if self.detach(false) {
-                    dropped();
-                    end_session(&shared, &self.hub, &self.session, reason);
-                }
-            }
+            End::Faulted => self.drop_socket(),
+            End::ClientClosed => self.end_session("closed by the client"),
+            End::ClosedByService(reason) => self.end_session(&reason),
             End::Stopping => {
-                let reason = "The service is stopping".to_owned();
-                self.close_gracefully(&reason, CloseCode::Away);
-                if self.detach(false) {
-                    dropped();
-                    end_session(&shared, &self.hub, &self.session, &reason);
-                }
+                let reason = "The service is stopping";
+                self.close_gracefully(reason, CloseCode::Away);
+                self.end_session(reason);
             }
         }
     }
 
-    /// Detaches this socket from the session if it still owns it. With `recoverable`,
-    /// the session waits for a recovery. Returns whether it did.
-    fn detach(&self, recoverable: bool) -> bool {
-        let mut st = self.session.st.lock();
-        if !self.owns(&st.link) || st.phase != Phase::Live {
-            return false;
+    /// An abrupt end: a reliable session waits for a recovery, a plain one ends. A socket
+    /// that lost the session to a recovery leaves it alone.
+    fn drop_socket(&self) {
+        self.ws.get_ref().shutdown_abruptly();
+        let reliable = self.session.reliable();
+        if self.session.detach(&self.w.link, reliable) {
+            self.dropped();
+            if !reliable {
+                self.w
+                    .shared
+                    .end_session(&self.hub, &self.session, "connection lost");
+            }
         }
-        st.link = None;
-        st.pending.clear();
-        st.delayed.clear();
-        if recoverable {
-            st.phase = Phase::Dropped(Instant::now());
-        }
-        true
     }
 
-    fn owns(&self, link: &Option<Arc<super::state::Link>>) -> bool {
-        link.as_ref().is_some_and(|l| Arc::ptr_eq(l, &self.w.link))
+    /// The session ends with its socket (if this socket still owns it).
+    fn end_session(&self, reason: &str) {
+        if self.session.detach(&self.w.link, false) {
+            self.dropped();
+            self.w.shared.end_session(&self.hub, &self.session, reason);
+        }
+    }
+
+    fn dropped(&self) {
+        self.w.shared.observe(Observation::Dropped {
+            hub: self.hub.name().to_owned(),
+            connection_id: self.session.id().to_owned(),
+        });
     }
 
     fn run_loop(&mut self) -> End {
         let mut more = true;
         loop {
             let timeout = if more {
-                Some(Duration::ZERO)
+                Duration::ZERO
             } else {
-                Some(self.next_timeout())
+                self.next_timeout()
             };
-            if let Err(e) = self.w.wait(timeout) {
+            if let Err(e) = self.w.wait(Some(timeout)) {
                 return End::Lost(format!("poll failed: {e}"));
             }
-            if self.w.shared.stopping.load(Ordering::Acquire) {
+            if self.w.shared.stopping() {
                 return End::Stopping;
             }
-            let cmd = {
-                let mut st = self.session.st.lock();
-                if !self.owns(&st.link) {
-                    return End::TakenOver;
-                }
-                st.command.take()
+            if let Some(end) = self.obey_command() {
+                return end;
+            }
+            let budget_spent = match self.read_frames() {
+                Reads::Drained => false,
+                Reads::BudgetSpent => true,
+                Reads::Ended(end) => return end,
             };
-            match cmd {
-                Some(Command::Drop) => return End::Faulted,
-                Some(Command::DropMidFrame) => {
-                    self.write_partial_frame();
-                    return End::Faulted;
-                }
-                Some(Command::Close { reason, flush }) => {
-                    if flush {
-                        while let Ok(true) = self.write_some() {}
-                    }
-                    self.close_gracefully(&reason, CloseCode::Policy);
-                    return End::ClosedByService(reason);
-                }
-                None => {}
-            }
-            let mut budget_spent = true;
-            let defer = DeferWakes::begin();
-            for _ in 0..MAX_READS {
-                match self.ws.read() {
-                    Ok(Message::Text(text)) => {
-                        // A recovery may have attached a new socket since the check above;
-                        // frames still buffered on this one are then dropped (the client
-                        // resends its unacknowledged requests on the new socket).
-                        let session = self.session.clone();
-                        let _exec = session.exec.lock();
-                        if !self.owns(&self.session.st.lock().link) {
-                            return End::TakenOver;
-                        }
-                        if let Some(end) = self.handle_text(&text) {
-                            return end;
-                        }
-                    }
-                    Ok(Message::Binary(_)) => {
-                        log::debug!("emulator: binary frame skipped (JSON subprotocol)");
-                    }
-                    Ok(Message::Close(_)) => {
-                        let _ = self.ws.flush();
-                        return End::ClientClosed;
-                    }
-                    Ok(_) => {}
-                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                        budget_spent = false;
-                        break;
-                    }
-                    Err(tungstenite::Error::ConnectionClosed)
-                    | Err(tungstenite::Error::AlreadyClosed) => return End::ClientClosed,
-                    Err(e) => return End::Lost(e.to_string()),
-                }
-            }
-            drop(defer);
             match self.write_some() {
                 Ok(m) => more = m || budget_spent,
                 Err(e) => return End::Lost(e.to_string()),
@@ -217,10 +158,81 @@ impl Connection {
         }
     }
 
+    /// Carries out what another thread asked of this socket, if anything.
+    fn obey_command(&mut self) -> Option<End> {
+        let cmd = match self.session.take_command(&self.w.link) {
+            Ok(cmd) => cmd?,
+            Err(_) => return Some(End::TakenOver),
+        };
+        Some(match cmd {
+            Command::Drop => End::Faulted,
+            Command::DropMidFrame => {
+                self.write_partial_frame();
+                End::Faulted
+            }
+            Command::Close { reason, flush } => {
+                if flush {
+                    while let Ok(true) = self.write_some() {}
+                }
+                self.close_gracefully(&reason, CloseCode::Policy);
+                End::ClosedByService(reason)
+            }
+        })
+    }
+
+    /// Reads and handles up to `MAX_READS` frames. Wake-ups of other sessions' sockets are
+    /// deferred to the end of the turn: one per receiver per burst.
+    fn read_frames(&mut self) -> Reads {
+        let _defer = DeferWakes::begin();
+        for _ in 0..MAX_READS {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    if let Some(end) = self.on_text(&text) {
+                        return Reads::Ended(end);
+                    }
+                }
+                Ok(Message::Binary(_)) => {
+                    log::debug!("emulator: binary frame skipped (JSON subprotocol)");
+                }
+                Ok(Message::Close(_)) => {
+                    let _ = self.ws.flush();
+                    return Reads::Ended(End::ClientClosed);
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Reads::Drained;
+                }
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => {
+                    return Reads::Ended(End::ClientClosed);
+                }
+                Err(e) => return Reads::Ended(End::Lost(e.to_string())),
+            }
+        }
+        Reads::BudgetSpent
+    }
+
+    fn on_text(&self, text: &str) -> Option<End> {
+        // A recovery may have attached a new socket since the last check; frames still
+        // buffered on this one are then dropped (the client resends its unacknowledged
+        // requests on the new socket).
+        let Ok(_exec) = self.session.exec(&self.w.link) else {
+            return Some(End::TakenOver);
+        };
+        let cx = Ctx {
+            shared: &self.w.shared,
+            hub: &self.hub,
+            session: &self.session,
+        };
+        match messages::on_frame(cx, text) {
+            Flow::Continue => None,
+            Flow::Drop => Some(End::Faulted),
+        }
+    }
+
     fn next_timeout(&self) -> Duration {
-        let st = self.session.st.lock();
-        match st.delayed.front() {
-            Some((due, _)) => due.saturating_duration_since(Instant::now()),
+        match self.session.next_due() {
+            Some(due) => due.saturating_duration_since(Instant::now()),
             None => Duration::from_secs(1),
         }
     }
@@ -236,26 +248,13 @@ impl Connection {
                 Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
-        let more = {
-            let mut st = self.session.st.lock();
-            if !self.owns(&st.link) || st.faults.hold_outbound {
-                false
-            } else {
-                let now = Instant::now();
-                while st.delayed.front().is_some_and(|(due, _)| *due <= now) {
-                    if let Some((_, f)) = st.delayed.pop_front() {
-                        self.batch.push(f);
-                    }
-                }
-                let n = st.pending.len().min(MAX_BATCH);
-                self.batch.extend(st.pending.drain(..n));
-                !st.pending.is_empty()
-            }
-        };
         let mut batch = std::mem::take(&mut self.batch);
+        let more = self
+            .session
+            .take_outbound(&self.w.link, MAX_BATCH, &mut batch);
         if log::log_enabled!(log::Level::Trace) {
             for f in &batch {
-                log::trace!("emulator: -> {}: {}", self.session.id, redact_frame(f));
+                log::trace!("emulator: -> {}: {}", self.session.id(), redact_frame(f));
             }
         }
         let mut failed = None;
@@ -331,242 +330,6 @@ impl Connection {
                 }
                 Err(_) => break,
             }
-        }
-    }
-
-    fn handle_text(&mut self, text: &str) -> Option<End> {
-        log::trace!("emulator: <- {}: {}", self.session.id, text);
-        let msg = match ClientMessage::decode(text) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!(
-                    "emulator: skipping a malformed frame from {}: {e}",
-                    self.session.id
-                );
-                return None;
-            }
-        };
-        let observed = self.w.shared.observing().then(|| msg.clone());
-        let end = self.handle(msg);
-        if let Some(message) = observed {
-            self.w.shared.observe(Observation::Request {
-                hub: self.hub.name.to_string(),
-                connection_id: self.session.id.clone(),
-                message,
-            });
-        }
-        end
-    }
-
-    fn handle(&mut self, msg: ClientMessage) -> Option<End> {
-        match msg {
-            ClientMessage::SequenceAck { sequence_id } => {
-                if self.session.reliable {
-                    self.session.st.lock().sequence_ack(sequence_id);
-                }
-                None
-            }
-            ClientMessage::Ping => {
-                self.session.push_control(encode(&ServiceMessage::Pong));
-                None
-            }
-            ClientMessage::Invoke {
-                invocation_id,
-                event,
-                data,
-            } => {
-                let req = self.event_request(EventKind::Invoke, event, data);
-                let reply = match call_handler(&self.w.shared, &req) {
-                    EventResponse::Accept => ServiceMessage::InvokeResponse {
-                        invocation_id,
-                        success: true,
-                        data: None,
-                        error: None,
-                    },
-                    EventResponse::Reply(d) => ServiceMessage::InvokeResponse {
-                        invocation_id,
-                        success: true,
-                        data: (d != Data::Json(serde_json::Value::Null)).then_some(d),
-                        error: None,
-                    },
-                    EventResponse::Fail(m) => ServiceMessage::InvokeResponse {
-                        invocation_id,
-                        success: false,
-                        data: None,
-                        error: Some(AckError::new(AckError::INVOCATION_FAILED, m)),
-                    },
-                };
-                self.session.push_control(encode(&reply));
-                None
-            }
-            ClientMessage::CancelInvocation { .. } => None,
-            ClientMessage::Unknown { kind } => {
-                log::debug!("emulator: skipping unknown message type `{kind}`");
-                None
-            }
-            acked => self.handle_acked(acked),
-        }
-    }
-
-    /// joinGroup, leaveGroup, sendToGroup, event: the requests that may carry an ack id.
-    fn handle_acked(&mut self, msg: ClientMessage) -> Option<End> {
-        let ack_id = msg.ack_id();
-        let mut lose = false;
-        if let Some(id) = ack_id {
-            let mut st = self.session.st.lock();
-            if st.ack_ids.contains(&id) {
-                drop(st);
-                self.ack(
-                    id,
-                    Err(AckError::new(
-                        AckError::DUPLICATE,
-                        format!("Message with ackId {id} was already processed"),
-                    )),
-                );
-                return None;
-            }
-            if st.faults.fail_next_acks > 0 {
-                st.faults.fail_next_acks -= 1;
-                drop(st);
-                self.ack(
-                    id,
-                    Err(AckError::new(
-                        AckError::INTERNAL_SERVER_ERROR,
-                        "Injected failure: the request was not executed",
-                    )),
-                );
-                return None;
-            }
-            lose = std::mem::take(&mut st.faults.lose_next_ack);
-        }
-        let result = self.execute(msg);
-        let id = ack_id?;
-        if result.is_ok() {
-            self.session.st.lock().ack_ids.insert(id);
-        }
-        if lose {
-            log::debug!(
-                "emulator: losing the ack of {id} and dropping {}",
-                self.session.id
-            );
-            return Some(End::Faulted);
-        }
-        self.ack(id, result);
-        None
-    }
-
-    fn ack(&mut self, ack_id: u64, result: Result<(), AckError>) {
-        let (success, error) = match result {
-            Ok(()) => (true, None),
-            Err(e) => (false, Some(e)),
-        };
-        let frame = encode(&ServiceMessage::Ack {
-            ack_id,
-            success,
-            error,
-        });
-        let mut st = self.session.st.lock();
-        let delay = st.faults.ack_delay;
-        if delay.is_zero() {
-            st.pending.push_back(frame);
-        } else {
-            st.delayed.push_back((Instant::now() + delay, frame));
-        }
-    }
-
-    fn execute(&mut self, msg: ClientMessage) -> Result<(), AckError> {
-        let shared = self.w.shared.clone();
-        let id = self.session.id.clone();
-        match msg {
-            ClientMessage::JoinGroup { group, .. } => {
-                self.check_join_leave(&group)?;
-                self.hub.state.lock().join(&id, &group);
-                Ok(())
-            }
-            ClientMessage::LeaveGroup { group, .. } => {
-                self.check_join_leave(&group)?;
-                self.hub.state.lock().leave(&id, &group);
-                Ok(())
-            }
-            ClientMessage::SendToGroup {
-                group,
-                no_echo,
-                data,
-                ..
-            } => {
-                check_group(&group)?;
-                check_size(&data)?;
-                if !self
-                    .session
-                    .has_permission(Permission::SendToGroup, Some(&group))
-                {
-                    return Err(forbidden(&format!(
-                        "Connection has no permission to send to group `{group}`"
-                    )));
-                }
-                let msg = ServiceMessage::GroupMessage {
-                    group,
-                    data,
-                    from_user_id: self.session.user_id.clone(),
-                    sequence_id: None,
-                };
-                let group = match &msg {
-                    ServiceMessage::GroupMessage { group, .. } => group.as_str(),
-                    _ => "",
-                };
-                let excluded: &[&str] = if no_echo { &[id.as_str()] } else { &[] };
-                self.hub
-                    .send_message_to_group(&shared, group, &msg, excluded);
-                Ok(())
-            }
-            ClientMessage::Event { event, data, .. } => {
-                check_size(&data)?;
-                self.hub.record_event(UpstreamEvent {
-                    connection_id: id.clone(),
-                    user_id: self.session.user_id.clone(),
-                    event: event.clone(),
-                    data: data.clone(),
-                });
-                let req = self.event_request(EventKind::Event, event, Some(data));
-                match call_handler(&shared, &req) {
-                    EventResponse::Accept => Ok(()),
-                    EventResponse::Reply(d) => {
-                        // The service sends an event handler's response body back to the
-                        // caller as a server message.
-                        self.hub.send_to_connection(&shared, &id, d);
-                        Ok(())
-                    }
-                    EventResponse::Fail(m) => Err(AckError::new(AckError::INVOCATION_FAILED, m)),
-                }
-            }
-            other => {
-                log::debug!("emulator: unexpected request {other:?}");
-                Ok(())
-            }
-        }
-    }
-
-    fn check_join_leave(&self, group: &str) -> Result<(), AckError> {
-        check_group(group)?;
-        if !self
-            .session
-            .has_permission(Permission::JoinLeaveGroup, Some(group))
-        {
-            return Err(forbidden(&format!(
-                "Connection has no permission to join or leave group `{group}`"
-            )));
-        }
-        Ok(())
-    }
-
-    fn event_request(&self, kind: EventKind, event: String, data: Option<Data>) -> EventRequest {
-        EventRequest {
-            kind,
-            hub: self.hub.name.to_string(),
-            connection_id: self.session.id.clone(),
-            user_id: self.session.user_id.clone(),
-            event,
-            data: data.unwrap_or(Data::Json(serde_json::Value::Null)),
         }
     }
 }

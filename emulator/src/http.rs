@@ -1,8 +1,5 @@
-//! HTTP/1.1 request heads (parsed with httparse), bodies, and responses.
-
-use super::net::{Stream, Waiter};
-use std::io;
-use std::time::Instant;
+//! HTTP/1.1 request heads (parsed with httparse), bodies, and responses, over byte
+//! buffers: the socket side reads and writes them (`server`, `upgrade`).
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -66,131 +63,104 @@ impl Request {
     }
 }
 
-/// Why a request could not be read.
-pub(crate) enum ReadError {
-    /// The peer closed before sending anything (a normal end of a kept-alive connection).
-    Eof,
-    Io(io::Error),
-    Bad(String),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        ReadError::Io(e)
+/// Parses a request head from the start of `buf`. Returns the head and its length once
+/// it is complete, `None` while more bytes are needed.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, String> {
+    if buf.is_empty() {
+        return Ok(None);
     }
-}
-
-/// Reads a request head. Returns it and the bytes read past it.
-pub(crate) fn read_head(
-    w: &mut Waiter,
-    s: &mut Stream,
-    mut buf: Vec<u8>,
-    deadline: Instant,
-) -> Result<(Request, Vec<u8>), ReadError> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let head = Request {
-                        method: req.method.unwrap_or("").to_owned(),
-                        target: req.path.unwrap_or("").to_owned(),
-                        headers: req
-                            .headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_owned(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                    };
-                    return Ok((head, buf.split_off(n)));
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(ReadError::Bad(format!("bad request head: {e}"))),
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(ReadError::Bad("request head too large".into()));
-            }
-        }
-        let n = w.read_some(s, &mut chunk, deadline)?;
-        if n == 0 {
-            return Err(if buf.is_empty() {
-                ReadError::Eof
-            } else {
-                ReadError::Bad("connection closed inside the request head".into())
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Reads the body (`Content-Length` or chunked). `buf` holds bytes already read past the
-/// head; returns the body and the bytes past it.
-pub(crate) fn read_body(
-    w: &mut Waiter,
-    s: &mut Stream,
-    req: &Request,
-    mut buf: Vec<u8>,
-    deadline: Instant,
-) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
-    let mut chunk = [0u8; 16384];
-    let mut fill = |buf: &mut Vec<u8>, w: &mut Waiter, s: &mut Stream| -> Result<(), ReadError> {
-        let n = w.read_some(s, &mut chunk, deadline)?;
-        if n == 0 {
-            return Err(ReadError::Bad("connection closed inside the body".into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    };
-    if req.header_has("transfer-encoding", "chunked") {
-        let mut body = Vec::new();
-        loop {
-            let Some(line_end) = find_crlf(&buf) else {
-                if buf.len() > 1024 {
-                    return Err(ReadError::Bad("bad chunk header".into()));
-                }
-                fill(&mut buf, w, s)?;
-                continue;
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => {
+            let head = Request {
+                method: req.method.unwrap_or("").to_owned(),
+                target: req.path.unwrap_or("").to_owned(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
             };
-            let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-            let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| ReadError::Bad("bad chunk size".into()))?;
-            if body.len() + size > MAX_BODY {
-                return Err(ReadError::Bad("body too large".into()));
+            Ok(Some((head, n)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            Err("request head too large".into())
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(format!("bad request head: {e}")),
+    }
+}
+
+/// Decodes a request body (`Content-Length` or chunked) from the bytes read past its head,
+/// as they arrive.
+pub(crate) enum BodyDecoder {
+    Length(usize),
+    /// The chunks decoded so far (their bytes are removed from the buffer).
+    Chunked(Vec<u8>),
+}
+
+impl BodyDecoder {
+    pub fn new(req: &Request) -> Result<BodyDecoder, String> {
+        if req.header_has("transfer-encoding", "chunked") {
+            return Ok(BodyDecoder::Chunked(Vec::new()));
+        }
+        let len = match req.header("content-length") {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| "bad Content-Length".to_owned())?,
+            None => 0,
+        };
+        if len > MAX_BODY {
+            return Err("body too large".into());
+        }
+        Ok(BodyDecoder::Length(len))
+    }
+
+    /// Takes what it can from the front of `buf`. Returns the body once it is complete
+    /// (`buf` then holds the bytes past it), `None` while more bytes are needed.
+    pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            BodyDecoder::Length(len) => {
+                if buf.len() < *len {
+                    return Ok(None);
+                }
+                let rest = buf.split_off(*len);
+                Ok(Some(std::mem::replace(buf, rest)))
             }
-            let need = line_end + 2 + size + 2;
-            while buf.len() < need {
-                fill(&mut buf, w, s)?;
-            }
-            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
-            buf.drain(..need);
-            if size == 0 {
-                // Trailers are not supported; the final CRLF was consumed above.
-                return Ok((body, buf));
-            }
+            BodyDecoder::Chunked(body) => loop {
+                let Some(line_end) = find_crlf(buf) else {
+                    if buf.len() > 1024 {
+                        return Err("bad chunk header".into());
+                    }
+                    return Ok(None);
+                };
+                let line = String::from_utf8_lossy(&buf[..line_end]);
+                let size_text = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size_text, 16)
+                    .map_err(|_| "bad chunk size".to_owned())?;
+                if body.len() + size > MAX_BODY {
+                    return Err("body too large".into());
+                }
+                let need = line_end + 2 + size + 2;
+                if buf.len() < need {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+                buf.drain(..need);
+                if size == 0 {
+                    // Trailers are not supported; the final CRLF was consumed above.
+                    return Ok(Some(std::mem::take(body)));
+                }
+            },
         }
     }
-    let len = match req.header("content-length") {
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| ReadError::Bad("bad Content-Length".into()))?,
-        None => 0,
-    };
-    if len > MAX_BODY {
-        return Err(ReadError::Bad("body too large".into()));
-    }
-    while buf.len() < len {
-        fill(&mut buf, w, s)?;
-    }
-    let rest = buf.split_off(len);
-    Ok((buf, rest))
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -267,6 +237,50 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(text: &str) -> Request {
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_complete() {
+        let text = "GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\nrest";
+        assert!(parse_head(&text.as_bytes()[..20]).unwrap().is_none());
+        let (req, n) = parse_head(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            (req.method.as_str(), req.path(), req.query()),
+            ("GET", "/a", "b=1")
+        );
+        assert_eq!(&text[n..], "rest");
+        assert!(parse_head(b"\x01\x02 nonsense\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn bodies_are_decoded_as_their_bytes_arrive() {
+        let req = head("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        let mut dec = BodyDecoder::new(&req).unwrap();
+        let mut buf = b"ab".to_vec();
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"cNEXT");
+        assert_eq!(dec.decode(&mut buf).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(buf, b"NEXT");
+
+        let req = head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut dec = BodyDecoder::new(&req).unwrap();
+        let mut buf = b"3\r\nabc\r\n2;x=y\r\nd".to_vec();
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"e\r\n0\r\n\r\nNEXT");
+        assert_eq!(
+            dec.decode(&mut buf).unwrap().as_deref(),
+            Some(&b"abcde"[..])
+        );
+        assert_eq!(buf, b"NEXT");
+
+        let mut dec = BodyDecoder::new(&req).unwrap();
+        assert!(dec.decode(&mut b"zz\r\n".to_vec()).is_err());
+        let big = head("POST / HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n");
+        assert!(BodyDecoder::new(&big).is_err());
+    }
 
     #[test]
     fn percent_decoding_of_path_segments() {

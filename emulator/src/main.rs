@@ -97,10 +97,7 @@ fn main() -> ExitCode {
     let emu = match builder.start() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!(
-                "webpubsub-emulator: cannot start on {}:{}: {e}",
-                args.host, args.port
-            );
+            eprintln!("webpubsub-emulator: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

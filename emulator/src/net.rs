@@ -2,9 +2,9 @@
 //! per-connection mio `Poll` so that one thread can wait on its socket and on a wake-up
 //! from other threads (queued frames, commands, stop).
 
-use super::state::{Link, Shared};
+use crate::shared::Shared;
+use crate::wake::Link;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ impl Write for Stream {
     }
 }
 
-/// A connection thread's readiness machinery, registered in `Shared::links` while alive.
+/// A connection thread's readiness machinery; its link is known to `Shared` while alive.
 pub(crate) struct Waiter {
     pub poll: mio::Poll,
     pub events: mio::Events,
@@ -67,11 +67,8 @@ impl Waiter {
     pub fn new(shared: Arc<Shared>, id: u64) -> io::Result<Waiter> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let link = Arc::new(Link {
-            waker,
-            wake_pending: AtomicBool::new(false),
-        });
-        shared.links.lock().insert(id, link.clone());
+        let link = Arc::new(Link::new(waker));
+        shared.add_link(id, link.clone());
         Ok(Waiter {
             poll,
             events: mio::Events::with_capacity(8),
@@ -89,13 +86,13 @@ impl Waiter {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.link.wake_pending.store(false, Ordering::Release);
+        self.link.woken();
         Ok(self.events.iter().any(|e| e.token() == SOCKET))
     }
 
     /// Waits for the socket until `deadline`; fails on timeout or when the emulator stops.
     pub fn wait_until(&mut self, deadline: Instant) -> io::Result<()> {
-        if self.shared.stopping.load(Ordering::Acquire) {
+        if self.shared.stopping() {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "emulator stopping",
@@ -177,6 +174,6 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.shared.links.lock().remove(&self.id);
+        self.shared.remove_link(self.id);
     }
 }

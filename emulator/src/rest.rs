@@ -1,21 +1,23 @@
-//! The server-side REST API (PROTOCOL.md §10) on the same port, under `/api/hubs/{hub}`.
+//! The server-side REST API (PROTOCOL.md §10) under `/api/hubs/{hub}`: a request and its
+//! body in, a [`Reply`] out — the socket side (`server`) reads and writes them.
 //!
-//! Every operation goes through [`HubHandle`], the same code as the in-process API.
+//! [`route`] is the route table, one line per operation, each a small function over
+//! [`HubHandle`] (the same code as the in-process API).
 
-use super::auth::{self, audience_matches};
-use super::http::{self, percent_decode, ReadError, Request};
-use super::net::{Stream, Waiter};
-use super::server::respond;
-use super::upgrade::bases;
-use super::{HubHandle, Observation, Permission};
-use std::time::{Duration, Instant};
-use webpubsub_protocol::Data;
+use crate::access;
+use crate::handle::HubHandle;
+use crate::http::{percent_decode, Request};
+use crate::shared::Shared;
+use crate::types::{Observation, Permission};
+use std::sync::Arc;
+use std::time::Duration;
+use webpubsub_protocol::{check_message_size, Data};
 
-/// A REST answer: status and optional JSON body.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    content_type: &'static str,
+/// A REST answer: status, body and its content type.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
 }
 
 impl Reply {
@@ -26,6 +28,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
         }
     }
+
     fn text(status: u16, msg: impl Into<String>) -> Reply {
         Reply {
             status,
@@ -33,6 +36,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
         }
     }
+
     fn json(value: serde_json::Value) -> Reply {
         Reply {
             status: 200,
@@ -40,75 +44,31 @@ impl Reply {
             content_type: "application/json",
         }
     }
+
     fn exists(b: bool) -> Reply {
         Reply::status(if b { 200 } else { 404 })
     }
-}
 
-/// Serves one REST request. Returns the bytes read past it to keep the connection, or
-/// `None` to close it.
-pub(crate) fn serve(
-    w: &mut Waiter,
-    s: &mut Stream,
-    req: &Request,
-    rest: Vec<u8>,
-) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (body, left) = match http::read_body(w, s, req, rest, deadline) {
-        Ok(b) => b,
-        Err(ReadError::Bad(why)) => {
-            let resp = http::response(400, "text/plain", why.as_bytes(), false, false);
-            respond(w, s, &resp);
-            return None;
+    fn found(b: bool, status: u16) -> Reply {
+        if b {
+            Reply::status(status)
+        } else {
+            Reply::text(404, "connection not found")
         }
-        Err(_) => return None,
-    };
-    let head_only = req.method.eq_ignore_ascii_case("HEAD");
-    let reply = route(w, req, &body);
-    if reply.status >= 400 {
-        log::info!(
-            "emulator: REST {} {} -> {}",
-            req.method,
-            auth::redact_url(&req.target),
-            reply.status
-        );
     }
-    let keep_alive = !req.header_has("connection", "close");
-    let resp = http::response(
-        reply.status,
-        reply.content_type,
-        &reply.body,
-        keep_alive,
-        head_only,
-    );
-    if !respond(w, s, &resp) || !keep_alive {
-        return None;
-    }
-    Some(left)
 }
 
-fn route(w: &mut Waiter, req: &Request, body: &[u8]) -> Reply {
+/// Answers one REST request: authorises it, then routes it.
+pub(crate) fn handle(shared: &Arc<Shared>, req: &Request, body: &[u8]) -> Reply {
     let Some(tail) = req.path().strip_prefix("/api/hubs/") else {
         return Reply::text(
             404,
             "Not found: the emulator serves /client/hubs/{hub} and /api/hubs/{hub}/...",
         );
     };
-    // Authorise: HS256 with the access key, `aud` = the request URL (with or without query).
-    let auth = match req.bearer() {
-        None => Err(auth::AuthError::Missing),
-        Some(t) => auth::verify(t, &w.shared.cfg.access_key).and_then(|claims| {
-            let mut accepted = Vec::new();
-            for base in bases(w, req) {
-                accepted.push(format!("{base}{}", req.target));
-                accepted.push(format!("{base}{}", req.path()));
-            }
-            audience_matches(&claims, &accepted)
-        }),
-    };
-    if let Err(e) = auth {
+    if let Err(e) = access::check_rest(&shared.cfg, req) {
         let reason = format!("Unauthorized: {e}");
-        w.shared.observe(Observation::AuthRefused {
+        shared.observe(Observation::AuthRefused {
             status: 401,
             reason: reason.clone(),
         });
@@ -121,151 +81,256 @@ fn route(w: &mut Waiter, req: &Request, body: &[u8]) -> Reply {
     if hub_name.is_empty() {
         return Reply::text(404, "no hub");
     }
-    let hub = HubHandle::new(w.shared.clone(), hub_name);
-    let q = req.query_pairs();
-    let param = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let all = |name: &str| -> Vec<String> {
-        q.iter()
+    let call = Call {
+        hub: HubHandle::new(shared.clone(), hub_name),
+        req,
+        body,
+        query: req.query_pairs(),
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    route(&call, &req.method.to_ascii_uppercase(), &rest)
+}
+
+/// One REST call: its hub, request, body and decoded query.
+struct Call<'a> {
+    hub: HubHandle,
+    req: &'a Request,
+    body: &'a [u8],
+    query: Vec<(String, String)>,
+}
+
+impl Call<'_> {
+    fn param(&self, name: &str) -> Option<String> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.query
+            .iter()
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .collect()
-    };
-    let excluded = all("excluded");
-    let reason = param("reason").unwrap_or_default();
-    let method = req.method.to_ascii_uppercase();
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let data = || payload(req, body);
+    }
 
-    match (method.as_str(), rest.as_slice()) {
-        ("POST", [":send"]) => with_data(data(), |d| hub.send_to_all_except(d, &excluded)),
-        ("POST", ["users", user, ":send"]) => with_data(data(), |d| hub.send_to_user(user, d)),
-        ("POST", ["connections", id, ":send"]) => with_data(data(), |d| {
-            hub.send_to_connection(id, d);
-        }),
-        ("POST", ["groups", group, ":send"]) => {
-            with_data(data(), |d| hub.send_to_group_except(group, d, &excluded))
-        }
-        ("PUT", ["groups", group, "connections", id]) => {
-            if hub.add_connection_to_group(group, id) {
-                Reply::status(200)
-            } else {
-                Reply::text(404, "connection not found")
+    fn excluded(&self) -> Vec<String> {
+        self.all("excluded")
+    }
+
+    fn reason(&self) -> String {
+        self.param("reason").unwrap_or_default()
+    }
+
+    /// Runs `f` with the body as a payload (202), or says why the body is not one (400).
+    fn with_data(&self, f: impl FnOnce(Data)) -> Reply {
+        match payload(self.req, self.body) {
+            Ok(d) => {
+                f(d);
+                Reply::status(202)
             }
+            Err(e) => Reply::text(400, e),
         }
+    }
+}
+
+/// The route table.
+fn route(c: &Call<'_>, method: &str, path: &[&str]) -> Reply {
+    match (method, path) {
+        ("POST", [":send"]) => send_to_all(c),
+        ("POST", ["users", user, ":send"]) => send_to_user(c, user),
+        ("POST", ["connections", id, ":send"]) => send_to_connection(c, id),
+        ("POST", ["groups", group, ":send"]) => send_to_group(c, group),
+        ("PUT", ["groups", group, "connections", id]) => add_connection_to_group(c, group, id),
         ("DELETE", ["groups", group, "connections", id]) => {
-            hub.remove_connection_from_group(group, id);
-            Reply::status(204)
+            remove_connection_from_group(c, group, id)
         }
-        ("DELETE", ["connections", id, "groups"]) => {
-            hub.remove_connection_from_all_groups(id);
-            Reply::status(204)
-        }
-        ("PUT", ["users", user, "groups", group]) => {
-            hub.add_user_to_group(user, group);
-            Reply::status(200)
-        }
-        ("DELETE", ["users", user, "groups", group]) => {
-            hub.remove_user_from_group(user, group);
-            Reply::status(204)
-        }
-        ("DELETE", ["users", user, "groups"]) => {
-            hub.remove_user_from_all_groups(user);
-            Reply::status(204)
-        }
-        ("DELETE", ["connections", id]) => {
-            hub.close_connection(id, &reason);
-            Reply::status(204)
-        }
-        ("POST", [":closeConnections"]) => {
-            hub.close_all_connections(&excluded, &reason);
-            Reply::status(204)
-        }
-        ("POST", ["groups", group, ":closeConnections"]) => {
-            for id in hub.group_members(group) {
-                if !excluded.contains(&id) {
-                    hub.close_connection(&id, &reason);
-                }
-            }
-            Reply::status(204)
-        }
-        ("POST", ["users", user, ":closeConnections"]) => {
-            for c in hub.connections() {
-                if c.user_id.as_deref() == Some(*user) && !excluded.contains(&c.connection_id) {
-                    hub.close_connection(&c.connection_id, &reason);
-                }
-            }
-            Reply::status(204)
-        }
-        ("HEAD", ["connections", id]) => Reply::exists(hub.connection_exists(id)),
-        ("HEAD", ["groups", group]) => Reply::exists(hub.group_exists(group)),
-        ("HEAD", ["users", user]) => Reply::exists(hub.user_exists(user)),
-        ("GET", ["groups", group, "connections"]) => {
-            let conns = hub.connections();
-            let value: Vec<serde_json::Value> = hub
-                .group_members(group)
-                .into_iter()
-                .map(|id| {
-                    let user = conns
-                        .iter()
-                        .find(|c| c.connection_id == id)
-                        .and_then(|c| c.user_id.clone());
-                    serde_json::json!({"connectionId": id, "userId": user})
-                })
-                .collect();
-            Reply::json(serde_json::json!({ "value": value }))
-        }
-        (m @ ("PUT" | "DELETE" | "HEAD"), ["permissions", perm, "connections", id]) => {
-            let Some(perm) = Permission::from_wire(perm) else {
-                return Reply::text(400, format!("unknown permission `{perm}`"));
-            };
-            let target = param("targetName");
-            match m {
-                "PUT" => {
-                    if hub.grant_permission(id, perm, target.as_deref()) {
-                        Reply::status(200)
-                    } else {
-                        Reply::text(404, "connection not found")
-                    }
-                }
-                "DELETE" => {
-                    hub.revoke_permission(id, perm, target.as_deref());
-                    Reply::status(204)
-                }
-                _ => Reply::exists(hub.has_permission(id, perm, target.as_deref())),
-            }
-        }
-        ("POST", [":generateToken"]) => {
-            let mut b = hub.client_url();
-            if let Some(user) = param("userId") {
-                b = b.user_id(user);
-            }
-            b = b.roles(all("role")).groups(all("group"));
-            if let Some(m) = param("minutesToExpire") {
-                match m.parse::<u64>() {
-                    Ok(m) => b = b.expires_in(Duration::from_secs(m * 60)),
-                    Err(_) => return Reply::text(400, "minutesToExpire must be a whole number"),
-                }
-            }
-            Reply::json(serde_json::json!({ "token": b.token() }))
-        }
+        ("DELETE", ["connections", id, "groups"]) => remove_connection_from_all_groups(c, id),
+        ("PUT", ["users", user, "groups", group]) => add_user_to_group(c, user, group),
+        ("DELETE", ["users", user, "groups", group]) => remove_user_from_group(c, user, group),
+        ("DELETE", ["users", user, "groups"]) => remove_user_from_all_groups(c, user),
+        ("DELETE", ["connections", id]) => close_connection(c, id),
+        ("POST", [":closeConnections"]) => close_all_connections(c),
+        ("POST", ["groups", group, ":closeConnections"]) => close_group_connections(c, group),
+        ("POST", ["users", user, ":closeConnections"]) => close_user_connections(c, user),
+        ("HEAD", ["connections", id]) => Reply::exists(c.hub.connection_exists(id)),
+        ("HEAD", ["groups", group]) => Reply::exists(c.hub.group_exists(group)),
+        ("HEAD", ["users", user]) => Reply::exists(c.hub.user_exists(user)),
+        ("GET", ["groups", group, "connections"]) => list_group_connections(c, group),
+        ("PUT", ["permissions", perm, "connections", id]) => grant_permission(c, perm, id),
+        ("DELETE", ["permissions", perm, "connections", id]) => revoke_permission(c, perm, id),
+        ("HEAD", ["permissions", perm, "connections", id]) => check_permission(c, perm, id),
+        ("POST", [":generateToken"]) => generate_token(c),
         _ => Reply::text(
             404,
-            format!("The emulator does not serve {} {}", req.method, req.path()),
+            format!(
+                "The emulator does not serve {} {}",
+                c.req.method,
+                c.req.path()
+            ),
         ),
     }
 }
 
-fn with_data(data: Result<Data, String>, f: impl FnOnce(Data)) -> Reply {
-    match data {
-        Ok(d) => {
-            f(d);
-            Reply::status(202)
+// ---- sends ----
+
+fn send_to_all(c: &Call<'_>) -> Reply {
+    c.with_data(|d| c.hub.send_to_all_except(d, &c.excluded()))
+}
+
+fn send_to_user(c: &Call<'_>, user: &str) -> Reply {
+    c.with_data(|d| c.hub.send_to_user(user, d))
+}
+
+fn send_to_connection(c: &Call<'_>, id: &str) -> Reply {
+    c.with_data(|d| {
+        c.hub.send_to_connection(id, d);
+    })
+}
+
+fn send_to_group(c: &Call<'_>, group: &str) -> Reply {
+    c.with_data(|d| c.hub.send_to_group_except(group, d, &c.excluded()))
+}
+
+// ---- groups ----
+
+fn add_connection_to_group(c: &Call<'_>, group: &str, id: &str) -> Reply {
+    Reply::found(c.hub.add_connection_to_group(group, id), 200)
+}
+
+fn remove_connection_from_group(c: &Call<'_>, group: &str, id: &str) -> Reply {
+    c.hub.remove_connection_from_group(group, id);
+    Reply::status(204)
+}
+
+fn remove_connection_from_all_groups(c: &Call<'_>, id: &str) -> Reply {
+    c.hub.remove_connection_from_all_groups(id);
+    Reply::status(204)
+}
+
+fn add_user_to_group(c: &Call<'_>, user: &str, group: &str) -> Reply {
+    c.hub.add_user_to_group(user, group);
+    Reply::status(200)
+}
+
+fn remove_user_from_group(c: &Call<'_>, user: &str, group: &str) -> Reply {
+    c.hub.remove_user_from_group(user, group);
+    Reply::status(204)
+}
+
+fn remove_user_from_all_groups(c: &Call<'_>, user: &str) -> Reply {
+    c.hub.remove_user_from_all_groups(user);
+    Reply::status(204)
+}
+
+fn list_group_connections(c: &Call<'_>, group: &str) -> Reply {
+    let conns = c.hub.connections();
+    let value: Vec<serde_json::Value> = c
+        .hub
+        .group_members(group)
+        .into_iter()
+        .map(|id| {
+            let user = conns
+                .iter()
+                .find(|c| c.connection_id == id)
+                .and_then(|c| c.user_id.clone());
+            serde_json::json!({"connectionId": id, "userId": user})
+        })
+        .collect();
+    Reply::json(serde_json::json!({ "value": value }))
+}
+
+// ---- connections ----
+
+fn close_connection(c: &Call<'_>, id: &str) -> Reply {
+    c.hub.close_connection(id, &c.reason());
+    Reply::status(204)
+}
+
+fn close_all_connections(c: &Call<'_>) -> Reply {
+    c.hub.close_all_connections(&c.excluded(), &c.reason());
+    Reply::status(204)
+}
+
+fn close_group_connections(c: &Call<'_>, group: &str) -> Reply {
+    let (excluded, reason) = (c.excluded(), c.reason());
+    for id in c.hub.group_members(group) {
+        if !excluded.contains(&id) {
+            c.hub.close_connection(&id, &reason);
         }
-        Err(e) => Reply::text(400, e),
+    }
+    Reply::status(204)
+}
+
+fn close_user_connections(c: &Call<'_>, user: &str) -> Reply {
+    let (excluded, reason) = (c.excluded(), c.reason());
+    for conn in c.hub.connections() {
+        if conn.user_id.as_deref() == Some(user) && !excluded.contains(&conn.connection_id) {
+            c.hub.close_connection(&conn.connection_id, &reason);
+        }
+    }
+    Reply::status(204)
+}
+
+// ---- permissions ----
+
+/// `sendToGroup` or `joinLeaveGroup`, else a 400 reply.
+fn permission(name: &str) -> Result<Permission, Reply> {
+    Permission::from_wire(name)
+        .ok_or_else(|| Reply::text(400, format!("unknown permission `{name}`")))
+}
+
+fn grant_permission(c: &Call<'_>, perm: &str, id: &str) -> Reply {
+    match permission(perm) {
+        Ok(p) => Reply::found(
+            c.hub
+                .grant_permission(id, p, c.param("targetName").as_deref()),
+            200,
+        ),
+        Err(r) => r,
     }
 }
 
-/// The body as a payload, by content type.
+fn revoke_permission(c: &Call<'_>, perm: &str, id: &str) -> Reply {
+    match permission(perm) {
+        Ok(p) => {
+            c.hub
+                .revoke_permission(id, p, c.param("targetName").as_deref());
+            Reply::status(204)
+        }
+        Err(r) => r,
+    }
+}
+
+fn check_permission(c: &Call<'_>, perm: &str, id: &str) -> Reply {
+    match permission(perm) {
+        Ok(p) => Reply::exists(
+            c.hub
+                .has_permission(id, p, c.param("targetName").as_deref()),
+        ),
+        Err(r) => r,
+    }
+}
+
+// ---- tokens ----
+
+fn generate_token(c: &Call<'_>) -> Reply {
+    let mut b = c.hub.client_url();
+    if let Some(user) = c.param("userId") {
+        b = b.user_id(user);
+    }
+    b = b.roles(c.all("role")).groups(c.all("group"));
+    if let Some(m) = c.param("minutesToExpire") {
+        match m.parse::<u64>() {
+            Ok(m) => b = b.expires_in(Duration::from_secs(m.saturating_mul(60))),
+            Err(_) => return Reply::text(400, "minutesToExpire must be a whole number"),
+        }
+    }
+    Reply::json(serde_json::json!({ "token": b.token() }))
+}
+
+/// The body as a payload, by content type. The 1 MB limit measures the body.
 fn payload(req: &Request, body: &[u8]) -> Result<Data, String> {
     let ct = req
         .header("content-type")
@@ -275,13 +340,7 @@ fn payload(req: &Request, body: &[u8]) -> Result<Data, String> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if body.len() > webpubsub_protocol::MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "message is {} bytes, over the {}-byte limit",
-            body.len(),
-            webpubsub_protocol::MAX_MESSAGE_BYTES
-        ));
-    }
+    check_message_size(body.len()).map_err(|e| e.to_string())?;
     match ct.as_str() {
         "text/plain" => String::from_utf8(body.to_vec())
             .map(Data::Text)

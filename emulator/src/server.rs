@@ -1,22 +1,28 @@
-//! The accept thread, the recovery-window reaper, and the dispatch of each new TCP
-//! connection to the WebSocket upgrade or the REST API.
+//! The accept thread, the recovery-window reaper, and each new TCP connection's thread:
+//! TLS, then HTTP requests read off the socket — handed to the WebSocket upgrade, or
+//! answered by the REST API — until an upgrade or a close.
 
-use super::auth::redact_url;
-use super::http::{self, ReadError};
-use super::net::{Stream, Waiter, SOCKET};
-use super::state::{reap_expired, Shared};
-use super::{rest, upgrade};
+use crate::admission;
+use crate::http::{self, BodyDecoder, Request};
+use crate::net::{Stream, Waiter, SOCKET};
+use crate::rest;
+use crate::shared::Shared;
+use crate::upgrade;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webpubsub_protocol::redact_query;
 
 const LISTENER: mio::Token = mio::Token(0);
-const STOP: mio::Token = mio::Token(1);
+/// The accept thread's wake-up, used by `stop`.
+pub(crate) const STOP_TOKEN: mio::Token = mio::Token(1);
 /// How long a client may take to send a request head (and to finish TLS).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle kept-alive REST connection stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a REST body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
@@ -41,7 +47,7 @@ pub(crate) fn accept_loop(
                 return;
             }
         }
-        if shared.stopping.load(Ordering::Acquire) {
+        if shared.stopping() {
             return;
         }
         loop {
@@ -62,8 +68,6 @@ pub(crate) fn accept_loop(
     }
 }
 
-pub(crate) const STOP_TOKEN: mio::Token = STOP;
-
 fn spawn_connection(shared: &Arc<Shared>, tcp: mio::net::TcpStream) {
     let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
     let waiter = match Waiter::new(shared.clone(), id) {
@@ -77,11 +81,7 @@ fn spawn_connection(shared: &Arc<Shared>, tcp: mio::net::TcpStream) {
         .name("webpubsub-emulator-conn".into())
         .spawn(move || serve(waiter, tcp));
     match spawned {
-        Ok(handle) => {
-            let mut threads = shared.threads.lock();
-            threads.retain(|h| !h.is_finished());
-            threads.push(handle);
-        }
+        Ok(handle) => shared.track_thread(handle),
         Err(e) => log::warn!("emulator: cannot spawn a connection thread: {e}"),
     }
 }
@@ -109,29 +109,140 @@ fn serve(mut w: Waiter, mut tcp: mio::net::TcpStream) {
     loop {
         let timeout = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
         first = false;
-        let (req, rest) = match http::read_head(&mut w, &mut s, buf, Instant::now() + timeout) {
+        let (req, rest) = match read_head(&mut w, &mut s, buf, Instant::now() + timeout) {
             Ok(r) => r,
             Err(ReadError::Eof) => return,
             Err(ReadError::Io(e)) => {
                 log::debug!("emulator: reading a request failed: {e}");
                 return;
             }
-            Err(ReadError::Bad(why)) => {
-                let resp = http::response(400, "text/plain", why.as_bytes(), false, false);
-                let _ = w.write_all(&mut s, &resp, Instant::now() + HEAD_TIMEOUT);
-                return;
-            }
+            Err(ReadError::Bad(why)) => return bad_request(&mut w, &mut s, &why),
         };
-        log::debug!("emulator: {} {}", req.method, redact_url(&req.target));
-        if let Some(hub) = upgrade::client_hub(&req) {
+        log::debug!("emulator: {} {}", req.method, redact_query(&req.target));
+        if let Some(hub) = admission::client_hub(&req) {
             return upgrade::handle(w, s, req, hub, rest);
         }
-        match rest::serve(&mut w, &mut s, &req, rest) {
+        match serve_rest(&mut w, &mut s, &req, rest) {
             Some(left) => buf = left,
             None => return,
         }
-        if w.shared.stopping.load(Ordering::Acquire) {
+        if w.shared.stopping() {
             return;
+        }
+    }
+}
+
+/// Reads the body of a REST request and answers it. Returns the bytes read past it to
+/// keep the connection, or `None` to close it.
+fn serve_rest(w: &mut Waiter, s: &mut Stream, req: &Request, rest: Vec<u8>) -> Option<Vec<u8>> {
+    let (body, left) = match read_body(w, s, req, rest, Instant::now() + BODY_TIMEOUT) {
+        Ok(b) => b,
+        Err(ReadError::Bad(why)) => {
+            bad_request(w, s, &why);
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let head_only = req.method.eq_ignore_ascii_case("HEAD");
+    let reply = rest::handle(&w.shared, req, &body);
+    if reply.status >= 400 {
+        log::info!(
+            "emulator: REST {} {} -> {}",
+            req.method,
+            redact_query(&req.target),
+            reply.status
+        );
+    }
+    let keep_alive = !req.header_has("connection", "close");
+    let resp = http::response(
+        reply.status,
+        reply.content_type,
+        &reply.body,
+        keep_alive,
+        head_only,
+    );
+    if !respond(w, s, &resp) || !keep_alive {
+        return None;
+    }
+    Some(left)
+}
+
+fn bad_request(w: &mut Waiter, s: &mut Stream, why: &str) {
+    let resp = http::response(400, "text/plain", why.as_bytes(), false, false);
+    respond(w, s, &resp);
+}
+
+/// Writes a response (bounded).
+fn respond(w: &mut Waiter, s: &mut Stream, bytes: &[u8]) -> bool {
+    w.write_all(s, bytes, Instant::now() + HEAD_TIMEOUT).is_ok()
+}
+
+/// Why a request could not be read.
+enum ReadError {
+    /// The peer closed before sending anything (a normal end of a kept-alive connection).
+    Eof,
+    Io(io::Error),
+    Bad(String),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Appends what the socket has to `buf`; an EOF here is a request cut short (`what`).
+fn fill(
+    w: &mut Waiter,
+    s: &mut Stream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    what: &str,
+) -> Result<usize, ReadError> {
+    let mut chunk = [0u8; 16384];
+    let n = w.read_some(s, &mut chunk, deadline)?;
+    if n == 0 && !buf.is_empty() {
+        return Err(ReadError::Bad(format!(
+            "connection closed inside the {what}"
+        )));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Reads a request head. Returns it and the bytes read past it.
+fn read_head(
+    w: &mut Waiter,
+    s: &mut Stream,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> Result<(Request, Vec<u8>), ReadError> {
+    loop {
+        if let Some((req, n)) = http::parse_head(&buf).map_err(ReadError::Bad)? {
+            return Ok((req, buf.split_off(n)));
+        }
+        if fill(w, s, &mut buf, deadline, "request head")? == 0 {
+            return Err(ReadError::Eof);
+        }
+    }
+}
+
+/// Reads the body (`Content-Length` or chunked). `buf` holds bytes already read past the
+/// head; returns the body and the bytes past it.
+fn read_body(
+    w: &mut Waiter,
+    s: &mut Stream,
+    req: &Request,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
+    let mut decoder = BodyDecoder::new(req).map_err(ReadError::Bad)?;
+    loop {
+        if let Some(body) = decoder.decode(&mut buf).map_err(ReadError::Bad)? {
+            return Ok((body, buf));
+        }
+        if fill(w, s, &mut buf, deadline, "body")? == 0 {
+            return Err(ReadError::Bad("connection closed inside the body".into()));
         }
     }
 }
@@ -142,13 +253,8 @@ pub(crate) fn reaper_loop(shared: Arc<Shared>, stop: crossbeam_channel::Receiver
         .clamp(Duration::from_millis(10), Duration::from_millis(250));
     loop {
         match stop.recv_timeout(tick) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => reap_expired(&shared),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => shared.reap_expired(),
             _ => return,
         }
     }
-}
-
-/// Writes a response (bounded).
-pub(crate) fn respond(w: &mut Waiter, s: &mut Stream, bytes: &[u8]) -> bool {
-    w.write_all(s, bytes, Instant::now() + HEAD_TIMEOUT).is_ok()
 }

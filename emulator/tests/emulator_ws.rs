@@ -7,7 +7,7 @@ use support::*;
 use webpubsub_emulator::{
     Emulator, EventKind, EventResponse, Observation, Permission, BAD_REQUEST,
 };
-use webpubsub_protocol::{ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{ClientMessage, Data, ServiceMessage, MAX_MESSAGE_BYTES};
 
 fn join(g: &str, ack: u64) -> ClientMessage {
     ClientMessage::JoinGroup {
@@ -340,10 +340,24 @@ fn group_name_and_message_size_limits_give_bad_request_and_keep_the_connection()
     assert_eq!(a.ack(2), (false, Some(BAD_REQUEST.into())));
     a.send(join(&"é".repeat(1024), 3));
     assert_eq!(a.ack(3), (true, None), "1024 characters is fine");
-    a.send(publish("g", Some(4), "y".repeat(1024 * 1024 + 1)));
+    // The limit measures the frame, as the client does before it sends one.
+    let frame_of = |n: usize| publish("g", Some(4), "y".repeat(n)).encode().len();
+    let fits = MAX_MESSAGE_BYTES - frame_of(0);
+    assert_eq!(frame_of(fits), MAX_MESSAGE_BYTES);
+    a.send(publish("g", Some(4), "y".repeat(fits + 1)));
     assert_eq!(a.ack(4), (false, Some(BAD_REQUEST.into())));
-    a.send(publish("g", Some(5), "y".repeat(1024 * 1024)));
-    assert_eq!(a.ack(5), (true, None), "exactly 1 MB is fine");
+    a.send(publish("g", Some(5), "y".repeat(fits)));
+    assert_eq!(a.ack(5), (true, None), "a frame of exactly 1 MB is fine");
+    let event = |ack: u64, n: usize| ClientMessage::Event {
+        event: "e".into(),
+        ack_id: Some(ack),
+        data: "y".repeat(n).into(),
+    };
+    let fits = MAX_MESSAGE_BYTES - event(6, 0).encode().len();
+    a.send(event(6, fits + 1));
+    assert_eq!(a.ack(6), (false, Some(BAD_REQUEST.into())));
+    a.send(event(7, fits));
+    assert_eq!(a.ack(7), (true, None));
 }
 
 #[test]

@@ -1,0 +1,384 @@
+//! [`Emulator`] and its [`EmulatorBuilder`]: starting, addressing and stopping the service.
+
+use crate::auth;
+use crate::client_url::ClientUrlBuilder;
+use crate::handle::HubHandle;
+use crate::handler::{self, EventHandler, EventRequest, EventResponse};
+use crate::server;
+use crate::session::UnackedLimits;
+use crate::shared::{Config, Shared};
+use crate::types::Observation;
+use parking_lot::Mutex;
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Why [`EmulatorBuilder::start`] failed. Each variant keeps its cause as
+/// [`source`](std::error::Error::source).
+///
+/// Converts into an [`io::Error`] (of the cause's kind, for the I/O variants), so `?`
+/// works in functions returning `io::Result`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS identity given to [`EmulatorBuilder::tls`] was refused by the platform's TLS
+    /// library.
+    TlsIdentity(native_tls::Error),
+    /// The address could not be bound: in use, not an address of this machine, or not
+    /// allowed.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The bound listener could not be set up (non-blocking mode, its local address, the
+    /// readiness poll that watches it).
+    Listener(io::Error),
+    /// A thread of the emulator could not be spawned.
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::TlsIdentity(e) => write!(f, "the TLS identity was refused: {e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Listener(e) => write!(f, "cannot set up the listener: {e}"),
+            StartError::Thread { name, source } => {
+                write!(f, "cannot spawn the thread {name}: {source}")
+            }
+        }
+    }
+}
+
+impl StdError for StartError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            StartError::TlsIdentity(e) => Some(e),
+            StartError::Bind { source, .. } | StartError::Thread { source, .. } => Some(source),
+            StartError::Listener(e) => Some(e),
+        }
+    }
+}
+
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::TlsIdentity(_) => io::ErrorKind::InvalidInput,
+            StartError::Bind { source, .. } | StartError::Thread { source, .. } => source.kind(),
+            StartError::Listener(source) => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Options of an [`Emulator`]; start it with [`EmulatorBuilder::start`].
+pub struct EmulatorBuilder {
+    addr: SocketAddr,
+    access_key: Option<String>,
+    recovery_window: Duration,
+    limits: UnackedLimits,
+    tls: Option<native_tls::Identity>,
+    handler: EventHandler,
+}
+
+impl fmt::Debug for EmulatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorBuilder")
+            .field("addr", &self.addr)
+            .field("access_key", &self.access_key.as_ref().map(|_| "***"))
+            .field("recovery_window", &self.recovery_window)
+            .field("max_unacked_messages", &self.limits.messages)
+            .field("max_unacked_bytes", &self.limits.bytes)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        EmulatorBuilder {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_key: None,
+            recovery_window: Duration::from_secs(30),
+            limits: UnackedLimits {
+                messages: 1000,
+                bytes: 16 << 20,
+            },
+            tls: None,
+            handler: handler::default_handler(),
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The address to listen on. Defaults to `127.0.0.1:0` (a free port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// The access key that signs tokens. Defaults to a random 43-character key.
+    pub fn access_key(mut self, key: impl Into<String>) -> Self {
+        self.access_key = Some(key.into());
+        self
+    }
+
+    /// How long a dropped reliable session can be recovered. Defaults to 30 s.
+    pub fn recovery_window(mut self, window: Duration) -> Self {
+        self.recovery_window = window;
+        self
+    }
+
+    /// Most messages a reliable session keeps unacknowledged before it is closed for good.
+    /// Defaults to 1000.
+    pub fn max_unacked_messages(mut self, n: usize) -> Self {
+        self.limits.messages = n;
+        self
+    }
+
+    /// Most bytes a reliable session keeps unacknowledged before it is closed for good.
+    /// Defaults to 16 MiB.
+    pub fn max_unacked_bytes(mut self, n: usize) -> Self {
+        self.limits.bytes = n;
+        self
+    }
+
+    /// Serve TLS (wss:// and https://) with this identity. Defaults to plain TCP.
+    pub fn tls(mut self, identity: native_tls::Identity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// The upstream event handler, called for every `event` and `invoke` on the caller's
+    /// connection thread. Defaults to accepting events and echoing invoke data. A panic
+    /// counts as [`EventResponse::Fail`].
+    pub fn event_handler(
+        mut self,
+        handler: impl Fn(&EventRequest) -> EventResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.handler = Arc::new(handler);
+        self
+    }
+
+    /// Binds the port and starts the threads.
+    pub fn start(self) -> Result<Emulator, StartError> {
+        let tls = match self.tls {
+            Some(id) => Some(native_tls::TlsAcceptor::new(id).map_err(StartError::TlsIdentity)?),
+            None => None,
+        };
+        let bind = |source| StartError::Bind {
+            addr: self.addr,
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(self.addr).map_err(bind)?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(StartError::Listener)?;
+        let addr = std_listener.local_addr().map_err(StartError::Listener)?;
+        let listener = mio::net::TcpListener::from_std(std_listener);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared::new(Config {
+            access_key: self.access_key.unwrap_or_else(|| auth::random_token(32)),
+            recovery_window: self.recovery_window,
+            limits: self.limits,
+            tls,
+            handler: self.handler,
+            endpoint: format!("{scheme}://{addr}"),
+        }));
+        let poll = mio::Poll::new().map_err(StartError::Listener)?;
+        let waker =
+            mio::Waker::new(poll.registry(), server::STOP_TOKEN).map_err(StartError::Listener)?;
+        let s = shared.clone();
+        let accept = spawn("webpubsub-emulator-accept", move || {
+            server::accept_loop(s, listener, poll)
+        })?;
+        let (reaper_stop, stop_rx) = crossbeam_channel::bounded(1);
+        let s = shared.clone();
+        let reaper = spawn("webpubsub-emulator-reaper", move || {
+            server::reaper_loop(s, stop_rx)
+        });
+        let threads = Threads {
+            accept,
+            accept_waker: waker,
+            reaper: None,
+            reaper_stop,
+        };
+        let emulator = Emulator {
+            shared,
+            addr,
+            threads: Mutex::new(Some(threads)),
+        };
+        // Without a reaper the emulator is not whole: `emulator` drops here, which stops
+        // the accept thread again.
+        let reaper = reaper?;
+        if let Some(t) = emulator.threads.lock().as_mut() {
+            t.reaper = Some(reaper);
+        }
+        log::info!("emulator: listening on {}", emulator.shared.cfg.endpoint);
+        Ok(emulator)
+    }
+}
+
+fn spawn(
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| StartError::Thread { name, source })
+}
+
+struct Threads {
+    accept: JoinHandle<()>,
+    accept_waker: mio::Waker,
+    reaper: Option<JoinHandle<()>>,
+    reaper_stop: crossbeam_channel::Sender<()>,
+}
+
+/// A running emulator. Stops when dropped.
+///
+/// ```
+/// use webpubsub_emulator::Emulator;
+///
+/// let emu = Emulator::start().unwrap();
+/// assert!(emu.endpoint().starts_with("http://127.0.0.1:"));
+/// assert!(emu.connection_string().starts_with("Endpoint=http://127.0.0.1:"));
+/// emu.stop(); // or let it drop
+/// ```
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    threads: Mutex<Option<Threads>>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("endpoint", &self.shared.cfg.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator on `127.0.0.1` with a free port and a random access key.
+    pub fn start() -> Result<Emulator, StartError> {
+        EmulatorBuilder::default().start()
+    }
+
+    /// A builder for other options.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
+    pub fn endpoint(&self) -> String {
+        self.shared.cfg.endpoint.clone()
+    }
+
+    /// The access key (a secret: do not log it).
+    pub fn access_key(&self) -> &str {
+        &self.shared.cfg.access_key
+    }
+
+    /// `Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;`, as the server SDKs read it.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "Endpoint={};AccessKey={};Version=1.0;",
+            self.shared.cfg.endpoint, self.shared.cfg.access_key
+        )
+    }
+
+    /// A builder for a client access URL of `hub`, signed with the access key.
+    pub fn client_url(&self, hub: &str) -> ClientUrlBuilder {
+        ClientUrlBuilder::new(&self.shared.cfg, hub)
+    }
+
+    /// A new receiver of every [`Observation`] from now on.
+    pub fn observe(&self) -> crossbeam_channel::Receiver<Observation> {
+        self.shared.subscribe()
+    }
+
+    /// A handle for server-side operations on `hub`.
+    pub fn hub(&self, hub: &str) -> HubHandle {
+        HubHandle::new(self.shared.clone(), hub)
+    }
+
+    /// While `true`, every recovery attempt is accepted as a WebSocket and then closed
+    /// with 1008.
+    pub fn refuse_recoveries(&self, refuse: bool) {
+        self.shared.set_refuse_recoveries(refuse);
+    }
+
+    /// Stops: sends `disconnected` to every client, closes every socket, joins every
+    /// thread. Idempotent; also done on drop. Bounded (a few seconds at most), unless
+    /// the event handler blocks.
+    pub fn stop(&self) {
+        let Some(t) = self.threads.lock().take() else {
+            return;
+        };
+        self.shared.request_stop();
+        let _ = t.accept_waker.wake();
+        let _ = t.accept.join();
+        let _ = t.reaper_stop.send(());
+        if let Some(reaper) = t.reaper {
+            let _ = reaper.join();
+        }
+        loop {
+            self.shared.wake_all();
+            let threads = self.shared.take_threads();
+            if threads.is_empty() {
+                break;
+            }
+            for th in threads {
+                let _ = th.join();
+            }
+        }
+        // Sessions waiting for recovery end now.
+        self.shared.end_all_sessions("The service is stopping");
+        log::info!("emulator: stopped {}", self.shared.cfg.endpoint);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_a_bind_error_that_keeps_its_cause() {
+        let first = Emulator::start().unwrap();
+        let err = Emulator::builder().addr(first.addr()).start().unwrap_err();
+        match &err {
+            StartError::Bind { addr, source } => {
+                assert_eq!(*addr, first.addr());
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&first.addr().to_string()), "{err}");
+        assert!(err.source().is_some());
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::AddrInUse);
+    }
+}

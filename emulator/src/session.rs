@@ -1,0 +1,679 @@
+//! One connection session: its queues, sequence ids, ack ids, rights, faults, and the
+//! socket that owns it. A session outlives its socket while it can be recovered.
+//!
+//! The session owns its transitions: the fields are private, and every change is one of
+//! the named operations below (`attach`, `detach`, `end`, `deliver`, ...). It knows
+//! nothing of sockets beyond the [`Link`] that wakes the one attached.
+//!
+//! Lock order: `exec`, then `st`. A connection thread holds `st` only to move frames in or
+//! out of the queues, never across I/O or a call into user code.
+
+use crate::types::Permission;
+use crate::wake::Link;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::Utf8Bytes;
+use webpubsub_protocol::{splice_sequence_id, AckError, ServiceMessage};
+
+/// How many earlier reconnection tokens of a session stay valid besides the current one.
+const MAX_EARLIER_TOKENS: usize = 16;
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A socket is attached.
+    Live,
+    /// The socket dropped at that instant; the session may be recovered until the window ends.
+    Dropped(Instant),
+    /// Over for good.
+    Ended,
+}
+
+/// Something a connection thread must do to its socket, asked by another thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Abrupt TCP shutdown, no close frame; recoverable.
+    Drop,
+    /// Write half a frame, then drop abruptly; recoverable.
+    DropMidFrame,
+    /// `disconnected` with the reason, close frame, session over. `flush` writes what is
+    /// queued first.
+    Close { reason: String, flush: bool },
+}
+
+/// Injected faults of one session.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Faults {
+    pub lose_next_ack: bool,
+    pub fail_next_acks: u32,
+    pub hold_outbound: bool,
+    pub ack_delay: Duration,
+}
+
+/// How much a reliable session keeps unacknowledged before it is closed for good.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnackedLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+/// The permissions of a session: for every group (`None`) or for one.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Grants(HashSet<(Permission, Option<String>)>);
+
+impl Grants {
+    /// Token roles as permissions: `webpubsub.joinLeaveGroup[.group]`,
+    /// `webpubsub.sendToGroup[.group]`; other roles are ignored.
+    pub fn from_roles(roles: &[String]) -> Grants {
+        let mut set = HashSet::new();
+        for role in roles {
+            for perm in [Permission::JoinLeaveGroup, Permission::SendToGroup] {
+                let prefix = perm.role();
+                if role == prefix {
+                    set.insert((perm, None));
+                } else if let Some(group) = role
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                {
+                    set.insert((perm, Some(group.to_owned())));
+                }
+            }
+        }
+        Grants(set)
+    }
+
+    fn allows(&self, perm: Permission, group: Option<&str>) -> bool {
+        self.0.contains(&(perm, None))
+            || group.is_some_and(|g| self.0.contains(&(perm, Some(g.to_owned()))))
+    }
+}
+
+/// What to do with a request that carries an ack id, before running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckedRun {
+    /// The ack id ran already: answer `Duplicate`.
+    Duplicate,
+    /// An injected failure: answer `InternalServerError` without running it.
+    InjectedFailure,
+    /// Run it; with `lose_ack`, drop the socket instead of sending the ack.
+    Run { lose_ack: bool },
+}
+
+/// Why a socket may no longer act for the session: a recovery attached another one.
+#[derive(Debug)]
+pub(crate) struct TakenOver;
+
+/// One connection session.
+pub(crate) struct Session {
+    id: String,
+    user_id: Option<String>,
+    reliable: bool,
+    /// Held while a socket's thread handles one client frame, and by a recovery while it
+    /// attaches the new socket: a frame is handled by the socket that owns the session at
+    /// that moment, never by a superseded socket concurrently with its successor (which
+    /// would run the same ack id twice, or reorder requests).
+    exec: Mutex<()>,
+    st: Mutex<State>,
+}
+
+struct State {
+    phase: Phase,
+    grants: Grants,
+    /// Ack ids whose request was executed.
+    ack_ids: HashSet<u64>,
+    next_seq: u64,
+    unacked: VecDeque<(u64, Utf8Bytes)>,
+    unacked_bytes: usize,
+    /// Frames waiting to be written to the current socket.
+    pending: VecDeque<Utf8Bytes>,
+    /// Acks held back by `delay_acks`, with when they are due.
+    delayed: VecDeque<(Instant, Utf8Bytes)>,
+    link: Option<Arc<Link>>,
+    reconnection_token: String,
+    /// Tokens issued before the current one. A token stays valid as long as its session (the
+    /// service's tokens live about a week), so a recovery whose `connected` message — with
+    /// the fresh token — was lost in a cut can still be recovered with the previous one.
+    earlier_tokens: VecDeque<String>,
+    faults: Faults,
+    command: Option<Command>,
+    /// Set when the session overflowed while dropped, for the `SessionEnded` observation.
+    end_reason: Option<String>,
+}
+
+impl State {
+    fn wake(&self) {
+        if let Some(link) = &self.link {
+            link.wake();
+        }
+    }
+
+    fn owned_by(&self, link: &Arc<Link>) -> bool {
+        self.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link))
+    }
+
+    fn connected(&self, id: &str, user_id: Option<&str>, token: Option<String>) -> Utf8Bytes {
+        encode(&ServiceMessage::Connected {
+            connection_id: id.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            reconnection_token: token,
+        })
+    }
+}
+
+/// Encodes a service message as a text frame.
+pub(crate) fn encode(msg: &ServiceMessage) -> Utf8Bytes {
+    let mut out = String::with_capacity(96);
+    msg.encode_into(&mut out);
+    Utf8Bytes::from(out)
+}
+
+impl Session {
+    /// A new session on the socket of `link`, with its `connected` message queued.
+    pub fn open(
+        id: String,
+        user_id: Option<String>,
+        reliable: bool,
+        grants: Grants,
+        reconnection_token: String,
+        link: Arc<Link>,
+    ) -> Session {
+        let mut st = State {
+            phase: Phase::Live,
+            grants,
+            ack_ids: HashSet::new(),
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            pending: VecDeque::new(),
+            delayed: VecDeque::new(),
+            link: Some(link),
+            reconnection_token,
+            earlier_tokens: VecDeque::new(),
+            faults: Faults::default(),
+            command: None,
+            end_reason: None,
+        };
+        let token = reliable.then(|| st.reconnection_token.clone());
+        let hello = st.connected(&id, user_id.as_deref(), token);
+        st.pending.push_back(hello);
+        Session {
+            id,
+            user_id,
+            reliable,
+            exec: Mutex::new(()),
+            st: Mutex::new(st),
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The token's user, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// Whether it speaks the reliable subprotocol.
+    pub fn reliable(&self) -> bool {
+        self.reliable
+    }
+
+    // ---- the socket that owns the session ----
+
+    /// Whether a recovery with `token` may take the session: reliable, not over, inside
+    /// the recovery `window`, and a token it issued.
+    pub fn accepts_recovery(&self, token: &str, window: Duration) -> bool {
+        let st = self.st.lock();
+        self.reliable
+            && st.phase != Phase::Ended
+            && !matches!(st.phase, Phase::Dropped(at) if at.elapsed() >= window)
+            && std::iter::once(&st.reconnection_token)
+                .chain(st.earlier_tokens.iter())
+                .any(|issued| crate::auth::ct_eq(issued, token))
+    }
+
+    /// A recovery attaches the socket of `link`: a fresh reconnection token, `connected`,
+    /// then everything not sequence-acked. A socket the session still thought alive is
+    /// woken to notice it lost the session.
+    pub fn attach(&self, link: Arc<Link>, fresh_token: String) {
+        // Waits for a frame the old socket's thread is handling.
+        let _exec = self.exec.lock();
+        let mut st = self.st.lock();
+        let old = st.link.replace(link);
+        st.phase = Phase::Live;
+        let earlier = std::mem::replace(&mut st.reconnection_token, fresh_token.clone());
+        if st.earlier_tokens.len() == MAX_EARLIER_TOKENS {
+            st.earlier_tokens.pop_front();
+        }
+        st.earlier_tokens.push_back(earlier);
+        st.pending.clear();
+        st.delayed.clear();
+        st.command = None;
+        let hello = st.connected(&self.id, self.user_id.as_deref(), Some(fresh_token));
+        st.pending.push_back(hello);
+        let resend: Vec<Utf8Bytes> = st.unacked.iter().map(|(_, f)| f.clone()).collect();
+        st.pending.extend(resend);
+        if let Some(old) = old {
+            old.wake();
+        }
+    }
+
+    /// The socket of `link` lets go of the session, if it still owns it; with
+    /// `recoverable`, the session waits for a recovery. Returns whether it did.
+    pub fn detach(&self, link: &Arc<Link>, recoverable: bool) -> bool {
+        let mut st = self.st.lock();
+        if !st.owned_by(link) || st.phase != Phase::Live {
+            return false;
+        }
+        st.link = None;
+        st.pending.clear();
+        st.delayed.clear();
+        if recoverable {
+            st.phase = Phase::Dropped(Instant::now());
+        }
+        true
+    }
+
+    /// The session is over: queues, buffers and the socket are let go. Returns `false` if
+    /// it was over already.
+    pub fn end(&self) -> bool {
+        let mut st = self.st.lock();
+        if st.phase == Phase::Ended {
+            return false;
+        }
+        st.phase = Phase::Ended;
+        st.pending.clear();
+        st.unacked.clear();
+        st.unacked_bytes = 0;
+        st.delayed.clear();
+        st.link = None;
+        st.command = None;
+        true
+    }
+
+    /// `true` while a socket is attached.
+    pub fn is_connected(&self) -> bool {
+        self.st.lock().phase == Phase::Live
+    }
+
+    /// Whether it waits for a recovery that can no longer come.
+    pub fn recovery_expired(&self, window: Duration) -> bool {
+        matches!(self.st.lock().phase, Phase::Dropped(at) if at.elapsed() >= window)
+    }
+
+    /// Why it must end, when [`deliver`](Self::deliver) said so.
+    pub fn end_reason(&self) -> String {
+        self.st.lock().end_reason.clone().unwrap_or_default()
+    }
+
+    /// The command for the socket of `link`, if any.
+    pub fn take_command(&self, link: &Arc<Link>) -> Result<Option<Command>, TakenOver> {
+        let mut st = self.st.lock();
+        if !st.owned_by(link) {
+            return Err(TakenOver);
+        }
+        Ok(st.command.take())
+    }
+
+    /// Gives the session a command for its socket; `false` if no socket is attached.
+    pub fn command(&self, cmd: Command) -> bool {
+        let mut st = self.st.lock();
+        if st.phase != Phase::Live {
+            return false;
+        }
+        st.command = Some(cmd);
+        st.wake();
+        true
+    }
+
+    /// The right to handle one client frame on the socket of `link`, held until the guard
+    /// drops; refused when a recovery attached another socket.
+    pub fn exec(&self, link: &Arc<Link>) -> Result<MutexGuard<'_, ()>, TakenOver> {
+        let guard = self.exec.lock();
+        if !self.st.lock().owned_by(link) {
+            return Err(TakenOver);
+        }
+        Ok(guard)
+    }
+
+    // ---- outbound frames ----
+
+    /// Queues a control frame (pong, invoke response) for the current socket.
+    pub fn push_control(&self, frame: Utf8Bytes) {
+        let mut st = self.st.lock();
+        if st.phase == Phase::Live {
+            st.pending.push_back(frame);
+            st.wake();
+        }
+    }
+
+    /// Queues an ack, held back if `delay_acks` asks so. Called on the socket's own
+    /// thread while it handles the request, so no wake-up is needed.
+    pub fn push_ack(&self, frame: Utf8Bytes) {
+        let mut st = self.st.lock();
+        let delay = st.faults.ack_delay;
+        if delay.is_zero() {
+            st.pending.push_back(frame);
+        } else {
+            st.delayed.push_back((Instant::now() + delay, frame));
+        }
+    }
+
+    /// Delivers a `message` whose encoding (`body`) has no sequence id.
+    ///
+    /// Reliable sessions splice in their next sequence id and keep the frame until it is
+    /// sequence-acked; a session whose unacked buffer overflows is closed for good.
+    /// Returns `true` when the session must now be ended (it overflowed while no socket
+    /// was attached).
+    pub fn deliver(&self, body: &Utf8Bytes, limits: &UnackedLimits) -> bool {
+        let mut st = self.st.lock();
+        match st.phase {
+            Phase::Ended => return false,
+            Phase::Dropped(_) if !self.reliable => return false,
+            _ => {}
+        }
+        if !self.reliable {
+            st.pending.push_back(body.clone());
+            st.wake();
+            return false;
+        }
+        if matches!(st.command, Some(Command::Close { .. })) {
+            return false; // closing for good already
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let mut frame = String::with_capacity(body.len() + 24);
+        splice_sequence_id(body.as_str(), seq, &mut frame);
+        let frame = Utf8Bytes::from(frame);
+        st.unacked_bytes += frame.len();
+        st.unacked.push_back((seq, frame.clone()));
+        if st.unacked.len() > limits.messages || st.unacked_bytes > limits.bytes {
+            return self.overflow(&mut st, limits);
+        }
+        if st.phase == Phase::Live {
+            st.pending.push_back(frame);
+            st.wake();
+        }
+        false
+    }
+
+    fn overflow(&self, st: &mut State, limits: &UnackedLimits) -> bool {
+        let reason = format!(
+            "Too many unacknowledged messages ({} messages, {} bytes; limits {} / {}): the client does not send sequenceAck fast enough",
+            st.unacked.len(),
+            st.unacked_bytes,
+            limits.messages,
+            limits.bytes
+        );
+        log::info!("emulator: closing {}: {reason}", self.id);
+        st.unacked.clear();
+        st.unacked_bytes = 0;
+        if st.phase == Phase::Live {
+            st.command = Some(Command::Close {
+                reason,
+                flush: false,
+            });
+            st.wake();
+            return false;
+        }
+        st.end_reason = Some(reason);
+        true
+    }
+
+    /// The client acknowledged every message up to `seq` (reliable sessions only).
+    pub fn sequence_ack(&self, seq: u64) {
+        if !self.reliable {
+            return;
+        }
+        let mut st = self.st.lock();
+        while let Some((s, f)) = st.unacked.front() {
+            if *s > seq {
+                break;
+            }
+            st.unacked_bytes -= f.len();
+            st.unacked.pop_front();
+        }
+    }
+
+    /// When the first held-back ack is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.st.lock().delayed.front().map(|(due, _)| *due)
+    }
+
+    /// Moves the frames due on the socket of `link` into `out`: held-back acks whose time
+    /// came, then at most `max` queued frames. Returns whether more are queued. Nothing
+    /// moves while outbound frames are held or another socket owns the session.
+    pub fn take_outbound(&self, link: &Arc<Link>, max: usize, out: &mut Vec<Utf8Bytes>) -> bool {
+        let mut st = self.st.lock();
+        if !st.owned_by(link) || st.faults.hold_outbound {
+            return false;
+        }
+        let now = Instant::now();
+        while st.delayed.front().is_some_and(|(due, _)| *due <= now) {
+            if let Some((_, f)) = st.delayed.pop_front() {
+                out.push(f);
+            }
+        }
+        let n = st.pending.len().min(max);
+        out.extend(st.pending.drain(..n));
+        !st.pending.is_empty()
+    }
+
+    // ---- requests with ack ids ----
+
+    /// What to do with a request carrying `ack_id`, before it runs.
+    pub fn admit(&self, ack_id: u64) -> AckedRun {
+        let mut st = self.st.lock();
+        if st.ack_ids.contains(&ack_id) {
+            return AckedRun::Duplicate;
+        }
+        if st.faults.fail_next_acks > 0 {
+            st.faults.fail_next_acks -= 1;
+            return AckedRun::InjectedFailure;
+        }
+        AckedRun::Run {
+            lose_ack: std::mem::take(&mut st.faults.lose_next_ack),
+        }
+    }
+
+    /// The request of `ack_id` ran: a repeat of it is a duplicate.
+    pub fn executed(&self, ack_id: u64) {
+        self.st.lock().ack_ids.insert(ack_id);
+    }
+
+    // ---- rights and faults ----
+
+    /// Whether it may do `perm` on `group` (`None`: on every group).
+    pub fn allows(&self, perm: Permission, group: Option<&str>) -> bool {
+        self.st.lock().grants.allows(perm, group)
+    }
+
+    /// Grants `perm` for one group (`Some`) or every group (`None`).
+    pub fn grant(&self, perm: Permission, group: Option<&str>) {
+        self.st
+            .lock()
+            .grants
+            .0
+            .insert((perm, group.map(str::to_owned)));
+    }
+
+    /// Revokes `perm`: `None` for every group and every single-group grant of it, `Some(g)`
+    /// the grant for `g` only.
+    pub fn revoke(&self, perm: Permission, group: Option<&str>) {
+        let grants = &mut self.st.lock().grants.0;
+        match group {
+            None => grants.retain(|(p, _)| *p != perm),
+            Some(g) => {
+                grants.remove(&(perm, Some(g.to_owned())));
+            }
+        }
+    }
+
+    /// Changes the injected faults, and wakes the socket (held frames may go now).
+    pub fn inject(&self, f: impl FnOnce(&mut Faults)) {
+        let mut st = self.st.lock();
+        f(&mut st.faults);
+        st.wake();
+    }
+}
+
+/// An ack frame for `result`.
+pub(crate) fn ack_frame(ack_id: u64, result: Result<(), AckError>) -> Utf8Bytes {
+    let (success, error) = match result {
+        Ok(()) => (true, None),
+        Err(e) => (false, Some(e)),
+    };
+    encode(&ServiceMessage::Ack {
+        ack_id,
+        success,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> Arc<Link> {
+        let poll = mio::Poll::new().unwrap();
+        Arc::new(Link::new(
+            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
+        ))
+    }
+
+    const LIMITS: UnackedLimits = UnackedLimits {
+        messages: 2,
+        bytes: usize::MAX,
+    };
+
+    fn frames(s: &Session, l: &Arc<Link>) -> Vec<String> {
+        let mut out = Vec::new();
+        s.take_outbound(l, usize::MAX, &mut out);
+        out.iter().map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_recovery_resends_what_was_not_sequence_acked_after_a_fresh_connected() {
+        let (a, b) = (link(), link());
+        let s = Session::open(
+            "c".into(),
+            None,
+            true,
+            Grants::default(),
+            "t1".into(),
+            a.clone(),
+        );
+        let body = encode(&ServiceMessage::ServerMessage {
+            data: "x".into(),
+            sequence_id: None,
+        });
+        assert!(!s.deliver(&body, &LIMITS));
+        assert!(!s.deliver(&body, &LIMITS));
+        s.sequence_ack(1);
+        assert!(s.detach(&a, true));
+        assert!(!s.is_connected());
+        assert!(s.accepts_recovery("t1", Duration::from_secs(30)));
+        assert!(!s.accepts_recovery("t2", Duration::from_secs(30)));
+        s.attach(b.clone(), "t2".into());
+        let sent = frames(&s, &b);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].contains(r#""reconnectionToken":"t2""#));
+        assert!(sent[1].contains(r#""sequenceId":2"#));
+        assert!(
+            matches!(s.take_command(&a), Err(TakenOver)),
+            "the old socket lost it"
+        );
+        assert!(
+            s.accepts_recovery("t1", Duration::from_secs(30)),
+            "earlier tokens stay valid"
+        );
+    }
+
+    #[test]
+    fn an_overflow_while_dropped_ends_the_session_and_while_live_closes_it() {
+        let a = link();
+        let body = encode(&ServiceMessage::ServerMessage {
+            data: "x".into(),
+            sequence_id: None,
+        });
+        let live = Session::open(
+            "c".into(),
+            None,
+            true,
+            Grants::default(),
+            "t".into(),
+            a.clone(),
+        );
+        for _ in 0..2 {
+            assert!(!live.deliver(&body, &LIMITS));
+        }
+        assert!(!live.deliver(&body, &LIMITS));
+        assert!(matches!(
+            live.take_command(&a),
+            Ok(Some(Command::Close { flush: false, .. }))
+        ));
+        let dropped = Session::open(
+            "d".into(),
+            None,
+            true,
+            Grants::default(),
+            "t".into(),
+            a.clone(),
+        );
+        assert!(dropped.detach(&a, true));
+        for _ in 0..2 {
+            assert!(!dropped.deliver(&body, &LIMITS));
+        }
+        assert!(dropped.deliver(&body, &LIMITS));
+        assert!(dropped.end_reason().contains("Too many unacknowledged"));
+    }
+
+    #[test]
+    fn acked_requests_run_once_and_faults_are_used_up() {
+        let s = Session::open(
+            "c".into(),
+            None,
+            false,
+            Grants::default(),
+            "t".into(),
+            link(),
+        );
+        s.inject(|f| {
+            f.fail_next_acks = 1;
+            f.lose_next_ack = true;
+        });
+        assert_eq!(s.admit(1), AckedRun::InjectedFailure);
+        assert_eq!(s.admit(1), AckedRun::Run { lose_ack: true });
+        assert_eq!(s.admit(1), AckedRun::Run { lose_ack: false });
+        s.executed(1);
+        assert_eq!(s.admit(1), AckedRun::Duplicate);
+    }
+
+    #[test]
+    fn roles_grant_permissions_for_every_group_or_one() {
+        let roles = [
+            "webpubsub.joinLeaveGroup".to_owned(),
+            "webpubsub.sendToGroup.g".to_owned(),
+        ];
+        let s = Session::open(
+            "c".into(),
+            None,
+            false,
+            Grants::from_roles(&roles),
+            "t".into(),
+            link(),
+        );
+        assert!(s.allows(Permission::JoinLeaveGroup, Some("any")));
+        assert!(s.allows(Permission::SendToGroup, Some("g")));
+        assert!(!s.allows(Permission::SendToGroup, Some("h")));
+        assert!(!s.allows(Permission::SendToGroup, None));
+        s.revoke(Permission::SendToGroup, None);
+        assert!(!s.allows(Permission::SendToGroup, Some("g")));
+        s.grant(Permission::SendToGroup, None);
+        assert!(s.allows(Permission::SendToGroup, Some("h")));
+    }
+}

@@ -1,0 +1,206 @@
+//! What every thread of the emulator shares: its settings, its hubs, the observers of
+//! what happens, the wake-ups of the connection threads, and the end of sessions.
+//!
+//! Lock order: `Shared::hubs` → a hub's tables → a session's lock → `Shared::observers`.
+
+use crate::handler::{self, EventHandler};
+use crate::hub::{Hub, Overflowed};
+use crate::session::{Session, UnackedLimits};
+use crate::types::Observation;
+use crate::wake::Link;
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Settings fixed when the emulator starts.
+pub(crate) struct Config {
+    pub access_key: String,
+    pub recovery_window: Duration,
+    pub limits: UnackedLimits,
+    pub tls: Option<native_tls::TlsAcceptor>,
+    pub handler: EventHandler,
+    /// `http://127.0.0.1:PORT` (or https).
+    pub endpoint: String,
+}
+
+impl Config {
+    /// `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Everything the emulator's threads share.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    hubs: Mutex<HashMap<String, Arc<Hub>>>,
+    observers: Mutex<Vec<Sender<Observation>>>,
+    has_observers: AtomicBool,
+    refuse_recoveries: AtomicBool,
+    stopping: AtomicBool,
+    /// Every live connection thread's wake-up, by thread number.
+    links: Mutex<HashMap<u64, Arc<Link>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub fn new(cfg: Config) -> Shared {
+        Shared {
+            cfg,
+            hubs: Mutex::new(HashMap::new()),
+            observers: Mutex::new(Vec::new()),
+            has_observers: AtomicBool::new(false),
+            refuse_recoveries: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            links: Mutex::new(HashMap::new()),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The hub of that name, created on first use (hubs exist implicitly in the service).
+    pub fn hub(&self, name: &str) -> Arc<Hub> {
+        let mut hubs = self.hubs.lock();
+        if let Some(h) = hubs.get(name) {
+            return h.clone();
+        }
+        let hub = Arc::new(Hub::new(name));
+        hubs.insert(name.to_owned(), hub.clone());
+        hub
+    }
+
+    fn all_hubs(&self) -> Vec<Arc<Hub>> {
+        self.hubs.lock().values().cloned().collect()
+    }
+
+    // ---- observers ----
+
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<Observation> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut obs = self.observers.lock();
+        obs.push(tx);
+        self.has_observers.store(true, Ordering::Release);
+        rx
+    }
+
+    pub fn observing(&self) -> bool {
+        self.has_observers.load(Ordering::Acquire)
+    }
+
+    /// Sends an observation to every live receiver; forgets dropped receivers.
+    pub fn observe(&self, o: Observation) {
+        if !self.observing() {
+            return;
+        }
+        let mut obs = self.observers.lock();
+        obs.retain(|tx| tx.send(o.clone()).is_ok());
+        if obs.is_empty() {
+            self.has_observers.store(false, Ordering::Release);
+        }
+    }
+
+    // ---- switches ----
+
+    pub fn set_refuse_recoveries(&self, refuse: bool) {
+        self.refuse_recoveries.store(refuse, Ordering::Release);
+    }
+
+    pub fn refuses_recoveries(&self) -> bool {
+        self.refuse_recoveries.load(Ordering::Acquire)
+    }
+
+    /// From now on every thread winds down.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    // ---- connection threads ----
+
+    pub fn add_link(&self, id: u64, link: Arc<Link>) {
+        self.links.lock().insert(id, link);
+    }
+
+    pub fn remove_link(&self, id: u64) {
+        self.links.lock().remove(&id);
+    }
+
+    /// Wakes every connection thread (used by `stop`).
+    pub fn wake_all(&self) {
+        for link in self.links.lock().values() {
+            link.wake();
+        }
+    }
+
+    /// Keeps a connection thread's handle for `stop`, forgetting finished ones.
+    pub fn track_thread(&self, handle: JoinHandle<()>) {
+        let mut threads = self.threads.lock();
+        threads.retain(|h| !h.is_finished());
+        threads.push(handle);
+    }
+
+    pub fn take_threads(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *self.threads.lock())
+    }
+
+    // ---- the upstream handler ----
+
+    pub fn call_handler(&self, req: &handler::EventRequest) -> handler::EventResponse {
+        handler::call(&self.cfg.handler, req)
+    }
+
+    // ---- the end of sessions ----
+
+    /// Ends a session for good: removes it from its hub and reports `SessionEnded`.
+    pub fn end_session(&self, hub: &Hub, session: &Arc<Session>, reason: &str) {
+        hub.remove(session.id());
+        if !session.end() {
+            return;
+        }
+        log::debug!(
+            "emulator: session {} in hub {} ended: {reason}",
+            session.id(),
+            hub.name()
+        );
+        self.observe(Observation::SessionEnded {
+            hub: hub.name().to_owned(),
+            connection_id: session.id().to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Ends the sessions a fan-out found overflowed.
+    pub fn end_overflowed(&self, hub: &Hub, overflowed: Overflowed) {
+        for s in overflowed.0 {
+            self.end_session(hub, &s, &s.end_reason());
+        }
+    }
+
+    /// Ends every dropped session whose recovery window has passed.
+    pub fn reap_expired(&self) {
+        for hub in self.all_hubs() {
+            for s in hub.expired(self.cfg.recovery_window) {
+                self.end_session(&hub, &s, "recovery window expired");
+            }
+        }
+    }
+
+    /// Ends every remaining session (those waiting for recovery, once the sockets are gone).
+    pub fn end_all_sessions(&self, reason: &str) {
+        for hub in self.all_hubs() {
+            for s in hub.sessions() {
+                self.end_session(&hub, &s, reason);
+            }
+        }
+    }
+}
