@@ -4,7 +4,7 @@ use crate::acks::{AckHandle, AckOutcome, AckReceiver, RequestOptions, Waiter};
 use crate::error::{Error, InvalidInput, Result, StateError, TimeoutKind};
 use crate::events::Registry;
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
-use crate::protocol::{ClientMessage, Data, MAX_GROUP_NAME_CHARS, MAX_MESSAGE_BYTES};
+use crate::protocol::{ClientMessage, Data, Metadata, MAX_GROUP_NAME_CHARS, MAX_MESSAGE_BYTES};
 use crate::state::{ClientState, RequestKind, Session};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -552,6 +552,8 @@ impl WebPubSubClient {
             ack_id: None,
             no_echo: opts.no_echo,
             data: data.into(),
+            ttl_seconds: None,
+            metadata: Metadata::default(),
         };
         self.request(RequestKind::Other, msg, opts)
     }
@@ -595,6 +597,7 @@ impl WebPubSubClient {
             event: event.to_owned(),
             ack_id: None,
             data: data.into(),
+            metadata: Metadata::default(),
         };
         self.request(RequestKind::Other, msg, opts)
     }

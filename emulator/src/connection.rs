@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
-use webpubsub_protocol::{AckError, ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{AckError, ClientMessage, Data, Metadata, ServiceMessage};
 
 /// Frames moved from the session per write batch.
 const MAX_BATCH: usize = 4096;
@@ -374,6 +374,7 @@ impl Connection {
                 invocation_id,
                 event,
                 data,
+                ..
             } => {
                 let req = self.event_request(EventKind::Invoke, event, data);
                 let reply = match call_handler(&self.w.shared, &req) {
@@ -382,18 +383,21 @@ impl Connection {
                         success: true,
                         data: None,
                         error: None,
+                        metadata: Metadata::default(),
                     },
                     EventResponse::Reply(d) => ServiceMessage::InvokeResponse {
                         invocation_id,
                         success: true,
                         data: (d != Data::Json(serde_json::Value::Null)).then_some(d),
                         error: None,
+                        metadata: Metadata::default(),
                     },
                     EventResponse::Fail(m) => ServiceMessage::InvokeResponse {
                         invocation_id,
                         success: false,
                         data: None,
                         error: Some(AckError::new(AckError::INVOCATION_FAILED, m)),
+                        metadata: Metadata::default(),
                     },
                 };
                 self.session.push_control(encode(&reply));
@@ -509,6 +513,7 @@ impl Connection {
                     data,
                     from_user_id: self.session.user_id.clone(),
                     sequence_id: None,
+                    metadata: Metadata::default(),
                 };
                 let group = match &msg {
                     ServiceMessage::GroupMessage { group, .. } => group.as_str(),

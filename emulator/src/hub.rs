@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{Data, ServiceMessage};
+use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// A cheap handle for server-side operations on one hub: what an application server does
 /// through the REST API, plus fault injection for tests.
@@ -91,6 +91,7 @@ impl HubHandle {
         let msg = ServiceMessage::ServerMessage {
             data: data.into(),
             sequence_id: None,
+            metadata: Metadata::default(),
         };
         self.hub
             .send_message_to_group(&self.shared, group.as_ref(), &msg, &strs(excluded));
@@ -383,6 +384,7 @@ impl Hub {
         let body = encode_body(&ServiceMessage::ServerMessage {
             data,
             sequence_id: None,
+            metadata: Metadata::default(),
         });
         let over = {
             let st = self.state.lock();
@@ -400,6 +402,7 @@ impl Hub {
         let body = encode_body(&ServiceMessage::ServerMessage {
             data,
             sequence_id: None,
+            metadata: Metadata::default(),
         });
         let over = {
             let st = self.state.lock();
@@ -413,6 +416,7 @@ impl Hub {
         let body = encode_body(&ServiceMessage::ServerMessage {
             data,
             sequence_id: None,
+            metadata: Metadata::default(),
         });
         let Some(s) = self.state.lock().session(conn) else {
             return false;

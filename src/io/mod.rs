@@ -492,6 +492,7 @@ impl IoThread {
                 data,
                 from_user_id,
                 sequence_id,
+                ..
             } => {
                 if !self.seq.on_message(sequence_id, now) {
                     log::debug!("dropping redelivered message {sequence_id:?}");
@@ -504,7 +505,9 @@ impl IoThread {
                     }));
                 }
             }
-            ServiceMessage::ServerMessage { data, sequence_id } => {
+            ServiceMessage::ServerMessage {
+                data, sequence_id, ..
+            } => {
                 // Counted as received either way; handed over only if someone listens.
                 if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
                     self.emit_message(Event::ServerMessage(ServerMessage { data, sequence_id }));
