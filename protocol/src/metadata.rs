@@ -105,16 +105,16 @@ impl Metadata {
     /// this crate's encoders write them.
     pub(crate) fn from_entries_last_wins(mut entries: Vec<(String, String)>) -> Metadata {
         if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
-            // Stable: equal keys keep their wire order, so the last of a run is the last sent.
+            // Stable: equal keys keep their wire order, so the last of a run is the last sent;
+            // moving each later value into the kept entry keeps the last one.
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out: Vec<(String, String)> = Vec::with_capacity(entries.len());
-            for entry in entries {
-                match out.last_mut() {
-                    Some(last) if last.0 == entry.0 => *last = entry,
-                    _ => out.push(entry),
+            entries.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(&mut later.1, &mut kept.1);
                 }
-            }
-            entries = out;
+                same
+            });
         }
         Metadata { entries }
     }

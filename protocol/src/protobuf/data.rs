@@ -4,6 +4,7 @@ use super::wire::{MessageData, MetadataEntry, Payload};
 use crate::data::Data;
 use crate::error::ProtocolError;
 use crate::metadata::Metadata;
+use prost::bytes::Bytes;
 
 /// The wire form of a payload. Text, bytes and the serialised `Any` are copied as they are;
 /// JSON is serialised into `json_data` (as the JS client sends it).
@@ -12,8 +13,8 @@ pub(crate) fn to_wire(data: &Data) -> MessageData {
         data: Some(match data {
             Data::Text(s) => Payload::Text(s.clone()),
             Data::Json(v) => Payload::Json(v.to_string()),
-            Data::Binary(b) => Payload::Binary(b.clone()),
-            Data::Protobuf(b) => Payload::Protobuf(b.clone()),
+            Data::Binary(b) => Payload::Binary(Bytes::copy_from_slice(b)),
+            Data::Protobuf(b) => Payload::Protobuf(Bytes::copy_from_slice(b)),
         }),
     }
 }
@@ -30,8 +31,8 @@ pub(crate) fn from_wire(
     Ok(match data.data {
         None => None,
         Some(Payload::Text(s)) => Some(Data::Text(s)),
-        Some(Payload::Binary(b)) => Some(Data::Binary(b)),
-        Some(Payload::Protobuf(b)) => Some(Data::Protobuf(b)),
+        Some(Payload::Binary(b)) => Some(Data::Binary(Vec::from(b))),
+        Some(Payload::Protobuf(b)) => Some(Data::Protobuf(Vec::from(b))),
         Some(Payload::Json(s)) => Some(Data::Json(serde_json::from_str(&s).map_err(|e| {
             ProtocolError::InvalidField {
                 message,

@@ -260,11 +260,14 @@ pub(crate) struct MessageData {
 pub(crate) enum Payload {
     #[prost(string, tag = "1")]
     Text(String),
-    #[prost(bytes = "vec", tag = "2")]
-    Binary(Vec<u8>),
+    /// `Bytes`, not `Vec<u8>`: prost reads a `Vec<u8>` field through an intermediate
+    /// `Bytes` (two allocations and two copies of the payload), a `Bytes` field directly,
+    /// and a `Bytes` read so becomes the `Vec<u8>` of a [`Data`](crate::Data) without a copy.
+    #[prost(bytes = "bytes", tag = "2")]
+    Binary(prost::bytes::Bytes),
     /// A serialised `google.protobuf.Any`, kept as bytes (see the module's docs).
-    #[prost(bytes = "vec", tag = "3")]
-    Protobuf(Vec<u8>),
+    #[prost(bytes = "bytes", tag = "3")]
+    Protobuf(prost::bytes::Bytes),
     /// Serialised JSON.
     #[prost(string, tag = "4")]
     Json(String),
