@@ -373,6 +373,15 @@ mod tests {
             let frame = msg.encode();
             assert!(frame.capacity() >= frame.len());
             assert!(msg.encoded_len_hint() >= frame.len(), "{}", frame.len());
+            let msg = ClientMessage::SendToGroup {
+                group: "g".into(),
+                ack_id: Some(u64::MAX),
+                no_echo: true,
+                data: data.clone(),
+                ttl_seconds: Some(u32::MAX),
+                metadata: Metadata::from([("k", "v"), ("key", "x".repeat(100).as_str())]),
+            };
+            assert!(msg.encoded_len_hint() >= msg.encode().len());
             let msg = ClientMessage::Invoke {
                 invocation_id: "i".repeat(30),
                 event: "e".repeat(30),
