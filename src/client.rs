@@ -8,7 +8,7 @@ use crate::error::{Error, InvalidInput, Result, TimeoutKind};
 use crate::events::{Event, GroupMessage, ServerMessage, Subscription};
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
 use crate::protocol::{
-    check_event_name, check_group_name, check_message_size, ClientMessage, Data,
+    check_event_name, check_group_name, check_message_size, ClientMessage, Data, Metadata,
 };
 use crate::state::ClientState;
 use crossbeam_channel::Receiver;
@@ -353,6 +353,8 @@ impl WebPubSubClient {
             ack_id: None,
             no_echo: opts.no_echo,
             data: data.into(),
+            ttl_seconds: None,
+            metadata: Metadata::new(),
         };
         self.request(RequestKind::Other, msg, opts)
     }
@@ -394,6 +396,7 @@ impl WebPubSubClient {
             event: event.to_owned(),
             ack_id: None,
             data: data.into(),
+            metadata: Metadata::new(),
         };
         self.request(RequestKind::Other, msg, opts)
     }

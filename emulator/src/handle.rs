@@ -8,7 +8,7 @@ use crate::types::{ConnectionInfo, Permission, UpstreamEvent};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use webpubsub_protocol::{Data, ServiceMessage};
+use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// A cheap handle for server-side operations on one hub: what an application server does
 /// through the REST API, plus fault injection for tests.
@@ -116,6 +116,7 @@ impl HubHandle {
         let msg = ServiceMessage::ServerMessage {
             data: data.into(),
             sequence_id: None,
+            metadata: Metadata::new(),
         };
         let limits = &self.shared.cfg.limits;
         let over = self

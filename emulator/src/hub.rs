@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{Data, ServiceMessage};
+use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// Sessions whose unacked buffer overflowed while no socket was attached: they must be
 /// ended (which needs the emulator's observers, so the caller does it).
@@ -106,6 +106,7 @@ fn server_message(data: Data) -> Utf8Bytes {
     encode(&ServiceMessage::ServerMessage {
         data,
         sequence_id: None,
+        metadata: Metadata::new(),
     })
 }
 

@@ -11,7 +11,7 @@ use crate::hub::Hub;
 use crate::session::{ack_frame, encode, AckedRun, Session};
 use crate::shared::Shared;
 use crate::types::{Observation, Permission, UpstreamEvent};
-use webpubsub_protocol::{AckError, ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{AckError, ClientMessage, Data, Metadata, ServiceMessage};
 
 /// What the socket must do after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,7 @@ fn on_message(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Flow {
             invocation_id,
             event,
             data,
+            ..
         } => on_invoke(cx, invocation_id, event, data),
         ClientMessage::CancelInvocation { .. } => {}
         ClientMessage::Unknown { kind } => {
@@ -95,6 +96,7 @@ fn on_invoke(cx: Ctx<'_>, invocation_id: String, event: String, data: Option<Dat
             success,
             data,
             error,
+            metadata: Metadata::new(),
         }));
 }
 
@@ -196,6 +198,7 @@ fn send_to_group(
         data,
         from_user_id: cx.session.user_id().map(str::to_owned),
         sequence_id: None,
+        metadata: Metadata::new(),
     };
     let ServiceMessage::GroupMessage { group, .. } = &msg else {
         unreachable!("built just above")

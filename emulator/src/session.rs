@@ -570,6 +570,7 @@ mod tests {
         let body = encode(&ServiceMessage::ServerMessage {
             data: "x".into(),
             sequence_id: None,
+            metadata: Default::default(),
         });
         assert!(!s.deliver(&body, &LIMITS));
         assert!(!s.deliver(&body, &LIMITS));
@@ -599,6 +600,7 @@ mod tests {
         let body = encode(&ServiceMessage::ServerMessage {
             data: "x".into(),
             sequence_id: None,
+            metadata: Default::default(),
         });
         let live = Session::open(
             "c".into(),

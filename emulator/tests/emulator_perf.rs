@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use support::*;
 use tungstenite::Message;
 use webpubsub_emulator::Emulator;
-use webpubsub_protocol::ClientMessage;
+use webpubsub_protocol::{ClientMessage, Metadata};
 
 const N: u64 = 1_000_000;
 const TARGET_PER_SEC: f64 = 500_000.0;
@@ -60,6 +60,8 @@ fn client_group_messages_reach_a_reliable_receiver_at_500k_per_second() {
         ack_id: None,
         no_echo: true,
         data: "hello world".into(),
+        ttl_seconds: None,
+        metadata: Metadata::new(),
     }
     .encode();
     for _ in 0..N {

@@ -395,7 +395,9 @@ fn tls_serves_wss_and_https() {
     let mut c = handshake(request(&url, Some(RELIABLE), None), tls).expect("wss upgrade");
     emu.hub("chat").send_to_group("g", "over tls");
     match c.recv() {
-        ServiceMessage::ServerMessage { data, sequence_id } => {
+        ServiceMessage::ServerMessage {
+            data, sequence_id, ..
+        } => {
             assert_eq!((data, sequence_id), (Data::from("over tls"), Some(1)));
         }
         other => panic!("{other:?}"),

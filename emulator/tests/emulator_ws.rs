@@ -7,7 +7,7 @@ use support::*;
 use webpubsub_emulator::{
     Emulator, EventKind, EventResponse, Observation, Permission, BAD_REQUEST,
 };
-use webpubsub_protocol::{ClientMessage, Data, ServiceMessage, MAX_MESSAGE_BYTES};
+use webpubsub_protocol::{ClientMessage, Data, Metadata, ServiceMessage, MAX_MESSAGE_BYTES};
 
 fn join(g: &str, ack: u64) -> ClientMessage {
     ClientMessage::JoinGroup {
@@ -22,6 +22,8 @@ fn publish(g: &str, ack: Option<u64>, data: impl Into<Data>) -> ClientMessage {
         ack_id: ack,
         no_echo: false,
         data: data.into(),
+        ttl_seconds: None,
+        metadata: Metadata::new(),
     }
 }
 
@@ -265,6 +267,7 @@ fn group_messages_reach_members_with_sequence_ids_and_from_user() {
                     data: d.clone(),
                     from_user_id: Some("alice".into()),
                     sequence_id: Some(i as u64 + 1),
+                    metadata: Metadata::new(),
                 }
             );
         }
@@ -292,6 +295,8 @@ fn no_echo_skips_the_sender_only() {
         ack_id: Some(2),
         no_echo: true,
         data: "quiet".into(),
+        ttl_seconds: None,
+        metadata: Metadata::new(),
     });
     let before = a.drain_until_pong();
     assert_eq!(before.len(), 1, "only the ack: {before:?}");
@@ -352,6 +357,7 @@ fn group_name_and_message_size_limits_give_bad_request_and_keep_the_connection()
         event: "e".into(),
         ack_id: Some(ack),
         data: "y".repeat(n).into(),
+        metadata: Metadata::new(),
     };
     let fits = MAX_MESSAGE_BYTES - event(6, 0).encode().len();
     a.send(event(6, fits + 1));
@@ -509,6 +515,7 @@ fn events_are_recorded_and_a_failing_handler_gives_invocation_failed() {
         event: name.into(),
         ack_id: ack,
         data: Data::from("payload"),
+        metadata: Metadata::new(),
     };
     a.send(ev("ok", Some(1)));
     assert_eq!(a.ack(1), (true, None));
@@ -537,6 +544,7 @@ fn events_are_recorded_and_a_failing_handler_gives_invocation_failed() {
         invocation_id: "i1".into(),
         event: "echo".into(),
         data: Some(json!({"a": 1}).into()),
+        metadata: Metadata::new(),
     });
     assert_eq!(
         a.recv(),
@@ -544,13 +552,15 @@ fn events_are_recorded_and_a_failing_handler_gives_invocation_failed() {
             invocation_id: "i1".into(),
             success: true,
             data: Some(json!({"a": 1}).into()),
-            error: None
+            error: None,
+            metadata: Metadata::new(),
         }
     );
     a.send(ClientMessage::Invoke {
         invocation_id: "i2".into(),
         event: "fail".into(),
         data: None,
+        metadata: Metadata::new(),
     });
     match a.recv() {
         ServiceMessage::InvokeResponse {
@@ -577,12 +587,14 @@ fn default_handler_accepts_events_and_echoes_invokes() {
         event: "e".into(),
         ack_id: Some(1),
         data: "d".into(),
+        metadata: Metadata::new(),
     });
     assert_eq!(a.ack(1), (true, None));
     a.send(ClientMessage::Invoke {
         invocation_id: "x".into(),
         event: "e".into(),
         data: Some("hi".into()),
+        metadata: Metadata::new(),
     });
     assert_eq!(
         a.recv(),
@@ -590,7 +602,8 @@ fn default_handler_accepts_events_and_echoes_invokes() {
             invocation_id: "x".into(),
             success: true,
             data: Some("hi".into()),
-            error: None
+            error: None,
+            metadata: Metadata::new(),
         }
     );
     wait_for(&obs, |o| match o {

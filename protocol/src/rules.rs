@@ -1,9 +1,11 @@
-//! The rules of the wire that both sides apply: name lengths, the message size limit, and
-//! which values are secrets that no log line may show.
+//! The rules of the wire that both sides apply: name lengths, the message size limit, the
+//! limits of metadata and TTL, and which values are secrets that no log line may show.
 //!
 //! One definition each, so that anything a client lets through, the service (or the
 //! emulator) accepts, and the same secrets are hidden everywhere with the same marker.
 
+use crate::any::ProtobufAny;
+use crate::metadata::Metadata;
 use std::fmt;
 
 /// The largest message the service accepts, in bytes: the encoded WebSocket frame for
@@ -11,6 +13,15 @@ use std::fmt;
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// The longest group name the service accepts, in characters.
 pub const MAX_GROUP_NAME_CHARS: usize = 1024;
+
+/// The longest metadata key the service accepts, in bytes (PROTOCOL.md §11).
+pub const MAX_METADATA_KEY_BYTES: usize = 256;
+/// The longest metadata value the service accepts, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
+/// The most metadata one message may carry: the bytes of all its keys and values together.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// The longest time to live of a `sendToGroup`, in seconds (also REST's `messageTtlSeconds`).
+pub const MAX_TTL_SECONDS: u32 = 300;
 
 /// What stands in for a secret in logs, `Debug` output and error texts.
 pub const REDACTED: &str = "***";
@@ -42,6 +53,46 @@ pub enum RuleError {
         /// Its size in bytes.
         size: usize,
     },
+    /// A metadata key is empty or has a character that is not an HTTP token character
+    /// (letters, digits and ``!#$%&'*+-.^_`|~``): keys travel as parts of HTTP header names.
+    InvalidMetadataKey {
+        /// The key.
+        key: String,
+    },
+    /// A metadata key is longer than [`MAX_METADATA_KEY_BYTES`].
+    MetadataKeyTooLong {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// A metadata value has a character that is not ASCII, or an ASCII control character
+    /// other than tab: values travel as HTTP header values.
+    InvalidMetadataValue {
+        /// The value's key.
+        key: String,
+    },
+    /// A metadata value is longer than [`MAX_METADATA_VALUE_BYTES`].
+    MetadataValueTooLong {
+        /// The value's key.
+        key: String,
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// The keys and values of a message's metadata add up to more than
+    /// [`MAX_METADATA_BYTES`].
+    MetadataTooLarge {
+        /// Their size in bytes.
+        bytes: usize,
+    },
+    /// A time to live is more than [`MAX_TTL_SECONDS`].
+    TtlOutOfRange {
+        /// The TTL in seconds.
+        seconds: u32,
+    },
+    /// A `protobuf` payload is not a serialised `google.protobuf.Any`.
+    InvalidProtobufPayload {
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 impl fmt::Display for RuleError {
@@ -56,6 +107,37 @@ impl fmt::Display for RuleError {
             RuleError::MessageTooLarge { size } => write!(
                 f,
                 "message is {size} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
+            ),
+            RuleError::InvalidMetadataKey { key } => write!(
+                f,
+                "metadata key {:?} is empty or has a character that is not an HTTP token character",
+                Short(key)
+            ),
+            RuleError::MetadataKeyTooLong { bytes } => write!(
+                f,
+                "metadata key is {bytes} bytes, more than {MAX_METADATA_KEY_BYTES}"
+            ),
+            RuleError::InvalidMetadataValue { key } => write!(
+                f,
+                "metadata value of {:?} has a character that is not printable ASCII",
+                Short(key)
+            ),
+            RuleError::MetadataValueTooLong { key, bytes } => write!(
+                f,
+                "metadata value of {:?} is {bytes} bytes, more than {MAX_METADATA_VALUE_BYTES}",
+                Short(key)
+            ),
+            RuleError::MetadataTooLarge { bytes } => write!(
+                f,
+                "metadata is {bytes} bytes, over the {MAX_METADATA_BYTES}-byte limit"
+            ),
+            RuleError::TtlOutOfRange { seconds } => write!(
+                f,
+                "time to live of {seconds} s is out of range (0 to {MAX_TTL_SECONDS} s)"
+            ),
+            RuleError::InvalidProtobufPayload { reason } => write!(
+                f,
+                "protobuf payload is not a serialised google.protobuf.Any: {reason}"
             ),
         }
     }
@@ -92,6 +174,100 @@ pub fn check_message_size(size: usize) -> Result<(), RuleError> {
         return Err(RuleError::MessageTooLarge { size });
     }
     Ok(())
+}
+
+/// Metadata follows the service's limits: each key 1 to [`MAX_METADATA_KEY_BYTES`] HTTP token
+/// characters, each value at most [`MAX_METADATA_VALUE_BYTES`] of printable ASCII (tab
+/// allowed), and all keys and values together at most [`MAX_METADATA_BYTES`].
+///
+/// Microsoft's emulator allows any ASCII in values; control characters are refused here as
+/// well, because metadata travels as HTTP headers (to the event handler, from REST calls),
+/// where a line break would end the header or start a forged one.
+///
+/// ```
+/// use webpubsub_protocol::{check_metadata, Metadata, RuleError};
+/// assert_eq!(check_metadata(&Metadata::from([("trace-id", "abc")])), Ok(()));
+/// assert!(matches!(
+///     check_metadata(&Metadata::from([("trace id", "abc")])),
+///     Err(RuleError::InvalidMetadataKey { .. })
+/// ));
+/// ```
+pub fn check_metadata(metadata: &Metadata) -> Result<(), RuleError> {
+    if metadata.is_empty() {
+        return Ok(());
+    }
+    for (key, value) in metadata.iter() {
+        check_metadata_entry(key, value)?;
+    }
+    let bytes = metadata.total_bytes();
+    if bytes > MAX_METADATA_BYTES {
+        return Err(RuleError::MetadataTooLarge { bytes });
+    }
+    Ok(())
+}
+
+/// One metadata entry follows the limits of [`check_metadata`] (all but the total).
+pub fn check_metadata_entry(key: &str, value: &str) -> Result<(), RuleError> {
+    if key.is_empty() || !key.bytes().all(is_token_byte) {
+        return Err(RuleError::InvalidMetadataKey {
+            key: key.to_owned(),
+        });
+    }
+    if key.len() > MAX_METADATA_KEY_BYTES {
+        return Err(RuleError::MetadataKeyTooLong { bytes: key.len() });
+    }
+    if !value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..0x7f).contains(&b))
+    {
+        return Err(RuleError::InvalidMetadataValue {
+            key: key.to_owned(),
+        });
+    }
+    if value.len() > MAX_METADATA_VALUE_BYTES {
+        return Err(RuleError::MetadataValueTooLong {
+            key: key.to_owned(),
+            bytes: value.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A `sendToGroup`'s time to live is 0 to [`MAX_TTL_SECONDS`] seconds.
+pub fn check_ttl_seconds(seconds: u32) -> Result<(), RuleError> {
+    if seconds > MAX_TTL_SECONDS {
+        return Err(RuleError::TtlOutOfRange { seconds });
+    }
+    Ok(())
+}
+
+/// A `protobuf` payload ([`Data::Protobuf`](crate::Data::Protobuf)) is a serialised
+/// `google.protobuf.Any`. Decoders do not check it (a receiver gets what was sent); a sender
+/// checks it, because a protobuf receiver reads the payload as an embedded `Any` message and
+/// may refuse the whole frame otherwise.
+pub fn check_protobuf_payload(bytes: &[u8]) -> Result<(), RuleError> {
+    ProtobufAny::from_bytes(bytes)
+        .map(drop)
+        .map_err(|e| RuleError::InvalidProtobufPayload {
+            reason: e.to_string(),
+        })
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A key in an error text: at most 64 characters of it.
+struct Short<'a>(&'a str);
+
+impl fmt::Debug for Short<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(64) {
+            Some((i, _)) => write!(f, "{:?}…", &self.0[..i]),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
 }
 
 /// Whether a query parameter's value is a secret ([`SECRET_QUERY_PARAMS`]).
@@ -188,6 +364,89 @@ mod tests {
                 size: MAX_MESSAGE_BYTES + 1
             })
         );
+    }
+
+    #[test]
+    fn metadata_keys_are_http_tokens_of_at_most_256_bytes() {
+        let one = |k: &str| check_metadata(&Metadata::from([(k, "v")]));
+        assert_eq!(one("Trace-Id_1.!#$%&'*+^`|~"), Ok(()));
+        for bad in ["", "a b", "a:b", "a\"b", "é", "a/b", "a\nb", "(x)"] {
+            assert_eq!(
+                one(bad),
+                Err(RuleError::InvalidMetadataKey { key: bad.into() }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(one(&"k".repeat(MAX_METADATA_KEY_BYTES)), Ok(()));
+        assert_eq!(
+            one(&"k".repeat(MAX_METADATA_KEY_BYTES + 1)),
+            Err(RuleError::MetadataKeyTooLong { bytes: 257 })
+        );
+    }
+
+    #[test]
+    fn metadata_values_are_printable_ascii_of_at_most_1024_bytes() {
+        let one = |v: &str| check_metadata(&Metadata::from([("k", v)]));
+        assert_eq!(one(""), Ok(()));
+        assert_eq!(one("any ASCII: {\"x\"}\t~"), Ok(()));
+        for bad in ["é", "line\nbreak", "cr\r", "\u{0}", "\u{7f}"] {
+            assert_eq!(
+                one(bad),
+                Err(RuleError::InvalidMetadataValue { key: "k".into() }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(one(&"v".repeat(MAX_METADATA_VALUE_BYTES)), Ok(()));
+        assert_eq!(
+            one(&"v".repeat(MAX_METADATA_VALUE_BYTES + 1)),
+            Err(RuleError::MetadataValueTooLong {
+                key: "k".into(),
+                bytes: 1025
+            })
+        );
+    }
+
+    #[test]
+    fn metadata_is_at_most_8_kib_in_all() {
+        // Eight entries of 1 + 1023 bytes: exactly 8 KiB.
+        let full: Metadata = (0..8).map(|i| (i.to_string(), "v".repeat(1023))).collect();
+        assert_eq!(full.total_bytes(), MAX_METADATA_BYTES);
+        assert_eq!(check_metadata(&full), Ok(()));
+        let over = full.with("x", "");
+        assert_eq!(
+            check_metadata(&over),
+            Err(RuleError::MetadataTooLarge { bytes: 8193 })
+        );
+        assert_eq!(check_metadata(&Metadata::new()), Ok(()));
+    }
+
+    #[test]
+    fn ttl_is_zero_to_300_seconds() {
+        assert_eq!(check_ttl_seconds(0), Ok(()));
+        assert_eq!(check_ttl_seconds(300), Ok(()));
+        assert_eq!(
+            check_ttl_seconds(301),
+            Err(RuleError::TtlOutOfRange { seconds: 301 })
+        );
+    }
+
+    #[test]
+    fn protobuf_payloads_are_serialised_anys() {
+        let any = ProtobufAny::new("type.googleapis.com/x.Y", vec![8, 1]);
+        assert_eq!(check_protobuf_payload(&any.to_bytes()), Ok(()));
+        assert_eq!(check_protobuf_payload(&[]), Ok(()), "the empty Any");
+        assert!(matches!(
+            check_protobuf_payload(&[1, 2, 3]),
+            Err(RuleError::InvalidProtobufPayload { .. })
+        ));
+    }
+
+    #[test]
+    fn error_texts_shorten_long_keys() {
+        let e = RuleError::InvalidMetadataKey {
+            key: "x ".repeat(1000),
+        };
+        assert!(e.to_string().len() < 200, "{e}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
-use webpubsub_protocol::{AckError, ClientMessage, Data, ProtocolError, ServiceMessage};
+use webpubsub_protocol::{AckError, ClientMessage, Data, Metadata, ProtocolError, ServiceMessage};
 use webpubsub_testkit::rng::{env_u64, Rng};
 
 const DEFAULT_SEED: u64 = 0x7765_6270_7562_7375;
@@ -488,6 +488,36 @@ fn gen_opt<T>(rng: &mut Rng, f: impl FnOnce(&mut Rng) -> T) -> Option<T> {
     }
 }
 
+/// Metadata, empty most of the time as on the wire. The codecs keep whatever the peer sent
+/// (the limits are rules, not format), so keys and values are any strings, now and then
+/// within the rules.
+fn gen_metadata(rng: &mut Rng) -> Metadata {
+    if rng.below(3) > 0 {
+        return Metadata::new();
+    }
+    const KEYS: &[&str] = &["trace-id", "origin", "k", "Content-Type", "x_y.z~1", ""];
+    (0..1 + rng.below(4))
+        .map(|_| {
+            let key = if rng.one_in(2) {
+                rng.pick(KEYS).to_owned()
+            } else {
+                gen_string(rng)
+            };
+            (key, gen_string(rng))
+        })
+        .collect()
+}
+
+/// A TTL: within the rule's 0–300 mostly, anywhere in `u32` now and then.
+fn gen_ttl(rng: &mut Rng) -> u32 {
+    match rng.below(4) {
+        0 => 0,
+        1 => 300,
+        2 => rng.next_u64() as u32,
+        _ => rng.below(301) as u32,
+    }
+}
+
 fn gen_ack_error(rng: &mut Rng) -> AckError {
     const NAMES: &[&str] = &[
         AckError::DUPLICATE,
@@ -523,10 +553,12 @@ fn gen_service(rng: &mut Rng) -> ServiceMessage {
             data: gen_data(rng),
             from_user_id: gen_opt(rng, gen_string),
             sequence_id: gen_opt(rng, gen_u64),
+            metadata: gen_metadata(rng),
         },
         4 => ServiceMessage::ServerMessage {
             data: gen_data(rng),
             sequence_id: gen_opt(rng, gen_u64),
+            metadata: gen_metadata(rng),
         },
         5 => ServiceMessage::Pong,
         6 => ServiceMessage::InvokeResponse {
@@ -534,6 +566,7 @@ fn gen_service(rng: &mut Rng) -> ServiceMessage {
             success: rng.one_in(2),
             data: gen_opt(rng, gen_data),
             error: gen_opt(rng, gen_ack_error),
+            metadata: gen_metadata(rng),
         },
         _ => ServiceMessage::Unknown {
             kind: gen_string(rng),
@@ -557,11 +590,14 @@ fn gen_client(rng: &mut Rng) -> ClientMessage {
             ack_id: gen_opt(rng, gen_u64),
             no_echo: rng.one_in(2),
             data: gen_data(rng),
+            ttl_seconds: gen_opt(rng, gen_ttl),
+            metadata: gen_metadata(rng),
         },
         3 => ClientMessage::Event {
             event: gen_string(rng),
             ack_id: gen_opt(rng, gen_u64),
             data: gen_data(rng),
+            metadata: gen_metadata(rng),
         },
         4 => ClientMessage::SequenceAck {
             sequence_id: gen_u64(rng),
@@ -571,6 +607,7 @@ fn gen_client(rng: &mut Rng) -> ClientMessage {
             invocation_id: gen_string(rng),
             event: gen_string(rng),
             data: gen_opt(rng, gen_data),
+            metadata: gen_metadata(rng),
         },
         7 => ClientMessage::CancelInvocation {
             invocation_id: gen_string(rng),
@@ -645,6 +682,8 @@ const KEYS: &[&str] = &[
     "noEcho",
     "invocationId",
     "target",
+    "ttlSeconds",
+    "metadata",
     "name",
     "Type",
     "",
@@ -746,6 +785,10 @@ const VALUES: &[&str] = &[
     "{\"name\":\"n\",\"message\":null}",
     "[\"n\",\"m\"]",
     "{\"name\":\"n\",\"name\":\"n\"}",
+    "{\"k\":\"v\"}",
+    "{\"k\":\"v\",\"k\":\"w\"}",
+    "{\"k\":1}",
+    "{\"\":\"\",\"a b\":\"\\u00e9\"}",
 ];
 
 /// Tokens spliced into frames at random places.
@@ -925,4 +968,516 @@ fn random_tokens(rng: &mut Rng, valid: &str) -> String {
         s.push_str(rng.pick(TOKENS));
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------
+// Protobuf: the same generators, encoded with `encode_protobuf`, mutated at the wire level.
+
+/// Protobuf frames per direction: protobuf frames are smaller and cheaper to decode, and the
+/// mutations below reach its few cases quickly.
+const DEFAULT_PROTOBUF_FRAMES_PER_TEST: usize = 200_000;
+
+#[test]
+fn protobuf_service_frames_and_their_mutants_never_panic_and_round_trip() {
+    run_protobuf(Direction::Service);
+}
+
+#[test]
+fn protobuf_client_frames_and_their_mutants_never_panic_and_round_trip() {
+    run_protobuf(Direction::Client);
+}
+
+fn run_protobuf(direction: Direction) {
+    let seed = env_u64("CODEC_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let frames =
+        env_u64("CODEC_FUZZ_FRAMES").map_or(DEFAULT_PROTOBUF_FRAMES_PER_TEST, |n| n as usize);
+    let stream = seed ^ (direction as u64 + 3).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    println!(
+        "protobuf codec fuzz ({direction:?}): seed {seed:#x}, {frames} frames \
+         (replay with CODEC_FUZZ_SEED={seed:#x})"
+    );
+    let started = Instant::now();
+    let mut stats = Stats::default();
+    let mut case = 0u64;
+    while stats.frames < frames {
+        let mut rng = Rng::new(stream ^ case.wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let ctx = Ctx { seed, case };
+        let valid = match direction {
+            Direction::Service => {
+                let msg = protobuf_service(gen_service(&mut rng));
+                let bytes = msg.encode_protobuf();
+                let mut appended = vec![7];
+                msg.encode_protobuf_into(&mut appended);
+                assert_eq!(appended[1..], bytes[..], "encode_protobuf_into; {ctx}");
+                match ServiceMessage::decode_protobuf(&bytes) {
+                    Ok(got) if same_service(&got, &msg) => {}
+                    other => {
+                        panic!("{msg:?} encodes as {bytes:?}, which decodes to {other:?}; {ctx}")
+                    }
+                }
+                bytes
+            }
+            Direction::Client => {
+                let msg = protobuf_client(gen_client(&mut rng));
+                let bytes = msg.encode_protobuf();
+                let mut appended = vec![7];
+                msg.encode_protobuf_into(&mut appended);
+                assert_eq!(appended[1..], bytes[..], "encode_protobuf_into; {ctx}");
+                match ClientMessage::decode_protobuf(&bytes) {
+                    Ok(got) if same_client(&got, &msg) => {}
+                    other => {
+                        panic!("{msg:?} encodes as {bytes:?}, which decodes to {other:?}; {ctx}")
+                    }
+                }
+                bytes
+            }
+        };
+        stats.check_protobuf(&valid, &ctx);
+        for _ in 1..FRAMES_PER_MESSAGE {
+            let mutant = mutate_protobuf(&mut rng, &valid);
+            stats.check_protobuf(&mutant, &ctx);
+        }
+        case += 1;
+    }
+    println!(
+        "protobuf codec fuzz ({direction:?}): {} frames ({} bytes) in {:.2?}; service decoder: {}; client decoder: {}",
+        stats.frames,
+        stats.bytes,
+        started.elapsed(),
+        stats.service,
+        stats.client
+    );
+    if frames >= 10_000 {
+        let errors = ["InvalidProtobuf", "MissingField", "InvalidField"];
+        match direction {
+            Direction::Service => stats.service.assert_covers_with(
+                &[
+                    "Connected",
+                    "Disconnected",
+                    "Ack",
+                    "GroupMessage",
+                    "ServerMessage",
+                    "Pong",
+                    "InvokeResponse",
+                    "Unknown",
+                ],
+                &errors,
+            ),
+            Direction::Client => stats.client.assert_covers_with(
+                &[
+                    "JoinGroup",
+                    "LeaveGroup",
+                    "SendToGroup",
+                    "Event",
+                    "SequenceAck",
+                    "Ping",
+                    "Invoke",
+                    "CancelInvocation",
+                    "Unknown",
+                ],
+                &errors,
+            ),
+        }
+    }
+}
+
+/// A generated message as protobuf can say it: no `fromUserId`, no sequence id 0, no empty
+/// user id or disconnect reason (a proto3 string is never absent), and an `Unknown` is the
+/// empty frame.
+fn protobuf_service(msg: ServiceMessage) -> ServiceMessage {
+    let nonzero = |s: Option<u64>| s.filter(|&s| s != 0);
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    match msg {
+        ServiceMessage::GroupMessage {
+            group,
+            data,
+            sequence_id,
+            metadata,
+            ..
+        } => ServiceMessage::GroupMessage {
+            group,
+            data,
+            from_user_id: None,
+            sequence_id: nonzero(sequence_id),
+            metadata,
+        },
+        ServiceMessage::ServerMessage {
+            data,
+            sequence_id,
+            metadata,
+        } => ServiceMessage::ServerMessage {
+            data,
+            sequence_id: nonzero(sequence_id),
+            metadata,
+        },
+        ServiceMessage::Connected {
+            connection_id,
+            user_id,
+            reconnection_token,
+        } => ServiceMessage::Connected {
+            connection_id,
+            user_id: nonempty(user_id),
+            reconnection_token,
+        },
+        ServiceMessage::Disconnected { message } => ServiceMessage::Disconnected {
+            message: nonempty(message),
+        },
+        ServiceMessage::Unknown { .. } => ServiceMessage::Unknown {
+            kind: "unknown message case".into(),
+            sequence_id: None,
+        },
+        other => other,
+    }
+}
+
+fn protobuf_client(msg: ClientMessage) -> ClientMessage {
+    match msg {
+        ClientMessage::Unknown { .. } => ClientMessage::Unknown {
+            kind: "unknown message case".into(),
+        },
+        other => other,
+    }
+}
+
+impl Outcomes {
+    fn assert_covers_with(&self, variants: &[&'static str], errors: &[&'static str]) {
+        for v in variants {
+            assert!(
+                self.variants.contains(v),
+                "no frame decoded to {v}: {:?}",
+                self.variants
+            );
+        }
+        for kind in errors {
+            assert!(
+                self.error_kinds.contains(kind),
+                "no frame gave {kind}: {:?}",
+                self.error_kinds
+            );
+        }
+    }
+
+    fn protobuf_error(&mut self, e: &ProtocolError) {
+        self.errors += 1;
+        self.error_kinds.insert(match e {
+            ProtocolError::InvalidProtobuf(_) => "InvalidProtobuf",
+            ProtocolError::MissingField { .. } => "MissingField",
+            ProtocolError::InvalidField { .. } => "InvalidField",
+            _ => "other",
+        });
+    }
+}
+
+impl Stats {
+    /// Runs one protobuf frame through both decoders, checking the round-trip property.
+    fn check_protobuf(&mut self, bytes: &[u8], ctx: &Ctx) {
+        self.frames += 1;
+        self.bytes += bytes.len();
+        let service = catch_unwind(AssertUnwindSafe(|| ServiceMessage::decode_protobuf(bytes)))
+            .unwrap_or_else(|_| {
+                panic!("ServiceMessage::decode_protobuf panicked on {bytes:?}; {ctx}")
+            });
+        match service {
+            Ok(msg) => {
+                self.service.variants.insert(service_variant(&msg));
+                if matches!(msg, ServiceMessage::Unknown { .. }) {
+                    self.service.unknown += 1;
+                } else {
+                    self.service.known += 1;
+                    let again = msg.encode_protobuf();
+                    match ServiceMessage::decode_protobuf(&again) {
+                        Ok(back) if same_service(&back, &msg) => {}
+                        other => panic!(
+                            "service frame {bytes:?} decoded to {msg:?}, which re-encodes as \
+                             {again:?}, which decodes to {other:?}; {ctx}"
+                        ),
+                    }
+                }
+            }
+            Err(e) => self.service.protobuf_error(&e),
+        }
+        let client = catch_unwind(AssertUnwindSafe(|| ClientMessage::decode_protobuf(bytes)))
+            .unwrap_or_else(|_| {
+                panic!("ClientMessage::decode_protobuf panicked on {bytes:?}; {ctx}")
+            });
+        match client {
+            Ok(msg) => {
+                self.client.variants.insert(client_variant(&msg));
+                if matches!(msg, ClientMessage::Unknown { .. }) {
+                    self.client.unknown += 1;
+                } else {
+                    self.client.known += 1;
+                    let again = msg.encode_protobuf();
+                    match ClientMessage::decode_protobuf(&again) {
+                        Ok(back) if same_client(&back, &msg) => {}
+                        other => panic!(
+                            "client frame {bytes:?} decoded to {msg:?}, which re-encodes as \
+                             {again:?}, which decodes to {other:?}; {ctx}"
+                        ),
+                    }
+                }
+            }
+            Err(e) => self.client.protobuf_error(&e),
+        }
+    }
+}
+
+/// A protobuf field's value, by wire type.
+#[derive(Clone)]
+enum Wire {
+    Varint(u64),
+    I64([u8; 8]),
+    Len(Vec<u8>),
+    I32([u8; 4]),
+}
+
+/// Splits bytes into (field number, value) pairs; `None` unless the whole input parses.
+fn parse_wire(mut b: &[u8]) -> Option<Vec<(u64, Wire)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (key, rest) = read_varint(b)?;
+        b = rest;
+        let value = match key & 7 {
+            0 => {
+                let (v, rest) = read_varint(b)?;
+                b = rest;
+                Wire::Varint(v)
+            }
+            1 => {
+                let (v, rest) = (b.get(..8)?, &b[8..]);
+                b = rest;
+                Wire::I64(v.try_into().ok()?)
+            }
+            2 => {
+                let (len, rest) = read_varint(b)?;
+                let len = usize::try_from(len).ok()?;
+                let v = rest.get(..len)?.to_vec();
+                b = &rest[len..];
+                Wire::Len(v)
+            }
+            5 => {
+                let (v, rest) = (b.get(..4)?, &b[4..]);
+                b = rest;
+                Wire::I32(v.try_into().ok()?)
+            }
+            _ => return None,
+        };
+        out.push((key >> 3, value));
+    }
+    Some(out)
+}
+
+fn render_wire(fields: &[(u64, Wire)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (tag, value) in fields {
+        let wire_type = match value {
+            Wire::Varint(_) => 0,
+            Wire::I64(_) => 1,
+            Wire::Len(_) => 2,
+            Wire::I32(_) => 5,
+        };
+        push_varint(&mut out, tag << 3 | wire_type);
+        match value {
+            Wire::Varint(v) => push_varint(&mut out, *v),
+            Wire::I64(v) => out.extend_from_slice(v),
+            Wire::Len(v) => {
+                push_varint(&mut out, v.len() as u64);
+                out.extend_from_slice(v);
+            }
+            Wire::I32(v) => out.extend_from_slice(v),
+        }
+    }
+    out
+}
+
+fn read_varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Field numbers worth trying: every case and field of the schema, the preview cases, the
+/// unused upstream tags, a far one, and 0 (invalid).
+const TAGS: &[u64] = &[
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 100, 0,
+];
+
+/// Contents for length-delimited fields: invalid UTF-8, JSON and not-JSON for `json_data`,
+/// an `Any`, group names, nested messages.
+const CONTENTS: &[&[u8]] = &[
+    b"",
+    b"\xff",
+    b"a\xc3",
+    b"\xed\xa0\x80",
+    b"group",
+    b"server",
+    b"peer",
+    b"{\"a\":1}",
+    b"{\"a\"",
+    b"null",
+    b"1e400",
+    b"[1,2",
+    b"\x0a\x07example\x12\x03xyz",
+    b"\x0a\x01x",
+    b"\x12\x00",
+    b"\x22\x02{}",
+    b"\x0a\x01k\x12\x01v",
+    b"\x08\x01",
+    b"\x18\x05",
+];
+
+/// One to three mutations, at the wire level (fields of the frame or of a nested message)
+/// or the byte level.
+fn mutate_protobuf(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
+    let mut bytes = valid.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        if rng.below(3) > 0 {
+            if let Some(mut fields) = parse_wire(&bytes) {
+                mutate_message(rng, &mut fields, 0);
+                bytes = render_wire(&fields);
+                continue;
+            }
+        }
+        mutate_protobuf_bytes(rng, &mut bytes);
+    }
+    bytes
+}
+
+fn mutate_message(rng: &mut Rng, fields: &mut Vec<(u64, Wire)>, depth: usize) {
+    // Descend into a nested message now and then, as deep as the schema goes.
+    if depth < 4 && !fields.is_empty() && rng.below(3) > 0 {
+        let i = rng.below(fields.len());
+        if let Wire::Len(inner) = &fields[i].1 {
+            if let Some(mut nested) = parse_wire(inner) {
+                if !nested.is_empty() || rng.one_in(2) {
+                    mutate_message(rng, &mut nested, depth + 1);
+                    fields[i].1 = Wire::Len(render_wire(&nested));
+                    return;
+                }
+            }
+        }
+    }
+    let pick = |rng: &mut Rng, fields: &Vec<(u64, Wire)>| {
+        (!fields.is_empty()).then(|| rng.below(fields.len()))
+    };
+    match rng.below(9) {
+        0 => {
+            if let Some(i) = pick(rng, fields) {
+                fields.remove(i);
+            }
+        }
+        1 => {
+            if let Some(i) = pick(rng, fields) {
+                let f = fields[i].clone();
+                fields.insert(rng.below(fields.len() + 1), f);
+            }
+        }
+        2 => {
+            if let Some(i) = pick(rng, fields) {
+                fields[i].0 = rng.pick(TAGS);
+            }
+        }
+        3 => {
+            // Another wire type for the same field.
+            if let Some(i) = pick(rng, fields) {
+                fields[i].1 = match &fields[i].1 {
+                    Wire::Len(v) => Wire::Varint(v.len() as u64),
+                    Wire::Varint(v) => {
+                        let mut b = Vec::new();
+                        push_varint(&mut b, *v);
+                        Wire::Len(b)
+                    }
+                    Wire::I64(_) | Wire::I32(_) => Wire::Varint(1),
+                };
+            }
+        }
+        4 => {
+            if let Some(i) = pick(rng, fields) {
+                if let Wire::Varint(v) = &mut fields[i].1 {
+                    *v = match rng.below(4) {
+                        0 => 0,
+                        1 => u64::MAX,
+                        2 => 1 << 53 | 1,
+                        _ => rng.next_u64() >> rng.below(64),
+                    };
+                } else {
+                    fields[i].1 = Wire::Len(rng.pick(CONTENTS).to_vec());
+                }
+            }
+        }
+        5 => {
+            if let Some(i) = pick(rng, fields) {
+                if let Wire::Len(v) = &mut fields[i].1 {
+                    match rng.below(3) {
+                        0 => v.truncate(rng.below(v.len() + 1)),
+                        1 => {
+                            let at = rng.below(v.len() + 1);
+                            v.insert(at, 0xff);
+                        }
+                        _ => *v = rng.pick(CONTENTS).to_vec(),
+                    }
+                }
+            }
+        }
+        6 => {
+            let value = match rng.below(4) {
+                0 => Wire::Varint(rng.next_u64() >> rng.below(64)),
+                1 => Wire::I64(rng.next_u64().to_le_bytes()),
+                2 => Wire::I32((rng.next_u64() as u32).to_le_bytes()),
+                _ => Wire::Len(rng.pick(CONTENTS).to_vec()),
+            };
+            let at = rng.below(fields.len() + 1);
+            fields.insert(at, (rng.pick(TAGS), value));
+        }
+        7 => {
+            if fields.len() >= 2 {
+                let (a, b) = (rng.below(fields.len()), rng.below(fields.len()));
+                fields.swap(a, b);
+            }
+        }
+        _ => fields.clear(),
+    }
+}
+
+fn mutate_protobuf_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
+    if bytes.is_empty() {
+        bytes.extend_from_slice(rng.pick(CONTENTS));
+        return;
+    }
+    let at = rng.below(bytes.len());
+    match rng.below(6) {
+        0 => bytes[at] ^= 1 << rng.below(8),
+        1 => bytes.truncate(at),
+        2 => {
+            let chunk = rng.pick(CONTENTS);
+            bytes.splice(at..at, chunk.iter().copied());
+        }
+        3 => {
+            let end = (at + 1 + rng.below(8)).min(bytes.len());
+            bytes.drain(at..end);
+        }
+        4 => {
+            // An oversized or overlong length or varint.
+            let junk: &[u8] = rng.pick(&[
+                &[0xff, 0xff, 0xff, 0xff, 0x0f][..],
+                &[0x80; 11][..],
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..],
+            ]);
+            bytes.splice(at..at, junk.iter().copied());
+        }
+        _ => bytes[at] = rng.next_u64() as u8,
+    }
 }

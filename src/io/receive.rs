@@ -70,10 +70,11 @@ impl IoThread {
                 data,
                 from_user_id,
                 sequence_id,
+                ..
             } => self.on_group_message(group, data, from_user_id, sequence_id, now),
-            ServiceMessage::ServerMessage { data, sequence_id } => {
-                self.on_server_message(data, sequence_id, now)
-            }
+            ServiceMessage::ServerMessage {
+                data, sequence_id, ..
+            } => self.on_server_message(data, sequence_id, now),
             ServiceMessage::Ack {
                 ack_id,
                 success,

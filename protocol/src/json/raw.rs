@@ -4,7 +4,7 @@
 //! building a tree, a field of an unexpected type in a message we will skip is never an
 //! error, and each message kind then parses only the fields it needs.
 
-use super::ProtocolError;
+use crate::error::ProtocolError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -50,6 +50,10 @@ pub(crate) struct RawFrame<'a> {
     pub invocation_id: Option<&'a RawValue>,
     #[serde(borrow)]
     pub target: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub ttl_seconds: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub metadata: Option<&'a RawValue>,
 }
 
 /// Reads a field that is present, even when its value is `null`.
