@@ -54,6 +54,7 @@ mod rest;
 mod server;
 mod state;
 mod upgrade;
+pub mod upstream;
 
 pub use checks::BAD_REQUEST;
 pub use client_url::{rest_token, ClientUrlBuilder};
@@ -251,6 +252,7 @@ pub struct EmulatorBuilder {
     max_unacked_bytes: usize,
     tls: Option<native_tls::Identity>,
     handler: EventHandler,
+    upstream: upstream::UpstreamConfig,
 }
 
 impl fmt::Debug for EmulatorBuilder {
@@ -262,6 +264,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("max_unacked_messages", &self.max_unacked_messages)
             .field("max_unacked_bytes", &self.max_unacked_bytes)
             .field("tls", &self.tls.is_some())
+            .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +279,7 @@ impl Default for EmulatorBuilder {
             max_unacked_bytes: 16 << 20,
             tls: None,
             handler: Arc::new(default_handler),
+            upstream: upstream::UpstreamConfig::new(),
         }
     }
 }
@@ -330,6 +334,24 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The event handlers of app servers that the emulator calls over HTTP (CloudEvents, as
+    /// the service does), with their timeouts and retries. Replaces earlier settings.
+    /// Defaults to none.
+    ///
+    /// Not yet called by the connection code: events still go to the in-process
+    /// [`event_handler`](Self::event_handler).
+    pub fn upstream(mut self, config: upstream::UpstreamConfig) -> Self {
+        self.upstream = config;
+        self
+    }
+
+    /// Appends one HTTP event handler of `hub` (see [`upstream`](Self::upstream)); the
+    /// first handler of a hub that takes an event gets it.
+    pub fn http_event_handler(mut self, hub: &str, handler: upstream::EventHandlerConfig) -> Self {
+        self.upstream = self.upstream.handler(hub, handler);
+        self
+    }
+
     /// Binds the port and starts the threads.
     pub fn start(self) -> io::Result<Emulator> {
         let tls = match self.tls {
@@ -362,8 +384,11 @@ impl EmulatorBuilder {
             .name("webpubsub-emulator-reaper".into())
             .spawn(move || server::reaper_loop(s, stop_rx))?;
         log::info!("emulator: listening on {}", shared.cfg.endpoint);
+        let upstream =
+            upstream::Upstream::new(self.upstream, &shared.cfg.endpoint, &shared.cfg.access_key);
         Ok(Emulator {
             shared,
+            upstream,
             addr,
             threads: Mutex::new(Some(Threads {
                 accept,
@@ -385,6 +410,9 @@ struct Threads {
 /// A running emulator. Stops when dropped.
 pub struct Emulator {
     shared: Arc<Shared>,
+    /// Calls app servers' event handlers; sessions will reach it through `Shared` once the
+    /// connection code uses it.
+    upstream: upstream::Upstream,
     addr: SocketAddr,
     threads: Mutex<Option<Threads>>,
 }
@@ -489,6 +517,8 @@ impl Emulator {
                 state::end_session(&self.shared, &hub, &s, "The service is stopping");
             }
         }
+        // After the sessions ended: their `disconnected` events still go out.
+        self.upstream.shutdown(Duration::from_secs(3));
         log::info!("emulator: stopped {}", self.shared.cfg.endpoint);
     }
 }
