@@ -5,12 +5,12 @@
 
 mod support;
 
-use support::{assert_client_threads, builder, recv, url};
 use crossbeam_channel::unbounded;
 use parking_lot::Mutex;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::{assert_client_threads, builder, recv, url};
 use webpubsub_client::{ClientState, ConnectError, Credential, Error, StartGuard};
 use webpubsub_emulator::Emulator;
 

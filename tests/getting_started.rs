@@ -5,13 +5,13 @@
 
 mod support;
 
-use support::{assert_client_threads, builder, recv, recv_until, url, HUB, WAIT};
 use crossbeam_channel::{unbounded, Receiver};
 use parking_lot::Mutex;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{assert_client_threads, builder, recv, recv_until, url, HUB, WAIT};
 use webpubsub_client::protocol::{ClientMessage, REDACTED};
 use webpubsub_client::{
     ClientState, Credential, Error, Event, RequestOptions, RetryPolicy, StateError, WebPubSubClient,

@@ -313,13 +313,15 @@ impl EventHandlerConfig {
                         format!("`{}=` is given twice in `{spec}`", name.trim()),
                     ))
                 }
-                _ => return Err(ConfigError::invalid(
-                    KEY,
-                    format!(
+                _ => {
+                    return Err(ConfigError::invalid(
+                        KEY,
+                        format!(
                         "unknown option `{}` in `{spec}` (expected user=PATTERN or system=EVENTS)",
                         part.trim()
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok((hub.to_owned(), handler))
