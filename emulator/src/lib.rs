@@ -39,6 +39,8 @@
 //! thread per TCP connection that waits on its socket and a wake-up (mio), reads and
 //! handles frames, and writes what other threads queued — many frames per flush. Fan-out
 //! encodes a message once; reliable receivers get the sequence id spliced in.
+//! Calls to app servers' HTTP event handlers ([`upstream`]) run on `webpubsub-upstream-N`
+//! worker threads, started when needed.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

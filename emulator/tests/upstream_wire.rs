@@ -299,7 +299,9 @@ fn a_state_answer_replaces_the_state_and_an_empty_one_clears_it() {
 fn only_408_5xx_and_failures_before_an_answer_are_retried() {
     support::init_log();
     let ok_origin = || Answer::status(200).header("WebHook-Allowed-Origin", "*");
-    let cases: Vec<(Vec<Answer>, u32, usize, Box<dyn Fn(&EventOutcome) -> bool>)> = vec![
+    type Check = Box<dyn Fn(&EventOutcome) -> bool>;
+    // (the listener's answers, retries allowed, POSTs expected, the outcome wanted)
+    let cases: Vec<(Vec<Answer>, u32, usize, Check)> = vec![
         (
             vec![
                 ok_origin(),

@@ -191,11 +191,25 @@ impl std::error::Error for ConfigError {}
 /// assert_eq!(h.url_template(), "http://localhost:3000/api/{hub}/{event}");
 /// # Ok::<(), webpubsub_emulator::upstream::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EventHandlerConfig {
     url_template: String,
     user_events: UserEventPattern,
     system_events: Vec<SystemEvent>,
+}
+
+// The URL template may carry a secret in its query (a function key): hidden as in logs.
+impl fmt::Debug for EventHandlerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHandlerConfig")
+            .field(
+                "url_template",
+                &webpubsub_protocol::redact_query(&self.url_template),
+            )
+            .field("user_events", &self.user_events)
+            .field("system_events", &self.system_events)
+            .finish()
+    }
 }
 
 impl EventHandlerConfig {
@@ -342,7 +356,7 @@ impl EventHandlerConfig {
 /// assert!(cfg.route("other", HandlerEvent::User("message")).is_none());
 /// # Ok::<(), webpubsub_emulator::upstream::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct UpstreamConfig {
     hubs: Vec<(String, Vec<EventHandlerConfig>)>,
     timeout: Duration,
@@ -365,9 +379,22 @@ impl Default for UpstreamConfig {
     }
 }
 
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("hubs", &self.hubs)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_workers", &self.max_workers)
+            .field("root_certificates", &self.root_certificates.len())
+            .finish()
+    }
+}
+
 /// What a settings file gave besides the handlers: settings the emulator applies elsewhere,
-/// and warnings about keys that were ignored.
-#[derive(Debug, Clone, PartialEq)]
+/// and warnings about keys that were ignored. Its `Debug` hides the access key.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LoadedConfig {
     /// The handlers and the timeout (`WebPubSub:EventHandlerTimeout`).
@@ -376,6 +403,22 @@ pub struct LoadedConfig {
     pub access_key: Option<String>,
     /// One line per key that was ignored, naming it.
     pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedConfig")
+            .field("upstream", &self.upstream)
+            .field(
+                "access_key",
+                &self
+                    .access_key
+                    .as_ref()
+                    .map(|_| webpubsub_protocol::REDACTED),
+            )
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 impl UpstreamConfig {
@@ -1141,6 +1184,21 @@ mod tests {
         ] {
             assert!(parse_timespan(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_in_templates_and_the_access_key() {
+        let loaded = UpstreamConfig::from_json(
+            r#"{"WebPubSub":{"AccessKey":"k3y-s3cr3t","Hubs":{"h":{"EventHandlers":[
+                {"UrlTemplate":"http://h/{event}?access_token=t0k3n"}]}}}}"#,
+        )
+        .unwrap();
+        let shown = format!("{loaded:?}");
+        assert!(
+            !shown.contains("k3y-s3cr3t") && !shown.contains("t0k3n"),
+            "{shown}"
+        );
+        assert!(shown.contains("access_token=***"), "{shown}");
     }
 
     #[test]
