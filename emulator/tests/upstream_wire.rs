@@ -455,3 +455,45 @@ fn shutdown_fails_queued_events_and_cuts_a_call_in_flight() {
     }
     assert_eq!(up.worker_threads(), 0);
 }
+
+#[test]
+fn an_https_handler_is_reached_over_tls_with_its_root_certificate_only() {
+    support::init_log();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let identity = native_tls::Identity::from_pkcs8(
+        cert.cert.pem().as_bytes(),
+        cert.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let listener = RawListener::start_tls(vec![], identity);
+    let url = format!("https://localhost:{}/{{event}}", listener.port);
+    let handler = EventHandlerConfig::new(url).unwrap();
+    // The platform's roots do not know the self-signed certificate: refused.
+    let untrusted = Upstream::new(
+        UpstreamConfig::new().handler("chat", handler.clone()),
+        "http://127.0.0.1:8080",
+        "k",
+    );
+    match event(&untrusted.connection("chat", "c"), "e", None) {
+        EventOutcome::Failed(f) => assert_eq!(f.kind(), FailureKind::Unreachable, "{f}"),
+        other => panic!("{other:?}"),
+    }
+    let trusted = Upstream::new(
+        UpstreamConfig::new()
+            .handler("chat", handler)
+            .add_root_certificate(cert.cert.der().to_vec()),
+        "http://127.0.0.1:8080",
+        "k",
+    );
+    assert_eq!(
+        event(&trusted.connection("chat", "c"), "e", Some(Data::from("x"))),
+        EventOutcome::NoReply
+    );
+    let v = listener.next();
+    let e = listener.next();
+    assert_eq!(
+        (v.method.as_str(), e.method.as_str(), e.body.as_slice()),
+        ("OPTIONS", "POST", b"x".as_slice())
+    );
+}

@@ -170,6 +170,18 @@ pub struct RawListener {
 
 impl RawListener {
     pub fn start(script: Vec<Answer>) -> RawListener {
+        RawListener::start_with(script, None)
+    }
+
+    /// The same over TLS with `identity` (an `https://` handler).
+    pub fn start_tls(script: Vec<Answer>, identity: native_tls::Identity) -> RawListener {
+        RawListener::start_with(
+            script,
+            Some(native_tls::TlsAcceptor::new(identity).unwrap()),
+        )
+    }
+
+    fn start_with(script: Vec<Answer>, tls: Option<native_tls::TlsAcceptor>) -> RawListener {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -183,10 +195,17 @@ impl RawListener {
                 }
                 let Ok(stream) = stream else { break };
                 stream.set_read_timeout(Some(WAIT)).unwrap();
-                let (script, tx, s) = (script.clone(), tx.clone(), s.clone());
+                let (script, tx, s, tls) = (script.clone(), tx.clone(), s.clone(), tls.clone());
                 // One thread per connection: the engine may open several at once. Each ends
                 // when the engine closes its keep-alive connection (or at its read timeout).
-                std::thread::spawn(move || serve(stream, &script, &tx, &s));
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &script, &tx, &s),
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream) {
+                            serve(tls, &script, &tx, &s);
+                        }
+                    }
+                });
             }
         });
         RawListener {
@@ -216,14 +235,13 @@ impl Drop for RawListener {
     }
 }
 
-fn serve(
-    stream: TcpStream,
+fn serve<S: Read + Write>(
+    stream: S,
     script: &parking_lot::Mutex<VecDeque<Answer>>,
     tx: &crossbeam_channel::Sender<Recorded>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
+    let mut reader = BufReader::new(stream);
     // Keep-alive: several requests per connection, until the listener stops.
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         let mut line = String::new();
@@ -279,7 +297,11 @@ fn serve(
             resp.push_str(&format!("{k}: {v}\r\n"));
         }
         resp.push_str("\r\n");
-        if out.write_all(resp.as_bytes()).is_err() || out.write_all(&answer.body).is_err() {
+        let out = reader.get_mut();
+        if out.write_all(resp.as_bytes()).is_err()
+            || out.write_all(&answer.body).is_err()
+            || out.flush().is_err()
+        {
             return;
         }
     }
