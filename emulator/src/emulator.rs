@@ -8,6 +8,7 @@ use crate::server;
 use crate::session::UnackedLimits;
 use crate::shared::{Config, Shared};
 use crate::types::Observation;
+use crate::upstream;
 use parking_lot::Mutex;
 use std::error::Error as StdError;
 use std::fmt;
@@ -90,6 +91,7 @@ pub struct EmulatorBuilder {
     limits: UnackedLimits,
     tls: Option<native_tls::Identity>,
     handler: EventHandler,
+    upstream: upstream::UpstreamConfig,
 }
 
 impl fmt::Debug for EmulatorBuilder {
@@ -101,6 +103,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("max_unacked_messages", &self.limits.messages)
             .field("max_unacked_bytes", &self.limits.bytes)
             .field("tls", &self.tls.is_some())
+            .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +120,7 @@ impl Default for EmulatorBuilder {
             },
             tls: None,
             handler: handler::default_handler(),
+            upstream: upstream::UpstreamConfig::new(),
         }
     }
 }
@@ -171,6 +175,24 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The event handlers of app servers that the emulator calls over HTTP (CloudEvents, as
+    /// the service does), with their timeouts and retries. Replaces earlier settings.
+    /// Defaults to none.
+    ///
+    /// Not yet called by the connection code: events still go to the in-process
+    /// [`event_handler`](Self::event_handler).
+    pub fn upstream(mut self, config: upstream::UpstreamConfig) -> Self {
+        self.upstream = config;
+        self
+    }
+
+    /// Appends one HTTP event handler of `hub` (see [`upstream`](Self::upstream)); the
+    /// first handler of a hub that takes an event gets it.
+    pub fn http_event_handler(mut self, hub: &str, handler: upstream::EventHandlerConfig) -> Self {
+        self.upstream = self.upstream.handler(hub, handler);
+        self
+    }
+
     /// Binds the port and starts the threads.
     pub fn start(self) -> Result<Emulator, StartError> {
         let tls = match self.tls {
@@ -214,8 +236,11 @@ impl EmulatorBuilder {
             reaper: None,
             reaper_stop,
         };
+        let upstream =
+            upstream::Upstream::new(self.upstream, &shared.cfg.endpoint, &shared.cfg.access_key);
         let emulator = Emulator {
             shared,
+            upstream,
             addr,
             threads: Mutex::new(Some(threads)),
         };
@@ -259,6 +284,9 @@ struct Threads {
 /// ```
 pub struct Emulator {
     shared: Arc<Shared>,
+    /// Calls app servers' event handlers; sessions will reach it through `Shared` once the
+    /// connection code uses it.
+    upstream: upstream::Upstream,
     addr: SocketAddr,
     threads: Mutex<Option<Threads>>,
 }
@@ -352,6 +380,8 @@ impl Emulator {
         }
         // Sessions waiting for recovery end now.
         self.shared.end_all_sessions("The service is stopping");
+        // After the sessions ended: their `disconnected` events still go out.
+        self.upstream.shutdown(Duration::from_secs(3));
         log::info!("emulator: stopped {}", self.shared.cfg.endpoint);
     }
 }

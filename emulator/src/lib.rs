@@ -131,6 +131,8 @@
 //! thread per TCP connection that waits on its socket and a wake-up (mio), reads and
 //! handles frames, and writes what other threads queued — many frames per flush. Fan-out
 //! encodes a message once; reliable receivers get the sequence id spliced in.
+//! Calls to app servers' HTTP event handlers ([`upstream`]) run on `webpubsub-upstream-N`
+//! worker threads, started when needed.
 //!
 //! # Architecture
 //! What a message does (`messages`, `admission`, `rest`) is apart from the sockets that
@@ -138,7 +140,7 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, types, wake}` → `session` → `hub` → `shared` →
+//! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
 //! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `net` →
 //! `connection` → `upgrade` → `server` → `emulator`.
 
@@ -164,6 +166,7 @@ mod session;
 mod shared;
 mod types;
 mod upgrade;
+pub mod upstream;
 mod wake;
 
 pub use checks::BAD_REQUEST;

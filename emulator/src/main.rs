@@ -5,7 +5,10 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use webpubsub_emulator::upstream::{EventHandlerConfig, UpstreamConfig};
 use webpubsub_emulator::Emulator;
 
 const USAGE: &str = "\
@@ -13,11 +16,23 @@ webpubsub-emulator: a local Azure Web PubSub service (JSON subprotocols, REST AP
 
 USAGE:
     webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY]
+                       [--event-handler SPEC]... [--config FILE] [--event-handler-timeout SECS]
 
 OPTIONS:
     --host ADDR         address to listen on (default 127.0.0.1)
     --port PORT         port to listen on; 0 picks a free one (default 8080)
-    --access-key KEY    the key that signs tokens (default: random)
+    --access-key KEY    the key that signs tokens (default: WebPubSub:AccessKey of --config, or random)
+    --event-handler SPEC
+                        an app server's event handler, called over CloudEvents as the service
+                        does; repeatable, the first that takes an event gets it:
+                          HUB=URL_TEMPLATE   every user event and connect, connected, disconnected
+                          HUB=URL_TEMPLATE;user=PATTERN;system=connect,connected,disconnected
+                        {hub} and {event} in the URL are replaced; PATTERN is *, a,b or a name
+    --config FILE       event handlers from a JSON file in the shape of Microsoft's emulator:
+                        {\"WebPubSub\":{\"Hubs\":{\"chat\":{\"EventHandlers\":[{\"UrlTemplate\":\"...\",
+                        \"SystemEvents\":[\"connect\"],\"EventPattern\":\"*\"}]}}}}; after --event-handler's
+    --event-handler-timeout SECS
+                        bound of a blocking event (connect, user events), retries included (default 30)
     -h, --help          print this help
 
 The first line on stdout is the connection string, e.g.
@@ -31,6 +46,9 @@ struct Args {
     host: IpAddr,
     port: u16,
     access_key: Option<String>,
+    handlers: Vec<(String, EventHandlerConfig)>,
+    config: Option<PathBuf>,
+    timeout: Option<Duration>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -38,6 +56,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
         host: IpAddr::from([127, 0, 0, 1]),
         port: 8080,
         access_key: None,
+        handlers: Vec::new(),
+        config: None,
+        timeout: None,
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -71,10 +92,68 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                 }
                 out.access_key = Some(v);
             }
+            "--event-handler" => {
+                let v = value("--event-handler")?;
+                out.handlers
+                    .push(EventHandlerConfig::parse_cli(&v).map_err(|e| e.to_string())?);
+            }
+            "--config" => out.config = Some(PathBuf::from(value("--config")?)),
+            "--event-handler-timeout" => {
+                let v = value("--event-handler-timeout")?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .ok_or_else(|| {
+                        format!("--event-handler-timeout: `{v}` is not a number of seconds (0 < SECS <= 86400)")
+                    })?;
+                out.timeout = Some(Duration::from_secs_f64(secs));
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(Some(out))
+}
+
+/// The event handlers of `--event-handler` then `--config`, and the file's access key.
+/// Warnings about ignored keys go to stderr.
+fn upstream_config(args: &Args) -> Result<(UpstreamConfig, Option<String>), String> {
+    let mut cfg = UpstreamConfig::new();
+    for (hub, h) in &args.handlers {
+        cfg = cfg.handler(hub, h.clone());
+    }
+    let mut key = None;
+    if let Some(path) = &args.config {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {shown}: cannot read it: {e}"))?;
+        let loaded =
+            UpstreamConfig::from_json(&text).map_err(|e| format!("--config {shown}: {e}"))?;
+        for w in &loaded.warnings {
+            eprintln!("webpubsub-emulator: warning: --config {shown}: {w}");
+        }
+        cfg = cfg
+            .timeout(loaded.upstream.timeout_value())
+            .merge(loaded.upstream);
+        key = loaded.access_key;
+    }
+    if let Some(t) = args.timeout {
+        cfg = cfg.timeout(t);
+    }
+    for (hub, list) in cfg.hubs() {
+        for h in list {
+            eprintln!(
+                "webpubsub-emulator: hub {hub}: event handler {} (user events: `{}`, system events: {:?})",
+                webpubsub_protocol::redact_query(h.url_template()),
+                h.user_event_pattern(),
+                h.subscribed_system_events()
+                    .iter()
+                    .map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok((cfg, key))
 }
 
 fn main() -> ExitCode {
@@ -90,8 +169,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = Emulator::builder().addr(SocketAddr::new(args.host, args.port));
-    if let Some(key) = args.access_key {
+    let (upstream, file_key) = match upstream_config(&args) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("webpubsub-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = Emulator::builder()
+        .addr(SocketAddr::new(args.host, args.port))
+        .upstream(upstream);
+    if let Some(key) = args.access_key.or(file_key) {
         builder = builder.access_key(key);
     }
     let emu = match builder.start() {
@@ -126,5 +214,66 @@ fn main() -> ExitCode {
     // Serve until the process is interrupted; the default SIGINT/SIGTERM action ends it.
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Result<Option<Args>, String> {
+        parse(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn event_handlers_are_repeatable_and_keep_their_order() {
+        let a = args(&[
+            "--event-handler",
+            "chat=http://localhost:3000/{event};user=a",
+            "--event-handler=chat=http://localhost:3001/{event}",
+            "--event-handler-timeout",
+            "2.5",
+        ])
+        .unwrap()
+        .unwrap();
+        let (cfg, key) = upstream_config(&a).unwrap();
+        assert_eq!(key, None);
+        assert_eq!(cfg.timeout_value(), Duration::from_millis(2500));
+        let urls: Vec<_> = cfg
+            .hubs()
+            .next()
+            .unwrap()
+            .1
+            .iter()
+            .map(|h| h.url_template().to_owned())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "http://localhost:3000/{event}",
+                "http://localhost:3001/{event}"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_handler_options_say_what_is_wrong() {
+        let err = |v: &[&str]| args(v).err().unwrap();
+        assert_eq!(err(&["--event-handler"]), "--event-handler needs a value");
+        assert_eq!(
+            err(&["--event-handler", "chat=ftp://h/"]),
+            "--event-handler: `ftp://h/` is a ftp:// URL; event handlers are http:// or https://"
+        );
+        assert_eq!(
+            err(&["--event-handler-timeout", "0"]),
+            "--event-handler-timeout: `0` is not a number of seconds (0 < SECS <= 86400)"
+        );
+        let a = args(&["--config", "/nonexistent/settings.json"])
+            .unwrap()
+            .unwrap();
+        assert!(upstream_config(&a)
+            .err()
+            .unwrap()
+            .starts_with("--config /nonexistent/settings.json: cannot read it: "));
     }
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 /// Lowest first. The protocol logic (`admission`, `messages`, `rest`) sits below every
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
-    &["auth", "checks", "handler", "http", "types", "wake"],
+    &[
+        "auth", "checks", "handler", "http", "types", "upstream", "wake",
+    ],
     &["session"],
     &["hub"],
     &["shared"],

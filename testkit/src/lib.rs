@@ -7,6 +7,8 @@
 //! - [`process`]: this process's threads, file descriptors and memory; child processes with
 //!   bounded waits.
 //! - [`python`]: the official Python SDKs in a virtual environment under `target/`.
+//! - [`node`]: the official Node.js packages (the express event handler, the JS client) under
+//!   `target/`, and Node scripts run as bounded children.
 //! - [`modules`]: the import graph of a crate's modules, to keep dependencies one way.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -14,6 +16,7 @@
 pub mod chaos_proxy;
 pub mod log_capture;
 pub mod modules;
+pub mod node;
 pub mod process;
 pub mod python;
 pub mod rng;
