@@ -37,7 +37,10 @@ fn the_process_environment_is_the_default_and_no_proxy_turns_it_off() {
         std::env::remove_var(name);
     }
 
-    let client = builder(url(&emu, "a")).build().unwrap();
+    // The crate's own default, not the tests' `builder()` (which connects directly).
+    let client = webpubsub_client::WebPubSubClient::builder(url(&emu, "a"))
+        .build()
+        .unwrap();
     let _g = client.start().unwrap();
     client.send_event("e", "through the proxy").unwrap();
     assert_eq!(proxy.wait_tunnels_to(&target, 1), 1);

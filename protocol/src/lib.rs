@@ -149,3 +149,8 @@ pub use subprotocol::{
     Frame, Subprotocol, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL,
     PROTOBUF_SUBPROTOCOL,
 };
+
+/// The README's code blocks, compiled as doctests so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

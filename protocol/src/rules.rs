@@ -27,12 +27,14 @@ pub const MAX_TTL_SECONDS: u32 = 300;
 pub const REDACTED: &str = "***";
 
 /// Query parameters whose values are secrets: the access token, the reconnection token,
-/// and the names the server SDKs use for keys and tokens. Compared ignoring ASCII case.
-pub const SECRET_QUERY_PARAMS: [&str; 4] = [
+/// the names the server SDKs use for keys and tokens, and `code`, the function key of an
+/// Azure Functions event handler's URL. Compared ignoring ASCII case.
+pub const SECRET_QUERY_PARAMS: [&str; 5] = [
     "access_token",
     "awps_reconnection_token",
     "token",
     "accesskey",
+    "code",
 ];
 
 /// A value the rules refuse.
@@ -466,6 +468,10 @@ mod tests {
         assert_eq!(
             redact_query("/x?Access_Token=1&AccessKey=2"),
             "/x?Access_Token=***&AccessKey=***"
+        );
+        assert_eq!(
+            redact_query("https://app.azurewebsites.net/runtime/webhooks/webpubsub?code=k3y"),
+            "https://app.azurewebsites.net/runtime/webhooks/webpubsub?code=***"
         );
         assert_eq!(redact_query("/x"), "/x");
         assert_eq!(redact_query("/x?flag&token"), "/x?flag&token");

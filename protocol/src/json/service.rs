@@ -634,22 +634,8 @@ mod tests {
 
     // The one-pass decoder of fast.rs against this module's two-pass decoder.
 
-    /// xorshift64*: deterministic frames without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-            xs[self.below(xs.len())]
-        }
-    }
+    // The tests' one generator: seeded, so every run replays the same frames.
+    use webpubsub_testkit::rng::Rng;
 
     const KEYS: [&str; 24] = [
         "type",
@@ -810,7 +796,7 @@ mod tests {
 
     #[test]
     fn answers_equal_the_two_pass_decoder_or_none() {
-        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let mut rng = Rng::new(0x5eed_1234_abcd_0001);
         let mut answered = 0;
         const FRAMES: usize = 60_000;
         for _ in 0..FRAMES {

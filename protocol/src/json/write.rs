@@ -132,11 +132,9 @@ mod tests {
             "\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \"\\/aZ~\u{7f}é€😀\u{fffd}"
                 .chars()
                 .collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = webpubsub_testkit::rng::Rng::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let len = (x % 40) as usize;
             let s: String = (0..len)
                 .map(|i| alphabet[((x >> (i % 50)) as usize + i * 7) % alphabet.len()])
