@@ -5,7 +5,8 @@
 use std::path::Path;
 
 /// Lowest first. The protocol logic (`admission`, `messages`, `rest`) sits below every
-/// module that touches a socket (`net` and up), so it cannot reach for one.
+/// module that touches a socket or a frame (`frame`, `net` and up), so it cannot reach for
+/// one.
 const LAYERS: &[&[&str]] = &[
     &[
         "auth", "checks", "handler", "http", "types", "upstream", "wake",
@@ -16,9 +17,11 @@ const LAYERS: &[&[&str]] = &[
     &["access", "client_url"],
     &["admission", "handle", "messages"],
     &["rest"],
-    &["net"],
+    &["frame", "net"],
     &["connection"],
     &["upgrade"],
+    &["request"],
+    &["io_loop"],
     &["server"],
     &["emulator"],
 ];
@@ -41,7 +44,11 @@ fn the_layer_check_sees_the_modules() {
     let graph = webpubsub_testkit::modules::graph(&src);
     let listed: usize = LAYERS.iter().map(|l| l.len()).sum();
     assert_eq!(graph.len(), listed, "modules: {:?}", graph.keys());
-    assert!(graph["server"].contains("upgrade"), "{:?}", graph["server"]);
+    assert!(
+        graph["request"].contains("upgrade"),
+        "{:?}",
+        graph["request"]
+    );
     assert!(
         graph["messages"].contains("session"),
         "{:?}",
