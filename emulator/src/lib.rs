@@ -93,7 +93,7 @@
 //! [`Observation`]s report connections, recoveries, drops, ended sessions, every decoded
 //! client request, refused recoveries and refused tokens — never a token. The upstream
 //! event handler is in process too ([`EmulatorBuilder::event_handler`]); other options
-//! (address, access key, recovery window, unacked-buffer limits, TLS) are on
+//! (address, access key, recovery window, unacked-buffer limits, TLS, I/O threads) are on
 //! [`EmulatorBuilder`]. [`rest_token`] signs a token for calling the REST API with a
 //! plain HTTP client.
 //!
