@@ -4,7 +4,6 @@ use crate::auth;
 use crate::client_url::ClientUrlBuilder;
 use crate::handle::HubHandle;
 use crate::handler::{self, EventHandler, EventRequest, EventResponse};
-use crate::messages;
 use crate::server::{self, Server, StartFailure};
 use crate::session::UnackedLimits;
 use crate::shared::{Config, Shared};
@@ -231,15 +230,13 @@ impl EmulatorBuilder {
             endpoint: format!("{scheme}://{addr}"),
         }));
         let loops = self.io_threads.unwrap_or_else(server::default_loops);
-        let server = server::start(shared.clone(), listener, loops, messages::on_frame).map_err(
-            |e| match e {
-                StartFailure::Setup(e) => StartError::Listener(e),
-                StartFailure::Spawn(source) => StartError::Thread {
-                    name: "webpubsub-emulator-io",
-                    source,
-                },
+        let server = server::start(shared.clone(), listener, loops).map_err(|e| match e {
+            StartFailure::Setup(e) => StartError::Listener(e),
+            StartFailure::Spawn(source) => StartError::Thread {
+                name: "webpubsub-emulator-io",
+                source,
             },
-        )?;
+        })?;
         let upstream =
             upstream::Upstream::new(self.upstream, &shared.cfg.endpoint, &shared.cfg.access_key);
         let emulator = Emulator {

@@ -12,9 +12,10 @@
 //! then those that spent their budget last turn.
 
 use crate::connection::{Connection, FrameHandler, Io, Ready, Refused, Step, CLOSE_TIMEOUT};
+use crate::messages;
 use crate::request::{Driven, HttpConn};
 use crate::shared::Shared;
-use crate::upgrade::Upgraded;
+use crate::upgrade::{self, Answerer, Upgraded};
 use crate::wake::{Link, Notify};
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
@@ -33,6 +34,20 @@ const INCOMING: usize = usize::MAX;
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How soon accepting is tried again after it failed (out of file descriptors).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What decides what a loop's sockets do: the emulator's protocol logic, or a test's.
+#[derive(Clone, Copy)]
+pub(crate) struct Hooks {
+    pub on_frame: FrameHandler,
+    pub on_upgrade: Answerer,
+}
+
+impl Hooks {
+    pub const STANDARD: Hooks = Hooks {
+        on_frame: messages::on_frame,
+        on_upgrade: upgrade::answer,
+    };
+}
 
 /// How other threads reach a loop.
 pub(crate) struct Handle {
@@ -79,6 +94,7 @@ pub(crate) struct Loop {
     events: mio::Events,
     handle: Arc<Handle>,
     io: Io,
+    on_upgrade: Answerer,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     live: usize,
@@ -94,11 +110,7 @@ pub(crate) struct Loop {
 
 impl Loop {
     /// A loop and its handle; nothing runs until [`run`](Self::run).
-    pub fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        on_frame: FrameHandler,
-    ) -> io::Result<(Loop, Arc<Handle>)> {
+    pub fn new(index: usize, shared: Arc<Shared>, hooks: Hooks) -> io::Result<(Loop, Arc<Handle>)> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let handle = Arc::new(Handle {
@@ -111,7 +123,8 @@ impl Loop {
             poll,
             events: mio::Events::with_capacity(1024),
             handle: handle.clone(),
-            io: Io::new(shared, on_frame),
+            io: Io::new(shared, hooks.on_frame),
+            on_upgrade: hooks.on_upgrade,
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -374,7 +387,7 @@ impl Loop {
         let mut ready = ready;
         let step = loop {
             match &mut slot.conn {
-                Conn::Http(c) => match c.drive(&mut self.io, ready) {
+                Conn::Http(c) => match c.drive(&mut self.io, self.on_upgrade, ready) {
                     Driven::Step(step) => break step,
                     Driven::Upgraded(upgraded) => {
                         slot.conn = match upgraded {

@@ -149,9 +149,10 @@
 //! never wait. The in-process event handler ([`EmulatorBuilder::event_handler`]) runs on the
 //! I/O thread of the caller's connection, so keep it quick: that thread's other sockets wait
 //! while it runs. Calls to app servers' HTTP event handlers ([`upstream`]) run on
-//! `webpubsub-upstream-N` worker threads, started when needed; a connection that waits for
-//! one is suspended — it reads no further frame but still writes — and the answer reaches
-//! its I/O thread through a wake-up, so no I/O thread ever waits for one.
+//! `webpubsub-upstream-N` worker threads, started when needed. A socket that waits for one
+//! is parked, not its thread: an upgrade waiting for its connect answer writes nothing yet,
+//! and a connection waiting for a user event's answer reads no further frame but still
+//! writes; the answer reaches the socket's I/O thread through a wake-up.
 //!
 //! Why one thread per core: a message from one client to another is read, decoded and fanned
 //! out on the sender's thread and written on the receiver's; with the two sockets on

@@ -8,8 +8,8 @@ use crate::connection::{Io, Ready, Step, READ_CHUNK};
 use crate::http::{self, BodyDecoder, Request};
 use crate::net::{self, Stream, Tls};
 use crate::rest;
-use crate::upgrade::{self, Then, Upgraded};
-use crate::wake::Link;
+use crate::upgrade::{self, Answer, Answerer, Answering, Then, Upgraded};
+use crate::wake::{Awaited, Completion, Link};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webpubsub_protocol::redact_query;
@@ -43,6 +43,8 @@ enum Phase {
         req: Request,
         decoder: BodyDecoder,
     },
+    /// An upgrade's answer waits for another thread; the socket reads and writes nothing.
+    Admitting(Awaited<Answer>),
     /// Writing `out[sent..]`; then `after`.
     Respond {
         out: Vec<u8>,
@@ -70,7 +72,8 @@ pub(crate) struct HttpConn {
     phase: Phase,
     /// Bytes read and not used yet; empty (no allocation) between requests.
     buf: Vec<u8>,
-    deadline: Instant,
+    /// None while an answer is awaited: what it waits for has its own bound.
+    deadline: Option<Instant>,
     readable: bool,
     writable: bool,
     link: Arc<Link>,
@@ -98,7 +101,7 @@ impl HttpConn {
             sock,
             phase: Phase::Head,
             buf: Vec::new(),
-            deadline: Instant::now() + HEAD_TIMEOUT,
+            deadline: Some(Instant::now() + HEAD_TIMEOUT),
             readable: true,
             writable: true,
             link,
@@ -107,14 +110,16 @@ impl HttpConn {
 
     /// Its bound: TLS, the head, the body or the response must be done by then.
     pub fn deadline(&self) -> Option<Instant> {
-        Some(self.deadline)
+        self.deadline
     }
 
-    /// One turn.
-    pub fn drive(&mut self, io: &mut Io, ready: Ready) -> Driven {
+    /// One turn; `answerer` answers upgrade requests.
+    pub fn drive(&mut self, io: &mut Io, answerer: Answerer, ready: Ready) -> Driven {
+        self.link.woken();
         self.readable |= ready.readable;
         self.writable |= ready.writable;
-        if io.shared.stopping() || Instant::now() >= self.deadline {
+        let late = self.deadline.is_some_and(|at| Instant::now() >= at);
+        if io.shared.stopping() || late {
             return Driven::Step(Step::Closed);
         }
         if let Sock::Handshaking(_) = self.sock {
@@ -124,7 +129,7 @@ impl HttpConn {
             match net::continue_tls(*mid) {
                 Ok(Tls::Done(s)) => {
                     self.sock = Sock::Ready(s);
-                    self.deadline = Instant::now() + HEAD_TIMEOUT;
+                    self.deadline = Some(Instant::now() + HEAD_TIMEOUT);
                     // Application data may have come with the last handshake record.
                     self.readable = true;
                 }
@@ -145,7 +150,7 @@ impl HttpConn {
                     match http::parse_head(&self.buf) {
                         Ok(Some((req, n))) => {
                             self.buf.drain(..n);
-                            match self.on_head(io, req) {
+                            match self.on_head(io, answerer, req) {
                                 Some(response) => response,
                                 None => continue,
                             }
@@ -178,6 +183,11 @@ impl HttpConn {
                     },
                     Err(why) => bad_request(&why),
                 },
+                Phase::Admitting(awaited) => match awaited.poll() {
+                    Completion::Waiting => return Driven::Step(Step::Idle),
+                    Completion::Done(answer) => answered(answer),
+                    Completion::Abandoned => answered(upgrade::abandoned()),
+                },
                 Phase::Respond { out, sent, .. } => {
                     if !self.writable {
                         return Driven::Step(Step::Idle);
@@ -204,25 +214,27 @@ impl HttpConn {
             };
             // A response to write.
             self.phase = next;
-            self.deadline = Instant::now() + WRITE_TIMEOUT;
+            self.deadline = Some(Instant::now() + WRITE_TIMEOUT);
         }
     }
 
-    /// A request head arrived: an upgrade's answer to write, or (`None`) a REST request's
-    /// body to read next.
-    fn on_head(&mut self, io: &mut Io, req: Request) -> Option<Phase> {
+    /// A request head arrived: an upgrade's answer to write, or (`None`) the next phase: an
+    /// upgrade's answer to wait for, or a REST request's body to read.
+    fn on_head(&mut self, io: &mut Io, answerer: Answerer, req: Request) -> Option<Phase> {
         log::debug!("emulator: {} {}", req.method, redact_query(&req.target));
         if let Some(hub) = admission::client_hub(&req) {
-            let answer = upgrade::answer(&io.shared, &req, &hub);
-            let after = match answer.then {
-                Then::Close => After::Close,
-                then => After::Upgrade(then),
+            return match answerer(&io.shared, &req, &hub, &self.link) {
+                Answering::Now(answer) => Some(answered(answer)),
+                Answering::Later(awaited) => {
+                    self.deadline = None;
+                    self.phase = Phase::Admitting(awaited);
+                    None
+                }
             };
-            return Some(respond(answer.response, after));
         }
         match BodyDecoder::new(&req) {
             Ok(decoder) => {
-                self.deadline = Instant::now() + BODY_TIMEOUT;
+                self.deadline = Some(Instant::now() + BODY_TIMEOUT);
                 self.phase = Phase::Body { req, decoder };
                 None
             }
@@ -238,7 +250,7 @@ impl HttpConn {
         match after {
             After::Close => Some(Driven::Step(Step::Closed)),
             After::KeepAlive => {
-                self.deadline = Instant::now() + IDLE_TIMEOUT;
+                self.deadline = Some(Instant::now() + IDLE_TIMEOUT);
                 if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
                     self.buf = Vec::new();
                 }
@@ -300,6 +312,15 @@ enum Fill {
     Wait,
     Eof,
     Failed,
+}
+
+/// An upgrade's answer to write.
+fn answered(answer: Answer) -> Phase {
+    let after = match answer.then {
+        Then::Close => After::Close,
+        then => After::Upgrade(then),
+    };
+    respond(answer.response, after)
 }
 
 fn respond(out: Vec<u8>, after: After) -> Phase {

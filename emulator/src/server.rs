@@ -3,8 +3,7 @@
 //! Every socket of the emulator lives on one of a few `webpubsub-emulator-io-N` threads
 //! (see the crate docs' "Threads"); loop 0 also accepts and runs the reaper's tick.
 
-use crate::connection::FrameHandler;
-use crate::io_loop::{Handle, Loop};
+use crate::io_loop::{Handle, Hooks, Loop};
 use crate::shared::Shared;
 use std::io;
 use std::sync::Arc;
@@ -37,12 +36,20 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     listener: mio::net::TcpListener,
     n: usize,
-    on_frame: FrameHandler,
+) -> Result<Server, StartFailure> {
+    start_with(shared, listener, n, Hooks::STANDARD)
+}
+
+fn start_with(
+    shared: Arc<Shared>,
+    listener: mio::net::TcpListener,
+    n: usize,
+    hooks: Hooks,
 ) -> Result<Server, StartFailure> {
     let mut loops = Vec::new();
     let mut handles = Vec::new();
     for i in 0..n.max(1) {
-        let (lp, handle) = Loop::new(i, shared.clone(), on_frame).map_err(StartFailure::Setup)?;
+        let (lp, handle) = Loop::new(i, shared.clone(), hooks).map_err(StartFailure::Setup)?;
         loops.push(lp);
         handles.push(handle);
     }
@@ -95,21 +102,26 @@ mod tests {
     use super::*;
     use crate::client_url::ClientUrlBuilder;
     use crate::handler;
+    use crate::http::Request;
     use crate::messages::{self, Ctx, Flow, Resume};
     use crate::session::UnackedLimits;
     use crate::shared::Config;
-    use crate::wake::Completer;
+    use crate::upgrade::{self, Answer, Answering};
+    use crate::wake::{self, Completer, Link};
     use parking_lot::Mutex;
-    use std::net::TcpStream;
+    use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
     use tungstenite::client::IntoClientRequest;
-    use tungstenite::Message;
+    use tungstenite::{Message, WebSocket};
     use webpubsub_protocol::{Data, ServiceMessage};
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    /// Where the test's frame handler leaves the completers of the frames that wait.
-    static WAITING: Mutex<Option<crossbeam_channel::Sender<Completer<Resume>>>> = Mutex::new(None);
+    /// Where the test hooks leave the completers of what waits: frames, and upgrades (with
+    /// the answer they would have had at once).
+    static FRAMES: Mutex<Option<crossbeam_channel::Sender<Completer<Resume>>>> = Mutex::new(None);
+    type Upgrade = (Completer<Answer>, Answer);
+    static UPGRADES: Mutex<Option<crossbeam_channel::Sender<Upgrade>>> = Mutex::new(None);
 
     /// `messages::on_frame`, except that the text `wait` waits for the test.
     fn on_frame(cx: Ctx<'_>, text: &str) -> Flow {
@@ -117,13 +129,26 @@ mod tests {
             return messages::on_frame(cx, text);
         }
         let (done, awaited) = cx.completion::<Resume>();
-        let tx = WAITING.lock().clone().expect("the test listens");
+        let tx = FRAMES.lock().clone().expect("the test listens");
         tx.send(done).unwrap();
         Flow::Await(awaited)
     }
 
-    fn shared() -> Arc<Shared> {
-        Arc::new(Shared::new(Config {
+    /// `upgrade::answer`, except that an upgrade to hub `later` waits for the test.
+    fn on_upgrade(shared: &Shared, req: &Request, hub: &str, link: &Arc<Link>) -> Answering {
+        let answer = upgrade::decide(shared, req, hub);
+        if hub != "later" {
+            return Answering::Now(answer);
+        }
+        let (done, awaited) = wake::completion(link);
+        let tx = UPGRADES.lock().clone().expect("the test listens");
+        tx.send((done, answer)).unwrap();
+        Answering::Later(awaited)
+    }
+
+    /// A one-loop server with the test hooks.
+    fn serve() -> (Arc<Shared>, SocketAddr, Server) {
+        let shared = Arc::new(Shared::new(Config {
             access_key: "key".into(),
             recovery_window: Duration::from_secs(30),
             limits: UnackedLimits {
@@ -133,31 +158,28 @@ mod tests {
             tls: None,
             handler: handler::default_handler(),
             endpoint: "http://127.0.0.1:0".into(),
-        }))
-    }
-
-    fn next_message(ws: &mut tungstenite::WebSocket<TcpStream>) -> ServiceMessage {
-        loop {
-            if let Message::Text(t) = ws.read().expect("a message") {
-                return ServiceMessage::decode(&t).unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn a_suspended_connection_handles_no_frame_until_its_completion_but_still_writes() {
-        let (tx, waiting) = crossbeam_channel::unbounded();
-        *WAITING.lock() = Some(tx);
-        let shared = shared();
+        }));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let listener = mio::net::TcpListener::from_std(std_listener);
-        let Ok(server) = start(shared.clone(), listener, 1, on_frame) else {
+        let hooks = Hooks {
+            on_frame,
+            on_upgrade,
+        };
+        let Ok(server) = start_with(shared.clone(), listener, 1, hooks) else {
             panic!("the loop starts");
         };
+        (shared, addr, server)
+    }
 
-        let url = ClientUrlBuilder::new(&shared.cfg, "h")
+    /// Opens a WebSocket to `hub` (plain JSON subprotocol).
+    fn open(
+        shared: &Shared,
+        addr: SocketAddr,
+        hub: &str,
+    ) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+        let url = ClientUrlBuilder::new(&shared.cfg, hub)
             .build()
             .replace("127.0.0.1:0", &addr.to_string());
         let mut req = url.as_str().into_client_request().unwrap();
@@ -167,15 +189,44 @@ mod tests {
         );
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(WAIT)).unwrap();
-        let (mut ws, _) = tungstenite::client(req, tcp).unwrap();
-        let ServiceMessage::Connected { connection_id, .. } = next_message(&mut ws) else {
-            panic!("connected first");
-        };
+        match tungstenite::client(req, tcp) {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+            Err(e) => panic!("handshake: {e}"),
+        }
+    }
+
+    fn next_message(ws: &mut WebSocket<TcpStream>) -> ServiceMessage {
+        loop {
+            if let Message::Text(t) = ws.read().expect("a message") {
+                return ServiceMessage::decode(&t).unwrap();
+            }
+        }
+    }
+
+    fn connection_id(ws: &mut WebSocket<TcpStream>) -> String {
+        match next_message(ws) {
+            ServiceMessage::Connected { connection_id, .. } => connection_id,
+            other => panic!("expected connected first, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_suspended_connection_handles_no_frame_until_its_completion_but_still_writes() {
+        let (tx, waiting) = crossbeam_channel::unbounded();
+        *FRAMES.lock() = Some(tx);
+        let (shared, addr, server) = serve();
+        let mut ws = open(&shared, addr, "h").unwrap();
+        let id = connection_id(&mut ws);
         let hub = shared.hub("h");
         let limits = shared.cfg.limits;
         let send = |text: &str| {
-            let over = hub.send_to_connection(&connection_id, Data::from(text), &limits);
+            let over = hub.send_to_connection(&id, Data::from(text), &limits);
             assert!(over.is_some_and(|o| o.0.is_empty()));
+        };
+        let server_data = |m: ServiceMessage| match m {
+            ServiceMessage::ServerMessage { data, .. } => data,
+            other => panic!("expected a server message, got {other:?}"),
         };
 
         // The ping behind `wait` waits with it; frames to the client do not.
@@ -183,10 +234,6 @@ mod tests {
         ws.send(Message::text(r#"{"type":"ping"}"#)).unwrap();
         let done = waiting.recv_timeout(WAIT).expect("the frame waits");
         send("meanwhile");
-        let server_data = |m: ServiceMessage| match m {
-            ServiceMessage::ServerMessage { data, .. } => data,
-            other => panic!("expected a server message, got {other:?}"),
-        };
         assert_eq!(server_data(next_message(&mut ws)), Data::from("meanwhile"));
         let resume: Resume = Box::new(|cx: Ctx<'_>| {
             let limits = cx.shared.cfg.limits;
@@ -209,10 +256,56 @@ mod tests {
         assert_eq!(next_message(&mut ws), ServiceMessage::Pong);
 
         shared.request_stop();
-        server.join();
+        let stopping = std::thread::spawn(move || server.join());
         match ws.read() {
             Ok(Message::Text(t)) => assert!(t.contains("disconnected"), "{t}"),
             other => panic!("expected disconnected, got {other:?}"),
         }
+        // Reading the close frame answers it, which ends the stop's wait.
+        assert!(matches!(ws.read(), Ok(Message::Close(_))));
+        stopping.join().unwrap();
+    }
+
+    #[test]
+    fn an_upgrade_waits_for_its_answer_without_holding_up_its_loop() {
+        let (tx, waiting) = crossbeam_channel::unbounded();
+        *UPGRADES.lock() = Some(tx);
+        let (shared, addr, server) = serve();
+        let s = shared.clone();
+        let (opened_tx, opened) = crossbeam_channel::unbounded();
+        let client = std::thread::spawn(move || {
+            for _ in 0..2 {
+                opened_tx.send(open(&s, addr, "later")).unwrap();
+            }
+        });
+        let (done, answer) = waiting.recv_timeout(WAIT).expect("the upgrade waits");
+        // Its loop serves others meanwhile, and the waiting upgrade got no answer.
+        let mut other = open(&shared, addr, "h").unwrap();
+        connection_id(&mut other);
+        assert!(
+            opened.try_recv().is_err(),
+            "no answer before the completion"
+        );
+        std::thread::spawn(move || done.complete(answer))
+            .join()
+            .unwrap();
+        let mut ws = opened
+            .recv_timeout(WAIT)
+            .unwrap()
+            .expect("the 101 once answered");
+        connection_id(&mut ws);
+
+        // Abandoned: refused with 500.
+        let (done, _answer) = waiting.recv_timeout(WAIT).expect("the upgrade waits");
+        drop(done);
+        match opened.recv_timeout(WAIT).unwrap() {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 500),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        client.join().unwrap();
+        // Gone before the stop, which then need not wait for their close replies.
+        drop((ws, other));
+        shared.request_stop();
+        server.join();
     }
 }

@@ -2,9 +2,9 @@
 //! the answer `admission` decides (a refusal or the 101), and once the answer is written,
 //! the WebSocket it turns the socket into.
 //!
-//! A connect event handler that must answer before the 101 (upstream) fits between the two:
-//! the request's socket then waits for the completion in its own phase, as a suspended
-//! connection does (see `connection`), and asks for the [`Answer`] when it has arrived.
+//! An answer may wait for another thread (a connect event handler, upstream):
+//! [`Answering::Later`] — the request's socket then waits in its own phase, reading and
+//! writing nothing, until the completion wakes it with the [`Answer`].
 
 use crate::admission::{self, Admitted, Handshake, RecoveryAttempt, Refusal};
 use crate::connection::{Connection, Refused, Wire};
@@ -13,7 +13,7 @@ use crate::hub::Hub;
 use crate::net::Stream;
 use crate::session::Session;
 use crate::shared::Shared;
-use crate::wake::Link;
+use crate::wake::{Awaited, Link};
 use std::sync::Arc;
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -48,9 +48,37 @@ pub(crate) enum Upgraded {
     Refused(Refused),
 }
 
+/// An upgrade's answer: now, or once what it waits for has arrived.
+pub(crate) enum Answering {
+    Now(Answer),
+    /// Made with [`completion`](crate::wake::completion) on the socket's link.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "returned once connects call the HTTP event handlers"
+        )
+    )]
+    Later(Awaited<Answer>),
+}
+
+/// What answers an upgrade request: [`answer`], or a test's.
+pub(crate) type Answerer = fn(&Shared, &Request, &str, &Arc<Link>) -> Answering;
+
+/// Answers an upgrade request for `hub_name` on the socket of `_link` (whose wake-up a
+/// completion would use).
+pub(crate) fn answer(
+    shared: &Shared,
+    req: &Request,
+    hub_name: &str,
+    _link: &Arc<Link>,
+) -> Answering {
+    Answering::Now(decide(shared, req, hub_name))
+}
+
 /// Decides the answer to an upgrade request for `hub_name`: a new connection's token is
 /// checked, and a recovery's session looked up, before the 101.
-pub(crate) fn answer(shared: &Shared, req: &Request, hub_name: &str) -> Answer {
+pub(crate) fn decide(shared: &Shared, req: &Request, hub_name: &str) -> Answer {
     let hs = match admission::handshake(req) {
         Ok(hs) => hs,
         Err(r) => return refuse(shared, req, r),
@@ -75,6 +103,22 @@ pub(crate) fn answer(shared: &Shared, req: &Request, hub_name: &str) -> Answer {
             }
             Err(r) => refuse(shared, req, r),
         },
+    }
+}
+
+/// The answer when what an upgrade waited for was abandoned.
+pub(crate) fn abandoned() -> Answer {
+    let reason = "The connect event handler gave no answer";
+    log::warn!("emulator: refused an upgrade: {reason}");
+    Answer {
+        response: http::response(
+            500,
+            "text/plain; charset=utf-8",
+            reason.as_bytes(),
+            false,
+            false,
+        ),
+        then: Then::Close,
     }
 }
 

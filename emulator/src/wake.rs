@@ -7,7 +7,7 @@
 //! connection is listed once however many frames are queued for it until its loop takes
 //! the list, and a loop gets one system call per burst, not one per connection — none at
 //! all for wake-ups made on the loop's own thread (it reads its list before it waits), and
-//! one per other loop per turn while a loop handles a batch of frames ([`DeferWakes`]).
+//! one per other loop per read while a loop handles the frames of one read ([`DeferWakes`]).
 //!
 //! [`completion`] pairs a [`Completer`] (for the thread that finishes some work: an
 //! upstream call) with the [`Awaited`] its connection keeps: completing or abandoning it
@@ -130,8 +130,8 @@ impl Link {
 }
 
 /// While alive, loop wake-ups made on this thread are deferred and done once, when it
-/// drops: a loop handling a burst of frames wakes each other loop once per burst, not once
-/// per receiver.
+/// drops: a loop handling the frames of one read wakes each other loop once for them all,
+/// and only after them — so that the receivers' loop finds a batch to write, not a frame.
 pub(crate) struct DeferWakes(());
 
 impl DeferWakes {
@@ -158,7 +158,7 @@ pub(crate) fn completion<T>(link: &Arc<Link>) -> (Completer<T>, Awaited<T>) {
     let (tx, rx) = crossbeam_channel::bounded(1);
     (
         Completer {
-            tx,
+            tx: Some(tx),
             link: link.clone(),
         },
         Awaited { rx },
@@ -169,7 +169,8 @@ pub(crate) fn completion<T>(link: &Arc<Link>) -> (Completer<T>, Awaited<T>) {
 /// handed over and the connection's loop woken. Dropped without a value, it wakes the loop
 /// too, and the connection sees [`Completion::Abandoned`].
 pub(crate) struct Completer<T> {
-    tx: Sender<T>,
+    /// Taken in `drop`, before the wake-up.
+    tx: Option<Sender<T>>,
     link: Arc<Link>,
 }
 
@@ -183,13 +184,18 @@ impl<T> Completer<T> {
     )]
     pub fn complete(self, value: T) {
         // A connection that stopped waiting dropped its end: nothing to do.
-        let _ = self.tx.try_send(value);
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(value);
+        }
         // The wake-up follows in `drop`, after the value is in place.
     }
 }
 
 impl<T> Drop for Completer<T> {
     fn drop(&mut self) {
+        // The channel closes before the wake-up: a loop woken by an abandoned completion
+        // must see it abandoned, not still waiting.
+        drop(self.tx.take());
         self.link.wake();
     }
 }
