@@ -15,83 +15,23 @@
 use crate::frame::{self, Inbound};
 use crate::hub::Hub;
 use crate::messages::{Ctx, Flow, Resume};
-use crate::net::{read_now, write_now, Stream};
-use crate::session::{encode, Command, Session};
+use crate::net::read_now;
+use crate::session::{Command, Session};
 use crate::shared::Shared;
 use crate::types::Observation;
 use crate::wake::{Awaited, Completion, DeferWakes, Link};
+use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{redact_frame, ServiceMessage};
+use webpubsub_protocol::redact_frame;
 
-/// Bytes read per system call (into the loop's buffer).
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Reads per turn before the loop's other connections get theirs.
 const READS_PER_TURN: usize = 4;
-/// Bytes gathered per write system call.
-const WRITE_CHUNK: usize = 64 * 1024;
 /// Bytes written per turn before the loop's other connections get theirs.
 const WRITES_PER_TURN: usize = 16 * WRITE_CHUNK;
-/// Frames moved from the session per lock.
-const BATCH: usize = 256;
-/// How long a graceful close (and the last bytes of a drop mid-frame) may take.
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Larger buffers are let go once empty, so that a burst leaves nothing behind.
-const KEEP_CAPACITY: usize = 4096;
-
-/// What handles a text frame from the client: `messages::on_frame`, or a test's.
-pub(crate) type FrameHandler = fn(Ctx<'_>, &str) -> Flow;
-
-/// What the loop lends the connection it drives: its buffers (shared by all its
-/// connections, so that an idle connection holds none) and the emulator's state.
-pub(crate) struct Io {
-    pub shared: Arc<Shared>,
-    pub on_frame: FrameHandler,
-    pub rbuf: Box<[u8]>,
-    wbuf: Vec<u8>,
-    batch: Vec<Utf8Bytes>,
-}
-
-impl Io {
-    pub fn new(shared: Arc<Shared>, on_frame: FrameHandler) -> Io {
-        Io {
-            shared,
-            on_frame,
-            rbuf: vec![0; READ_CHUNK].into_boxed_slice(),
-            wbuf: Vec::with_capacity(WRITE_CHUNK + 1024),
-            batch: Vec::with_capacity(BATCH),
-        }
-    }
-
-    /// Lets go of the write buffer after a large frame made it grow.
-    fn trim(&mut self) {
-        if self.wbuf.capacity() > 4 * WRITE_CHUNK {
-            self.wbuf = Vec::with_capacity(WRITE_CHUNK + 1024);
-        }
-    }
-}
-
-/// What the loop saw on the socket.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Ready {
-    pub readable: bool,
-    pub writable: bool,
-}
-
-/// What the loop does with a connection after a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Wait for readiness, a wake-up or the timer.
-    Idle,
-    /// It has more to do now: drive it again after the others.
-    Again,
-    /// The socket is done: forget it.
-    Closed,
-}
 
 /// How a socket's life ended.
 #[derive(Debug)]
@@ -108,116 +48,6 @@ enum End {
     Stopping,
     /// A recovery attached a new socket to the session.
     TakenOver,
-}
-
-/// The frame-level I/O of one WebSocket: its stream, what it read but did not handle, and
-/// what it could not write yet.
-pub(crate) struct Wire {
-    stream: Stream,
-    reader: frame::Reader,
-    /// Bytes the socket did not take yet; empty (no allocation) while it keeps up.
-    out: Vec<u8>,
-    /// The socket may have bytes: read until it has none (readiness is edge-triggered).
-    readable: bool,
-    /// The socket took all we wrote: no need to wait for it.
-    writable: bool,
-}
-
-impl Wire {
-    pub fn new(stream: Stream, leftover: Vec<u8>) -> Wire {
-        Wire {
-            stream,
-            // Frames the client sent right behind its upgrade request.
-            reader: frame::Reader::with_bytes(leftover),
-            out: Vec::new(),
-            readable: true,
-            writable: true,
-        }
-    }
-
-    fn note(&mut self, ready: Ready) {
-        self.readable |= ready.readable;
-        self.writable |= ready.writable;
-    }
-
-    /// Writes what is left in `out`. Returns whether it is all written.
-    fn flush_out(&mut self) -> io::Result<bool> {
-        if self.out.is_empty() {
-            return Ok(true);
-        }
-        if !self.writable {
-            return Ok(false);
-        }
-        let n = write_now(&mut self.stream, &self.out)?;
-        self.out.drain(..n);
-        if !self.out.is_empty() {
-            self.writable = false;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// Lets go of buffers a burst made grow (call when the connection is idle: kept while
-    /// it is busy, they save an allocation per blocked write or split frame).
-    fn trim(&mut self) {
-        if self.out.is_empty() && self.out.capacity() > KEEP_CAPACITY {
-            self.out = Vec::new();
-        }
-        self.reader.trim();
-    }
-
-    /// Writes `bytes` (from the loop's buffer) behind what is left; keeps what the socket
-    /// does not take.
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if !self.flush_out()? {
-            self.out.extend_from_slice(bytes);
-            return Ok(());
-        }
-        let n = write_now(&mut self.stream, bytes)?;
-        if n < bytes.len() {
-            self.out.extend_from_slice(&bytes[n..]);
-            self.writable = false;
-        }
-        Ok(())
-    }
-
-    /// One turn of a close we started: writes what is left, reads (and drops) frames until
-    /// the client's close frame or EOF. Returns whether the close is over.
-    fn close_step(&mut self, rbuf: &mut [u8], deadline: Instant) -> bool {
-        match self.flush_out() {
-            Ok(_) => {}
-            Err(_) => return true,
-        }
-        while self.readable {
-            match read_now(&mut self.stream, rbuf) {
-                Ok(None) => self.readable = false,
-                Ok(Some(0)) | Err(_) => return true,
-                Ok(Some(n)) => {
-                    let mut replied = false;
-                    let fed = self.reader.feed(&mut rbuf[..n], &mut |m| match m {
-                        Inbound::Close(_) => {
-                            replied = true;
-                            ControlFlow::Break(())
-                        }
-                        _ => ControlFlow::Continue(()),
-                    });
-                    if replied || fed.is_err() {
-                        return true;
-                    }
-                }
-            }
-        }
-        Instant::now() >= deadline
-    }
-
-    /// Starts a close: `disconnected` with the reason, then a close frame.
-    fn begin_close(&mut self, reason: &str, code: CloseCode) {
-        let disconnected = encode(&ServiceMessage::Disconnected {
-            message: Some(reason.to_owned()),
-        });
-        frame::text(&disconnected, &mut self.out);
-        frame::close(code, reason, &mut self.out);
-    }
 }
 
 /// Where a connection stands.
@@ -639,34 +469,5 @@ impl Connection {
             hub: self.hub.name().to_owned(),
             connection_id: self.session.id().to_owned(),
         });
-    }
-}
-
-/// A WebSocket without a session, closed at once with a close code (a refused recovery).
-pub(crate) struct Refused {
-    wire: Wire,
-    deadline: Instant,
-}
-
-impl Refused {
-    pub fn new(mut wire: Wire, code: CloseCode, reason: &str) -> Refused {
-        frame::close(code, reason, &mut wire.out);
-        Refused {
-            wire,
-            deadline: Instant::now() + CLOSE_TIMEOUT,
-        }
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
-        Some(self.deadline)
-    }
-
-    pub fn drive(&mut self, io: &mut Io, ready: Ready) -> Step {
-        self.wire.note(ready);
-        if self.wire.close_step(&mut io.rbuf, self.deadline) {
-            Step::Closed
-        } else {
-            Step::Idle
-        }
     }
 }

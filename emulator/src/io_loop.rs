@@ -11,12 +11,13 @@
 //! connection's turn may wake another of the same loop), then those whose timer is due,
 //! then those that spent their budget last turn.
 
-use crate::connection::{Connection, FrameHandler, Io, Ready, Refused, Step, CLOSE_TIMEOUT};
+use crate::connection::Connection;
 use crate::messages;
 use crate::request::{Driven, HttpConn};
 use crate::shared::Shared;
 use crate::upgrade::{self, Answerer, Upgraded};
 use crate::wake::{Link, Notify};
+use crate::wire::{FrameHandler, Io, Ready, Refused, Step, CLOSE_TIMEOUT};
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::io;

@@ -163,16 +163,17 @@
 //!
 //! # Architecture
 //! What a message does (`messages`, `admission`, `rest`) is apart from the sockets that
-//! carry it (`frame`, `net`, `connection`, `upgrade`, `request`, `io_loop`, `server`), and
-//! the state it changes (`session`, `hub`, `shared`) owns its transitions. `frame` is the
-//! one place where WebSocket frames become messages and back; `connection` (a WebSocket) and
-//! `request` (a socket before it is one: TLS, HTTP, REST) are state machines that
-//! `io_loop` drives; `wake` carries wake-ups from any thread to the loop that owns a socket.
-//! Modules use only modules listed before them (`tests/architecture.rs` checks it):
+//! carry it (`frame`, `net`, `wire`, `connection`, `upgrade`, `request`, `io_loop`,
+//! `server`), and the state it changes (`session`, `hub`, `shared`) owns its transitions.
+//! `frame` is the one place where WebSocket frames become messages and back; `wire` is a
+//! WebSocket's socket side; `connection` (a WebSocket with its session) and `request` (a
+//! socket before it is one: TLS, HTTP, REST) are state machines that `io_loop` drives;
+//! `wake` carries wake-ups from any thread to the loop that owns a socket. Modules use only
+//! modules listed before them (`tests/architecture.rs` checks it):
 //!
 //! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
 //! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `{frame, net}` →
-//! `connection` → `upgrade` → `request` → `io_loop` → `server` → `emulator`.
+//! `wire` → `connection` → `upgrade` → `request` → `io_loop` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -201,6 +202,7 @@ mod types;
 mod upgrade;
 pub mod upstream;
 mod wake;
+mod wire;
 
 pub use checks::BAD_REQUEST;
 pub use client_url::{rest_token, ClientUrlBuilder};

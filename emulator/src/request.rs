@@ -4,12 +4,12 @@
 //! peer holds nothing but its own socket.
 
 use crate::admission;
-use crate::connection::{Io, Ready, Step, READ_CHUNK};
 use crate::http::{self, BodyDecoder, Request};
 use crate::net::{self, Stream, Tls};
 use crate::rest;
 use crate::upgrade::{self, Answer, Answerer, Answering, Then, Upgraded};
 use crate::wake::{Awaited, Completion, Link};
+use crate::wire::{Io, Ready, Step, READ_CHUNK};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webpubsub_protocol::redact_query;

@@ -7,13 +7,14 @@
 //! writing nothing, until the completion wakes it with the [`Answer`].
 
 use crate::admission::{self, Admitted, Handshake, RecoveryAttempt, Refusal};
-use crate::connection::{Connection, Refused, Wire};
+use crate::connection::Connection;
 use crate::http::{self, Request};
 use crate::hub::Hub;
 use crate::net::Stream;
 use crate::session::Session;
 use crate::shared::Shared;
 use crate::wake::{Awaited, Link};
+use crate::wire::{Refused, Wire};
 use std::sync::Arc;
 use tungstenite::protocol::frame::coding::CloseCode;
 

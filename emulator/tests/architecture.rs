@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["admission", "handle", "messages"],
     &["rest"],
     &["frame", "net"],
+    &["wire"],
     &["connection"],
     &["upgrade"],
     &["request"],
