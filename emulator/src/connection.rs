@@ -24,7 +24,7 @@ use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use webpubsub_protocol::redact_frame;
 
@@ -32,6 +32,9 @@ use webpubsub_protocol::redact_frame;
 const READS_PER_TURN: usize = 4;
 /// Bytes written per turn before the loop's other connections get theirs.
 const WRITES_PER_TURN: usize = 16 * WRITE_CHUNK;
+/// How long a connection must be quiet before the buffers a burst made grow are let go:
+/// letting them go between two batches of a burst would only make them grow again.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// How a socket's life ended.
 #[derive(Debug)]
@@ -74,6 +77,8 @@ pub(crate) struct Connection {
     hub: Arc<Hub>,
     session: Arc<Session>,
     phase: Phase,
+    /// When to let go of what the last burst left, if it stays quiet until then.
+    trim_at: Option<Instant>,
 }
 
 impl Connection {
@@ -84,15 +89,19 @@ impl Connection {
             hub,
             session,
             phase: Phase::Open,
+            trim_at: None,
         }
     }
 
-    /// When the loop must drive it even if nothing happens: a close's bound, or a held-back
-    /// ack coming due.
+    /// When the loop must drive it even if nothing happens: a close's bound, a held-back
+    /// ack coming due, or the time to trim.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Flushing { deadline, .. } | Phase::Closing { deadline, .. } => Some(*deadline),
-            Phase::Open | Phase::Suspended(_) => self.session.next_due(),
+            Phase::Open | Phase::Suspended(_) => match (self.session.next_due(), self.trim_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -254,7 +263,6 @@ impl Connection {
             let n = match read_now(&mut self.wire.stream, &mut io.rbuf) {
                 Ok(None) => {
                     self.wire.readable = false;
-                    self.wire.reader.trim();
                     return Ok(true);
                 }
                 Ok(Some(0)) => {
@@ -263,6 +271,7 @@ impl Connection {
                 Ok(Some(n)) => n,
                 Err(e) => return Err(End::Lost(e.to_string())),
             };
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
             let mut rbuf = std::mem::take(&mut io.rbuf);
             // The receivers on other loops are woken once this read's frames are handled:
             // once per burst, and while the next read is being handled.
@@ -290,6 +299,7 @@ impl Connection {
             hub,
             session,
             phase,
+            ..
         } = self;
         let Wire { reader, out, .. } = wire;
         let fed = reader.feed(fresh, &mut |m| match m {
@@ -357,11 +367,10 @@ impl Connection {
                 }
             }
             if io.wbuf.is_empty() {
-                // Nothing queued: idle.
-                self.wire.trim();
-                self.session.trim();
+                self.trim_if_quiet();
                 return Ok(false);
             }
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
             let r = self.wire.write(&io.wbuf);
             written += io.wbuf.len();
             io.trim();
@@ -372,6 +381,16 @@ impl Connection {
             if written >= WRITES_PER_TURN {
                 return Ok(true);
             }
+        }
+    }
+
+    /// Lets go of the buffers and queue space a burst left, once nothing was written for
+    /// `TRIM_AFTER`.
+    fn trim_if_quiet(&mut self) {
+        if self.trim_at.is_some_and(|at| Instant::now() >= at) {
+            self.trim_at = None;
+            self.wire.trim();
+            self.session.trim();
         }
     }
 

@@ -126,7 +126,7 @@ impl Wire {
         Ok(true)
     }
 
-    /// Lets go of buffers a burst made grow (call when the connection is idle: kept while
+    /// Lets go of buffers a burst made grow (call when the connection is quiet: kept while
     /// it is busy, they save an allocation per blocked write or split frame).
     pub fn trim(&mut self) {
         if self.out.is_empty() && self.out.capacity() > KEEP_CAPACITY {
