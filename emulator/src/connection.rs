@@ -12,7 +12,6 @@
 //! further frame but still writes — until the completion wakes it and the rest of the
 //! handling runs here, on the loop.
 
-use crate::frame::{self, Inbound};
 use crate::hub::Hub;
 use crate::messages::{Ctx, Flow, Resume};
 use crate::net::read_now;
@@ -20,6 +19,7 @@ use crate::session::{Command, Session};
 use crate::shared::Shared;
 use crate::types::Observation;
 use crate::wake::{Awaited, Completion, DeferWakes, Link};
+use crate::websocket::{self, Inbound};
 use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
 use std::io;
 use std::ops::ControlFlow;
@@ -188,7 +188,7 @@ impl Connection {
         match cmd {
             Command::Drop => Err(End::Faulted),
             Command::DropMidFrame => {
-                self.wire.out.extend_from_slice(frame::PARTIAL_TEXT);
+                self.wire.out.extend_from_slice(websocket::PARTIAL_TEXT);
                 self.phase = Phase::Flushing {
                     deadline: Instant::now() + CLOSE_TIMEOUT,
                     end: End::Faulted,
@@ -334,12 +334,12 @@ impl Connection {
                 ControlFlow::Continue(())
             }
             Inbound::Ping(payload) => {
-                frame::pong(payload, out);
+                websocket::pong(payload, out);
                 ControlFlow::Continue(())
             }
             Inbound::Pong => ControlFlow::Continue(()),
             Inbound::Close(received) => {
-                frame::close_reply(received, out);
+                websocket::close_reply(received, out);
                 *ended = Some(End::ClientClosed);
                 ControlFlow::Break(())
             }
@@ -363,7 +363,7 @@ impl Connection {
             while more && io.wbuf.len() < WRITE_CHUNK {
                 more = self.take_batch(io);
                 for f in io.batch.drain(..) {
-                    frame::text(&f, &mut io.wbuf);
+                    websocket::text(&f, &mut io.wbuf);
                 }
             }
             if io.wbuf.is_empty() {
@@ -412,7 +412,7 @@ impl Connection {
             more || !io.batch.is_empty()
         } {
             for f in io.batch.drain(..) {
-                frame::text(&f, &mut self.wire.out);
+                websocket::text(&f, &mut self.wire.out);
             }
         }
     }

@@ -163,16 +163,16 @@
 //!
 //! # Architecture
 //! What a message does (`messages`, `admission`, `rest`) is apart from the sockets that
-//! carry it (`frame`, `net`, `wire`, `connection`, `upgrade`, `request`, `io_loop`,
+//! carry it (`websocket`, `net`, `wire`, `connection`, `upgrade`, `request`, `io_loop`,
 //! `server`), and the state it changes (`session`, `hub`, `shared`) owns its transitions.
-//! `frame` is the one place where WebSocket frames become messages and back; `wire` is a
+//! `websocket` is the one place where WebSocket frames become messages and back; `wire` is a
 //! WebSocket's socket side; `connection` (a WebSocket with its session) and `request` (a
 //! socket before it is one: TLS, HTTP, REST) are state machines that `io_loop` drives;
 //! `wake` carries wake-ups from any thread to the loop that owns a socket. Modules use only
 //! modules listed before them (`tests/architecture.rs` checks it):
 //!
 //! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
-//! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `{frame, net}` →
+//! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `{net, websocket}` →
 //! `wire` → `connection` → `upgrade` → `request` → `io_loop` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
@@ -185,7 +185,6 @@ mod checks;
 mod client_url;
 mod connection;
 mod emulator;
-mod frame;
 mod handle;
 mod handler;
 mod http;
@@ -202,6 +201,7 @@ mod types;
 mod upgrade;
 pub mod upstream;
 mod wake;
+mod websocket;
 mod wire;
 
 pub use checks::BAD_REQUEST;

@@ -5,11 +5,11 @@
 //! [`Refused`] is a WebSocket without a session, closed at once (a refused recovery); a
 //! `connection::Connection` is one whose session is attached.
 
-use crate::frame::{self, Inbound};
 use crate::messages::{Ctx, Flow};
 use crate::net::{read_now, write_now, Stream};
 use crate::session::encode;
 use crate::shared::Shared;
+use crate::websocket::{self, Inbound};
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ pub(crate) enum Step {
 /// what it could not write yet.
 pub(crate) struct Wire {
     pub stream: Stream,
-    pub reader: frame::Reader,
+    pub reader: websocket::Reader,
     /// Bytes the socket did not take yet; empty (no allocation) while it keeps up.
     pub out: Vec<u8>,
     /// The socket may have bytes: read until it has none (readiness is edge-triggered).
@@ -97,7 +97,7 @@ impl Wire {
         Wire {
             stream,
             // Frames the client sent right behind its upgrade request.
-            reader: frame::Reader::with_bytes(leftover),
+            reader: websocket::Reader::with_bytes(leftover),
             out: Vec::new(),
             readable: true,
             writable: true,
@@ -184,8 +184,8 @@ impl Wire {
         let disconnected = encode(&ServiceMessage::Disconnected {
             message: Some(reason.to_owned()),
         });
-        frame::text(&disconnected, &mut self.out);
-        frame::close(code, reason, &mut self.out);
+        websocket::text(&disconnected, &mut self.out);
+        websocket::close(code, reason, &mut self.out);
     }
 }
 
@@ -197,7 +197,7 @@ pub(crate) struct Refused {
 
 impl Refused {
     pub fn new(mut wire: Wire, code: CloseCode, reason: &str) -> Refused {
-        frame::close(code, reason, &mut wire.out);
+        websocket::close(code, reason, &mut wire.out);
         Refused {
             wire,
             deadline: Instant::now() + CLOSE_TIMEOUT,

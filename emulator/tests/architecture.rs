@@ -5,7 +5,7 @@
 use std::path::Path;
 
 /// Lowest first. The protocol logic (`admission`, `messages`, `rest`) sits below every
-/// module that touches a socket or a frame (`frame`, `net` and up), so it cannot reach for
+/// module that touches a socket or a frame (`net`, `websocket` and up), so it cannot reach for
 /// one.
 const LAYERS: &[&[&str]] = &[
     &[
@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["access", "client_url"],
     &["admission", "handle", "messages"],
     &["rest"],
-    &["frame", "net"],
+    &["net", "websocket"],
     &["wire"],
     &["connection"],
     &["upgrade"],
