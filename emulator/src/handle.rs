@@ -203,8 +203,8 @@ impl HubHandle {
         }
     }
 
-    /// Grants a permission, for one group (`Some`) or every group (`None`).
-    /// Returns `false` if the connection does not exist.
+    /// Grants a permission, for one group (`Some`, a group name: `*` in it is just a
+    /// character) or every group (`None`). Returns `false` if the connection does not exist.
     pub fn grant_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -217,8 +217,10 @@ impl HubHandle {
     }
 
     /// Revokes a permission (granted at run time or by a token role). `None` revokes the
-    /// permission for every group and every single-group grant of it; `Some(g)` revokes
-    /// the grant for `g` only. Returns `false` if the connection does not exist.
+    /// permission for every group, every pattern role and every single-group grant of it;
+    /// `Some(g)` revokes it for `g` only — even where the every-group role or a pattern
+    /// role (`webpubsub.sendToGroups.room.*`) covers `g`. Returns `false` if the
+    /// connection does not exist.
     pub fn revoke_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -231,7 +233,7 @@ impl HubHandle {
     }
 
     /// Whether a connection has a permission: `None` asks for every group, `Some(g)` for
-    /// group `g` (a grant for every group counts).
+    /// group `g` (the every-group role and pattern roles that match `g` count).
     pub fn has_permission(
         &self,
         conn_id: impl AsRef<str>,

@@ -140,7 +140,8 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
+//! `{auth, checks, handler, http, patterns, types, upstream, wake}` → `roles` → `session` →
+//! `hub` → `shared` →
 //! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `net` →
 //! `connection` → `upgrade` → `server` → `emulator`.
 
@@ -160,7 +161,9 @@ mod http;
 mod hub;
 mod messages;
 mod net;
+mod patterns;
 mod rest;
+mod roles;
 mod server;
 mod session;
 mod shared;

@@ -8,8 +8,9 @@ use std::path::Path;
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "types", "upstream", "wake",
+        "auth", "checks", "handler", "http", "patterns", "types", "upstream", "wake",
     ],
+    &["roles"],
     &["session"],
     &["hub"],
     &["shared"],
