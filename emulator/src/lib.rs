@@ -140,9 +140,9 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, patterns, types, upstream, wake}` → `roles` → `session` →
-//! `hub` → `shared` →
-//! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `net` →
+//! `{auth, checks, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
+//! `session` → `hub` → `shared` → `{access, client_url}` →
+//! `{admission, exchange, handle, messages}` → `rest` → `net` →
 //! `connection` → `upgrade` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
@@ -155,12 +155,14 @@ mod checks;
 mod client_url;
 mod connection;
 mod emulator;
+mod exchange;
 mod handle;
 mod handler;
 mod http;
 mod hub;
 mod messages;
 mod net;
+mod odata;
 mod patterns;
 mod rest;
 mod roles;

@@ -8,14 +8,14 @@ use std::path::Path;
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "patterns", "types", "upstream", "wake",
+        "auth", "checks", "handler", "http", "odata", "patterns", "types", "upstream", "wake",
     ],
     &["roles"],
     &["session"],
     &["hub"],
     &["shared"],
     &["access", "client_url"],
-    &["admission", "handle", "messages"],
+    &["admission", "exchange", "handle", "messages"],
     &["rest"],
     &["net"],
     &["connection"],
