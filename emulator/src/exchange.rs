@@ -1,6 +1,6 @@
 //! One REST exchange, apart from the route tables: the answer ([`Reply`], with the service's
-//! error body), the decoded query of the request, and the bearer-token check, apart from
-//! the REST API's route table (`rest`) so that other route tables can share them.
+//! error body), the decoded query of the request, and the bearer-token check. Shared by the
+//! REST API (`rest`) and the emulator's fault routes (`faults`).
 
 use crate::access;
 use crate::http::Request;

@@ -142,7 +142,7 @@
 //!
 //! `{auth, checks, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
 //! `session` → `hub` → `shared` → `{access, client_url}` →
-//! `{admission, exchange, handle, messages}` → `rest` → `net` →
+//! `{admission, exchange, handle, messages}` → `faults` → `rest` → `net` →
 //! `connection` → `upgrade` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
@@ -156,6 +156,7 @@ mod client_url;
 mod connection;
 mod emulator;
 mod exchange;
+mod faults;
 mod handle;
 mod handler;
 mod http;

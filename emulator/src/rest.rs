@@ -2,11 +2,13 @@
 //! body in, a [`Reply`] out — the socket side (`server`) reads and writes them.
 //!
 //! [`route`] is the route table, one line per operation, each a small function over
-//! [`HubHandle`] (the same code as the in-process API). Errors carry the service's error body
+//! [`HubHandle`] (the same code as the in-process API). Paths under `/emulator/faults` go to
+//! the fault routes (`faults`). Errors carry the service's error body
 //! (`{"code","message","target"}`), checked in the service's order: API version, token,
 //! parameters, content type, body.
 
 use crate::exchange::{authorise, Answer, Query, Reply};
+use crate::faults;
 use crate::handle::HubHandle;
 use crate::http::{percent_decode, Request};
 use crate::hub::Audience;
@@ -38,6 +40,9 @@ const METADATA_HEADER: &str = "x-webpubsub-metadata-";
 
 /// Answers one REST request: checks its API version and token, then routes it.
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Request, body: &[u8]) -> Reply {
+    if faults::owns(req.path()) {
+        return faults::handle(shared, req);
+    }
     answer(shared, req, body).unwrap_or_else(|r| r)
 }
 

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["shared"],
     &["access", "client_url"],
     &["admission", "exchange", "handle", "messages"],
+    &["faults"],
     &["rest"],
     &["net"],
     &["connection"],

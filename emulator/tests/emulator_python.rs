@@ -169,3 +169,36 @@ fn the_official_python_service_sdk_runs_every_rest_operation_it_has() {
     );
     assert_eq!(r.len(), 18, "every RESULT is checked: {:?}", r.keys());
 }
+
+#[test]
+fn a_python_program_drives_faults_over_http_with_the_standard_library() {
+    support::init_log();
+    let Some(python) =
+        python::venv_python("a_python_program_drives_faults_over_http_with_the_standard_library")
+    else {
+        return;
+    };
+    let emu = Emulator::builder().rest_faults(true).start().unwrap();
+    let obs = emu.observe();
+    let r = run_script(&python, "faults_urllib.py", &emu, "fault_hub");
+    let id = r["connection_id"]
+        .as_str()
+        .expect("connection id")
+        .to_owned();
+    assert_eq!(r["drop"], 204);
+    assert_eq!(r["send_while_recovering"], 202);
+    assert_eq!(r["received_after_recovery"], json!(["after the drop"]));
+    assert_eq!(r["fail_next_ack"], 204);
+    assert_eq!(r["joins"], json!(["InternalServerError", "ok"]));
+    assert_eq!(r["unknown_connection"], 404);
+    assert_eq!(r["forged_token"], 401);
+    // The emulator saw the drop and the recovery of that connection.
+    let seen: Vec<Observation> = obs.try_iter().collect();
+    let dropped = seen
+        .iter()
+        .any(|o| matches!(o, Observation::Dropped { connection_id, .. } if *connection_id == id));
+    let recovered = seen
+        .iter()
+        .any(|o| matches!(o, Observation::Recovered { connection_id, .. } if *connection_id == id));
+    assert!(dropped && recovered, "{seen:#?}");
+}
