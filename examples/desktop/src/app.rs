@@ -75,7 +75,9 @@ pub struct ChatApp {
     groups: Vec<String>,
     /// Where Send goes.
     current: Option<String>,
-    first_group: Option<String>,
+    /// The group to join when the first connection is ready (later connections rejoin it
+    /// by themselves).
+    first_join: Option<String>,
     state: (String, Color32),
     connection_id: Option<String>,
     user: Option<String>,
@@ -119,7 +121,7 @@ impl ChatApp {
             group_field: setup.group.clone(),
             groups: Vec::new(),
             current: None,
-            first_group: Some(setup.group),
+            first_join: Some(setup.group),
             state: ("connecting".into(), Color32::GOLD),
             connection_id: None,
             user: setup.user,
@@ -180,12 +182,9 @@ impl ChatApp {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::Started(Ok(guard)) => {
-                self.running = Some(guard);
-                if let Some(group) = self.first_group.take() {
-                    self.request(Pending::Join(group));
-                }
-            }
+            // `start()` returns before its `Connected` event reaches the window: the first
+            // join waits for the event, so that the log reads in order.
+            Done::Started(Ok(guard)) => self.running = Some(guard),
             Done::Started(Err(e)) => {
                 self.state = (format!("failed to start: {e}"), Color32::LIGHT_RED);
                 self.lines
@@ -246,6 +245,9 @@ impl ChatApp {
                 self.state = ("connected".into(), green);
                 self.connection_id = Some(connection_id);
                 self.user = user_id.or(self.user.take());
+                if let Some(group) = self.first_join.take() {
+                    self.request(Pending::Join(group));
+                }
             }
             Event::Recovering { connection_id, .. } => {
                 self.lines.push(Line::Info(format!(

@@ -167,6 +167,9 @@ pub struct App {
     pub scroll: usize,
     /// Set by `/quit` and Ctrl-C: the loop stops the client and ends.
     pub quit: bool,
+    /// The group to join when the first connection is ready (later connections rejoin it
+    /// by themselves).
+    first_join: Option<String>,
     pending: HashMap<RequestId, Pending>,
     next_id: RequestId,
 }
@@ -180,9 +183,10 @@ impl App {
             connection: Connection::Connecting,
             connection_id: None,
             user,
-            group,
+            group: group.clone(),
             scroll: 0,
             quit: false,
+            first_join: group,
             pending: HashMap::new(),
             next_id: 1,
         }
@@ -267,21 +271,15 @@ impl App {
         None
     }
 
-    /// The request that joins `group` (at start, and for `/join`).
-    pub fn join(&mut self, group: String) -> Request {
+    fn join(&mut self, group: String) -> Request {
         self.request(Action::Join(group.clone()), Pending::Join(group))
     }
 
-    /// The outcome of `start()`; on success, the request that joins the first group.
-    pub fn on_started(&mut self, result: Result<(), &Error>) -> Option<Request> {
-        match result {
-            Ok(()) => self.group.clone().map(|group| self.join(group)),
-            Err(e) => {
-                self.connection = Connection::Failed(e.to_string());
-                self.error(format!("could not connect: {e}"));
-                None
-            }
-        }
+    /// A failed `start()`. (A successful one is followed by [`Event::Connected`], which the
+    /// screen waits for: `start()` returns before the event reaches the UI.)
+    pub fn on_start_failed(&mut self, e: &Error) {
+        self.connection = Connection::Failed(e.to_string());
+        self.error(format!("could not connect: {e}"));
     }
 
     /// The outcome of a request.
@@ -313,9 +311,10 @@ impl App {
         }
     }
 
-    /// An event from the client. `state` is the client's state now, which tells whether a
-    /// lost session is followed by a new connection.
-    pub fn on_event(&mut self, event: Event, state: ClientState) {
+    /// An event from the client; returns the request to make, if any (the first join).
+    /// `state` is the client's state now, which tells whether a lost session is followed by a
+    /// new connection.
+    pub fn on_event(&mut self, event: Event, state: ClientState) -> Option<Request> {
         match event {
             Event::Connected {
                 connection_id,
@@ -327,6 +326,7 @@ impl App {
                 if user_id.is_some() {
                     self.user = user_id;
                 }
+                return self.first_join.take().map(|group| self.join(group));
             }
             Event::Recovering {
                 connection_id,
@@ -377,6 +377,7 @@ impl App {
             // Events added in later versions of the client.
             _ => {}
         }
+        None
     }
 }
 
@@ -522,7 +523,7 @@ mod tests {
             connection_id: id.into(),
             user_id: Some("bob".into()),
         };
-        app.on_event(connected("c1"), ClientState::Connected);
+        assert_eq!(app.on_event(connected("c1"), ClientState::Connected), None);
         assert_eq!(app.connection, Connection::Connected);
         assert_eq!(app.user.as_deref(), Some("bob"));
         app.on_event(
@@ -550,11 +551,31 @@ mod tests {
         );
         assert_eq!(app.connection, Connection::Reconnecting);
         assert_eq!(app.connection_id, None);
-        app.on_event(connected("c2"), ClientState::Connected);
+        assert_eq!(app.on_event(connected("c2"), ClientState::Connected), None);
         assert_eq!(app.connection, Connection::Connected);
         assert_eq!(app.connection_id.as_deref(), Some("c2"));
         app.on_event(Event::Stopped, ClientState::Stopped);
         assert_eq!(app.connection, Connection::Stopped);
+    }
+
+    #[test]
+    fn the_first_connection_joins_the_group_and_later_ones_leave_it_to_the_rejoin() {
+        // B9, B23: a new connection after a lost session rejoins by itself.
+        let mut app = App::new(None, Some("room".into()));
+        let connected = |id: &str| Event::Connected {
+            connection_id: id.into(),
+            user_id: None,
+        };
+        let join = app.on_event(connected("c1"), ClientState::Connected);
+        assert_eq!(join.map(|r| r.action), Some(Action::Join("room".into())));
+        assert_eq!(app.on_event(connected("c2"), ClientState::Connected), None);
+    }
+
+    #[test]
+    fn a_failed_start_shows_why_in_the_state_line() {
+        let mut app = App::new(None, Some("room".into()));
+        app.on_start_failed(&Error::Stopped);
+        assert!(app.connection.label().starts_with("failed to start: "));
     }
 
     #[test]

@@ -286,7 +286,9 @@ fn ui_loop(
                             "welcome! This is the embedded emulator; /join another group, or /quit",
                         );
                     }
-                    app.on_event(event, wiring.client.state());
+                    if let Some(request) = app.on_event(event, wiring.client.state()) {
+                        wiring.execute(app, request);
+                    }
                 }
                 Wake::Key(key) => match key? {
                     TermEvent::Key(key) => {
@@ -298,13 +300,8 @@ fn ui_loop(
                     // A resize only needs the redraw that follows.
                     _ => {}
                 },
-                Wake::Done(Done::Started(result)) => {
-                    let request = app.on_started(result.as_ref().map(|_| ()));
-                    *running = result.ok();
-                    if let Some(request) = request {
-                        wiring.execute(app, request);
-                    }
-                }
+                Wake::Done(Done::Started(Ok(guard))) => *running = Some(guard),
+                Wake::Done(Done::Started(Err(e))) => app.on_start_failed(&e),
                 Wake::Done(Done::Answered(id, result)) => {
                     app.on_answer(id, result.as_ref().copied())
                 }

@@ -22,9 +22,11 @@ const STEP: Duration = Duration::from_secs(20);
 /// Between two looks at a screen.
 const POLL: Duration = Duration::from_millis(20);
 
-/// A tmux server of its own (its own socket, no configuration file), killed and its socket
-/// removed when dropped, even when the test fails.
+/// A tmux server of its own (its own socket, no configuration file) and a directory for the
+/// programs' exit statuses; the server is killed and the directory removed when dropped, even
+/// when the test fails.
 struct Tmux {
+    dir: PathBuf,
     socket: PathBuf,
 }
 
@@ -38,12 +40,15 @@ impl Tmux {
 
     fn new() -> Tmux {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "webpubsub-chat-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the test");
         Tmux {
-            socket: std::env::temp_dir().join(format!(
-                "webpubsub-chat-test-{}-{}.tmux",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            )),
+            socket: dir.join("tmux.sock"),
+            dir,
         }
     }
 
@@ -65,9 +70,18 @@ impl Tmux {
         output
     }
 
-    /// Starts `terminal-chat args…` in a new 120×40 session `name`. The pane stays after the
-    /// program ends, so that its exit status can be read.
+    /// Where the exit status of the program in session `name` is written.
+    fn status_file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.status"))
+    }
+
+    /// Starts `terminal-chat args…` in a new 120×40 session `name`. A shell around it writes
+    /// its exit status to a file: tmux's own `pane_dead_status` may never be set, because
+    /// tmux built with libutempter can miss the SIGCHLD of a pane whose program ends while
+    /// it closes that pane's terminal. The pane stays after the end, for a last look.
     fn start(&self, name: &str, args: &[&str]) {
+        let status = self.status_file(name);
+        let status = status.to_str().expect("a UTF-8 temporary directory");
         let mut command = vec![
             "new-session",
             "-d",
@@ -77,6 +91,11 @@ impl Tmux {
             "120",
             "-y",
             "40",
+            "sh",
+            "-c",
+            r#"out=$1; shift; "$@"; echo $? > "$out.tmp" && mv "$out.tmp" "$out""#,
+            "sh",
+            status,
             CHAT,
         ];
         command.extend_from_slice(args);
@@ -120,16 +139,9 @@ impl Tmux {
     fn wait_for_exit(&self, name: &str) -> i32 {
         let deadline = Instant::now() + STEP;
         loop {
-            let out = self.run(&[
-                "display-message",
-                "-p",
-                "-t",
-                name,
-                "#{pane_dead} #{pane_dead_status}",
-            ]);
-            let out = String::from_utf8_lossy(&out.stdout);
-            if let Some(status) = out.trim().strip_prefix("1 ") {
-                return status.parse().expect("an exit status");
+            // Written whole (renamed into place), so a file that exists is complete.
+            if let Ok(status) = std::fs::read_to_string(self.status_file(name)) {
+                return status.trim().parse().expect("an exit status");
             }
             assert!(
                 Instant::now() < deadline,
@@ -149,7 +161,7 @@ impl Drop for Tmux {
             .arg("kill-server")
             .env_remove("TMUX")
             .output();
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
