@@ -1,6 +1,7 @@
 //! [`HubHandle`]: server-side operations on one hub, shared by Rust callers and the REST API.
 
 use crate::client_url::ClientUrlBuilder;
+use crate::frames::Outgoing;
 use crate::hub::Hub;
 use crate::session::{Command, Faults, Session};
 use crate::shared::Shared;
@@ -44,6 +45,15 @@ fn strs<S: AsRef<str>>(v: &[S]) -> Vec<&str> {
     v.iter().map(AsRef::as_ref).collect()
 }
 
+/// A `message` from `server` with `data`.
+fn server_message(data: Data) -> Outgoing {
+    Outgoing::new(ServiceMessage::ServerMessage {
+        data,
+        sequence_id: None,
+        metadata: Metadata::new(),
+    })
+}
+
 impl HubHandle {
     pub(crate) fn new(shared: Arc<Shared>, name: &str) -> HubHandle {
         let hub = shared.hub(name);
@@ -74,24 +84,24 @@ impl HubHandle {
     /// Sends a message to every connection except the listed ones.
     pub fn send_to_all_except<S: AsRef<str>>(&self, data: impl Into<Data>, excluded: &[S]) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_all(data.into(), &strs(excluded), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_all(&out, &strs(excluded), limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to every connection of a user.
     pub fn send_to_user(&self, user: impl AsRef<str>, data: impl Into<Data>) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_user(user.as_ref(), data.into(), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_user(user.as_ref(), &out, limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to one connection. Returns `false` if it does not exist.
     pub fn send_to_connection(&self, conn_id: impl AsRef<str>, data: impl Into<Data>) -> bool {
         let limits = &self.shared.cfg.limits;
-        match self
-            .hub
-            .send_to_connection(conn_id.as_ref(), data.into(), limits)
-        {
+        let out = server_message(data.into());
+        match self.hub.send_to_connection(conn_id.as_ref(), &out, limits) {
             Some(over) => {
                 self.shared.end_overflowed(&self.hub, over);
                 true
@@ -113,15 +123,11 @@ impl HubHandle {
         data: impl Into<Data>,
         excluded: &[S],
     ) {
-        let msg = ServiceMessage::ServerMessage {
-            data: data.into(),
-            sequence_id: None,
-            metadata: Metadata::new(),
-        };
+        let out = server_message(data.into());
         let limits = &self.shared.cfg.limits;
         let over = self
             .hub
-            .send_to_group(group.as_ref(), &msg, &strs(excluded), limits);
+            .send_to_group(group.as_ref(), &out, &strs(excluded), limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 

@@ -140,7 +140,7 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
+//! `{auth, checks, frames, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
 //! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `net` →
 //! `connection` → `upgrade` → `server` → `emulator`.
 
@@ -154,6 +154,7 @@ mod checks;
 mod client_url;
 mod connection;
 mod emulator;
+mod frames;
 mod handle;
 mod handler;
 mod http;

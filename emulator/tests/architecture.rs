@@ -8,7 +8,7 @@ use std::path::Path;
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "types", "upstream", "wake",
+        "auth", "checks", "frames", "handler", "http", "types", "upstream", "wake",
     ],
     &["session"],
     &["hub"],
