@@ -137,6 +137,23 @@ pub fn connect_as(subprotocol: Subprotocol, url: &str) -> Ws {
     try_connect(url, Some(subprotocol.name()), None).expect("upgrade accepted")
 }
 
+/// One client per subprotocol ([`Subprotocol::ALL`]'s order) in hub `chat` and group `g`,
+/// user `u-<subprotocol>`, allowed to publish to groups.
+pub fn one_per_subprotocol(emu: &Emulator) -> Vec<Ws> {
+    Subprotocol::ALL
+        .iter()
+        .map(|&p| {
+            let url = emu
+                .client_url("chat")
+                .user_id(format!("u-{p}"))
+                .role("webpubsub.sendToGroup")
+                .group("g")
+                .build();
+            connect_as(p, &url)
+        })
+        .collect()
+}
+
 /// The recovery URL of a connection.
 pub fn recovery_url(url: &str, c: &Ws) -> String {
     format!(
@@ -206,6 +223,18 @@ impl<S: Read + Write> Ws<S> {
                     }
                 }
                 Err(e) => panic!("read failed while waiting for a message: {e}"),
+            }
+        }
+    }
+
+    /// The next data frame as it came off the wire (text or binary), unparsed.
+    pub fn recv_raw(&mut self) -> Message {
+        loop {
+            match self.ws.read() {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => return m,
+                Ok(Message::Close(f)) => panic!("closed while waiting for a frame: {f:?}"),
+                Ok(_) => {}
+                Err(e) => panic!("read failed while waiting for a frame: {e}"),
             }
         }
     }
