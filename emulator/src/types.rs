@@ -18,7 +18,7 @@ pub enum Observation {
         connection_id: String,
         /// The token's `sub`, if any.
         user_id: Option<String>,
-        /// Whether it speaks the reliable subprotocol.
+        /// Whether it speaks a reliable subprotocol (JSON or protobuf).
         reliable: bool,
     },
     /// A dropped session was recovered on a new socket.
