@@ -18,6 +18,11 @@ use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 /// to a hub nobody connected to is valid and simply finds no connections.
 /// Methods taking a connection id return `false` when no such session exists.
 ///
+/// Sends reach every session in its own subprotocol (JSON or protobuf; see the crate docs'
+/// crossing table). A [`Data::Protobuf`] payload must be a serialised `google.protobuf.Any`
+/// (build it from a [`ProtobufAny`](webpubsub_protocol::ProtobufAny)): protobuf receivers
+/// read it as an embedded message.
+///
 /// ```
 /// use webpubsub_emulator::{Emulator, Permission};
 ///

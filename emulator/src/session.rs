@@ -418,6 +418,9 @@ impl Session {
     /// while no socket was attached).
     pub fn deliver(&self, out: &Outgoing, limits: &UnackedLimits) -> bool {
         let reliable = self.reliable();
+        // The first receiver of a codec encodes the message: before the lock, which the
+        // socket's thread needs to write.
+        let shared = out.frame(self.subprotocol);
         let mut st = self.st.lock();
         match st.phase {
             Phase::Ended => return false,
@@ -425,7 +428,7 @@ impl Session {
             _ => {}
         }
         if !reliable {
-            st.pending.push_back(out.frame(self.subprotocol));
+            st.pending.push_back(shared);
             st.wake();
             return false;
         }

@@ -51,6 +51,7 @@ fn metadata_of(m: &ServiceMessage) -> Metadata {
 
 #[test]
 fn group_messages_carry_the_publishers_metadata_to_every_subprotocol() {
+    // B41, PROTOCOL.md §11.
     let emu = Emulator::start().unwrap();
     let mut clients = one_per_subprotocol(&emu);
     let tagged = |p: Subprotocol| Metadata::from([("origin", p.name()), ("trace-id", "abc")]);
@@ -101,6 +102,7 @@ fn metadata_is_the_json_object_after_data_on_the_json_wire() {
 
 #[test]
 fn metadata_and_ttls_outside_the_limits_are_refused_with_bad_request_and_never_run() {
+    // B41: the limits the client checks before sending are the ones refused here.
     let (tx, rx) = unbounded::<EventRequest>();
     let emu = Emulator::builder()
         .event_handler(move |req| {
@@ -241,6 +243,7 @@ fn a_recovery_replays_metadata_but_not_messages_whose_ttl_passed() {
 
 #[test]
 fn events_and_invokes_give_the_handler_their_metadata_and_get_its_metadata_back() {
+    // B41, PROTOCOL.md §11, §12: invoke responses carry the handler's metadata.
     let (tx, rx) = unbounded::<EventRequest>();
     let emu = Emulator::builder()
         .event_handler(move |req| {

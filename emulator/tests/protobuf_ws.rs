@@ -71,6 +71,7 @@ fn vector_with_seq(vector: &str, seq: Option<u8>) -> Vec<u8> {
 
 #[test]
 fn protobuf_subprotocols_are_chosen_as_offered_and_answer_in_binary_frames() {
+    // B42, PROTOCOL.md §2.
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     for p in PROTOBUF_BOTH {
@@ -172,6 +173,7 @@ fn frames_are_byte_for_byte_those_of_the_js_codecs_test_vectors() {
 
 #[test]
 fn acks_duplicates_and_roles_work_over_protobuf() {
+    // B42: as over JSON (PROTOCOL.md §6, §8).
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     for p in PROTOBUF_BOTH {
@@ -192,6 +194,7 @@ fn acks_duplicates_and_roles_work_over_protobuf() {
 
 #[test]
 fn frames_of_the_other_kind_malformed_and_unknown_frames_are_skipped() {
+    // B42: unknown oneof cases are skipped, never fatal.
     let emu = Emulator::start().unwrap();
     let url = emu
         .client_url("chat")
