@@ -103,10 +103,19 @@ pub fn connect_all<T: Send>(
                 .expect("spawn a connecting thread");
         }
     });
+    let elapsed = begin.elapsed();
+    // A joined thread leaves /proc/self/task a moment after join() returns: the thread count
+    // read next must not include the connecting threads (bounded: 1 s).
+    for _ in 0..100 {
+        if webpubsub_testkit::process::count_threads(&["bench-connect"]) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let clients = clients.into_inner().unwrap();
     let connected = Connected {
         count: clients.len(),
-        elapsed: begin.elapsed(),
+        elapsed,
         error: first_error.into_inner().unwrap(),
     };
     (connected, clients)
