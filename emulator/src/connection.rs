@@ -3,7 +3,7 @@
 //!
 //! Each turn it carries out a command other threads left in the session (drop, close), reads
 //! what the socket has (a bounded amount per turn, so that one busy client does not starve
-//! the others) and hands every text frame to `messages` (which decides what it does), then
+//! the others) and hands every data frame to `messages` (which decides what it does), then
 //! writes what the session queued — many frames per system call. A session outlives its
 //! socket while it can be recovered.
 //!
@@ -13,7 +13,7 @@
 //! handling runs here, on the loop.
 
 use crate::hub::Hub;
-use crate::messages::{Ctx, Flow, Resume};
+use crate::messages::{Ctx, Flow, Incoming, Resume};
 use crate::net::read_now;
 use crate::session::{Command, Session};
 use crate::shared::Shared;
@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
-use webpubsub_protocol::redact_frame;
+use webpubsub_protocol::ServiceMessage;
 
 /// Reads per turn before the loop's other connections get theirs.
 const READS_PER_TURN: usize = 4;
@@ -170,7 +170,10 @@ impl Connection {
     /// Sends `disconnected` and a close frame, then waits (bounded) for the client's close
     /// reply, so that they are not lost to a TCP reset; `end` follows.
     fn close(&mut self, io: &mut Io, reason: &str, code: CloseCode, end: End) -> Result<Step, End> {
-        self.wire.begin_close(reason, code);
+        let disconnected = self.session.frame(&ServiceMessage::Disconnected {
+            message: Some(reason.to_owned()),
+        });
+        self.wire.begin_close(&disconnected, reason, code);
         self.phase = Phase::Closing {
             deadline: Instant::now() + CLOSE_TIMEOUT,
             end,
@@ -304,35 +307,17 @@ impl Connection {
         let Wire { reader, out, .. } = wire;
         let fed = reader.feed(fresh, &mut |m| match m {
             Inbound::Text(text) => {
-                // A recovery may have attached a new socket since the last check; frames
-                // still buffered on this one are then dropped (the client resends its
-                // unacknowledged requests on the new socket).
-                let Ok(_exec) = session.exec(link) else {
-                    *ended = Some(End::TakenOver);
-                    return ControlFlow::Break(());
-                };
-                let cx = Ctx {
-                    shared: &io.shared,
-                    hub,
-                    session,
-                    link,
-                };
-                match (io.on_frame)(cx, text) {
-                    Flow::Continue => ControlFlow::Continue(()),
-                    Flow::Drop => {
-                        *ended = Some(End::Faulted);
-                        ControlFlow::Break(())
-                    }
-                    Flow::Await(awaited) => {
-                        *phase = Phase::Suspended(awaited);
-                        ControlFlow::Break(())
-                    }
-                }
+                data_frame(Incoming::Text(text), io, hub, session, link, phase, ended)
             }
-            Inbound::Binary(_) => {
-                log::debug!("emulator: binary frame skipped (JSON subprotocol)");
-                ControlFlow::Continue(())
-            }
+            Inbound::Binary(bytes) => data_frame(
+                Incoming::Binary(bytes),
+                io,
+                hub,
+                session,
+                link,
+                phase,
+                ended,
+            ),
             Inbound::Ping(payload) => {
                 websocket::pong(payload, out);
                 ControlFlow::Continue(())
@@ -363,7 +348,7 @@ impl Connection {
             while more && io.wbuf.len() < WRITE_CHUNK {
                 more = self.take_batch(io);
                 for f in io.batch.drain(..) {
-                    websocket::text(&f, &mut io.wbuf);
+                    websocket::frame(&f, &mut io.wbuf);
                 }
             }
             if io.wbuf.is_empty() {
@@ -399,7 +384,7 @@ impl Connection {
         let more = self.session.take_outbound(&self.link, BATCH, &mut io.batch);
         if log::log_enabled!(log::Level::Trace) {
             for f in &io.batch {
-                log::trace!("emulator: -> {}: {}", self.session.id(), redact_frame(f));
+                log::trace!("emulator: -> {}: {}", self.session.id(), f.for_log());
             }
         }
         more
@@ -412,7 +397,7 @@ impl Connection {
             more || !io.batch.is_empty()
         } {
             for f in io.batch.drain(..) {
-                websocket::text(&f, &mut self.wire.out);
+                websocket::frame(&f, &mut self.wire.out);
             }
         }
     }
@@ -488,5 +473,42 @@ impl Connection {
             hub: self.hub.name().to_owned(),
             connection_id: self.session.id().to_owned(),
         });
+    }
+}
+
+/// Hands one data frame to `messages`: the session's subprotocol decodes it (a frame of the
+/// other kind is skipped there).
+fn data_frame(
+    frame: Incoming<'_>,
+    io: &Io,
+    hub: &Arc<Hub>,
+    session: &Arc<Session>,
+    link: &Arc<Link>,
+    phase: &mut Phase,
+    ended: &mut Option<End>,
+) -> ControlFlow<()> {
+    // A recovery may have attached a new socket since the last check; frames still
+    // buffered on this one are then dropped (the client resends its unacknowledged
+    // requests on the new socket).
+    let Ok(_exec) = session.exec(link) else {
+        *ended = Some(End::TakenOver);
+        return ControlFlow::Break(());
+    };
+    let cx = Ctx {
+        shared: &io.shared,
+        hub,
+        session,
+        link,
+    };
+    match (io.on_frame)(cx, frame) {
+        Flow::Continue => ControlFlow::Continue(()),
+        Flow::Drop => {
+            *ended = Some(End::Faulted);
+            ControlFlow::Break(())
+        }
+        Flow::Await(awaited) => {
+            *phase = Phase::Suspended(awaited);
+            ControlFlow::Break(())
+        }
     }
 }

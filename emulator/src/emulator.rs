@@ -92,6 +92,7 @@ pub struct EmulatorBuilder {
     handler: EventHandler,
     upstream: upstream::UpstreamConfig,
     io_threads: Option<usize>,
+    rest_faults: bool,
 }
 
 impl fmt::Debug for EmulatorBuilder {
@@ -105,6 +106,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("tls", &self.tls.is_some())
             .field("upstream", &self.upstream)
             .field("io_threads", &self.io_threads)
+            .field("rest_faults", &self.rest_faults)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +125,7 @@ impl Default for EmulatorBuilder {
             handler: handler::default_handler(),
             upstream: upstream::UpstreamConfig::new(),
             io_threads: None,
+            rest_faults: false,
         }
     }
 }
@@ -204,6 +207,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve the fault-injection routes under `/emulator/faults` (see the crate docs, "Faults
+    /// over HTTP"), so that tests in any language can drop connections, lose or fail acks
+    /// and refuse recoveries. Defaults to off: every such path is then a 404.
+    pub fn rest_faults(mut self, on: bool) -> Self {
+        self.rest_faults = on;
+        self
+    }
+
     /// Binds the port and starts the threads.
     pub fn start(self) -> Result<Emulator, StartError> {
         let tls = match self.tls {
@@ -228,6 +239,7 @@ impl EmulatorBuilder {
             tls,
             handler: self.handler,
             endpoint: format!("{scheme}://{addr}"),
+            rest_faults: self.rest_faults,
         }));
         let loops = self.io_threads.unwrap_or_else(server::default_loops);
         let server = server::start(shared.clone(), listener, loops).map_err(|e| match e {

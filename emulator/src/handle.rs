@@ -1,13 +1,15 @@
 //! [`HubHandle`]: server-side operations on one hub, shared by Rust callers and the REST API.
 
 use crate::client_url::ClientUrlBuilder;
-use crate::hub::Hub;
+use crate::frames::Outgoing;
+use crate::hub::{Audience, Hub};
+use crate::odata::Filter;
 use crate::session::{Command, Faults, Session};
 use crate::shared::Shared;
 use crate::types::{ConnectionInfo, Permission, UpstreamEvent};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// A cheap handle for server-side operations on one hub: what an application server does
@@ -16,6 +18,11 @@ use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 /// Get one with [`Emulator::hub`](crate::Emulator::hub). Hubs exist implicitly: a handle
 /// to a hub nobody connected to is valid and simply finds no connections.
 /// Methods taking a connection id return `false` when no such session exists.
+///
+/// Sends reach every session in its own subprotocol (JSON or protobuf; see the crate docs'
+/// crossing table). A [`Data::Protobuf`] payload must be a serialised `google.protobuf.Any`
+/// (build it from a [`ProtobufAny`](webpubsub_protocol::ProtobufAny)): protobuf receivers
+/// read it as an embedded message.
 ///
 /// ```
 /// use webpubsub_emulator::{Emulator, Permission};
@@ -42,6 +49,15 @@ impl fmt::Debug for HubHandle {
 
 fn strs<S: AsRef<str>>(v: &[S]) -> Vec<&str> {
     v.iter().map(AsRef::as_ref).collect()
+}
+
+/// A `message` from `server` with `data`.
+fn server_message(data: Data) -> Outgoing {
+    Outgoing::new(ServiceMessage::ServerMessage {
+        data,
+        sequence_id: None,
+        metadata: Metadata::new(),
+    })
 }
 
 impl HubHandle {
@@ -74,24 +90,24 @@ impl HubHandle {
     /// Sends a message to every connection except the listed ones.
     pub fn send_to_all_except<S: AsRef<str>>(&self, data: impl Into<Data>, excluded: &[S]) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_all(data.into(), &strs(excluded), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_all(&out, &strs(excluded), limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to every connection of a user.
     pub fn send_to_user(&self, user: impl AsRef<str>, data: impl Into<Data>) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_user(user.as_ref(), data.into(), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_user(user.as_ref(), &out, limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to one connection. Returns `false` if it does not exist.
     pub fn send_to_connection(&self, conn_id: impl AsRef<str>, data: impl Into<Data>) -> bool {
         let limits = &self.shared.cfg.limits;
-        match self
-            .hub
-            .send_to_connection(conn_id.as_ref(), data.into(), limits)
-        {
+        let out = server_message(data.into());
+        match self.hub.send_to_connection(conn_id.as_ref(), &out, limits) {
             Some(over) => {
                 self.shared.end_overflowed(&self.hub, over);
                 true
@@ -113,19 +129,56 @@ impl HubHandle {
         data: impl Into<Data>,
         excluded: &[S],
     ) {
-        let msg = ServiceMessage::ServerMessage {
-            data: data.into(),
-            sequence_id: None,
-            metadata: Metadata::new(),
-        };
+        let out = server_message(data.into());
         let limits = &self.shared.cfg.limits;
         let over = self
             .hub
-            .send_to_group(group.as_ref(), &msg, &strs(excluded), limits);
+            .send_to_group(group.as_ref(), &out, &strs(excluded), limits);
+        self.shared.end_overflowed(&self.hub, over);
+    }
+
+    /// A server message with metadata to the connections of `to` that pass `filter`,
+    /// except the listed ones (what a REST send does); with a TTL, not replayed to a
+    /// session that recovers after it passed.
+    pub(crate) fn send_where(
+        &self,
+        to: Audience<'_>,
+        data: Data,
+        metadata: Metadata,
+        ttl: Option<Duration>,
+        excluded: &[String],
+        filter: Option<&Filter>,
+    ) {
+        let out = Outgoing::new(ServiceMessage::ServerMessage {
+            data,
+            sequence_id: None,
+            metadata,
+        })
+        .expiring_at(ttl.map(|t| Instant::now() + t));
+        let limits = &self.shared.cfg.limits;
+        let over = self
+            .hub
+            .send_where(to, &out, &strs(excluded), filter, limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     // ---- groups ----
+
+    /// Adds (`add`) or removes every connection that passes `filter` to or from each group.
+    pub(crate) fn regroup_where(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+        self.hub.regroup_where(groups, filter, add);
+    }
+
+    /// At most `limit` members of a group after connection id `after`, sorted, with their
+    /// users; and whether more follow.
+    pub(crate) fn members_page(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, Option<String>)>, bool) {
+        self.hub.members_page(group, after, limit)
+    }
 
     /// Adds a connection to a group. Returns `false` if the connection does not exist.
     pub fn add_connection_to_group(
@@ -203,8 +256,38 @@ impl HubHandle {
         }
     }
 
-    /// Grants a permission, for one group (`Some`) or every group (`None`).
-    /// Returns `false` if the connection does not exist.
+    /// Closes every connection in a group except the listed ones.
+    pub fn close_group_connections<S: AsRef<str>>(
+        &self,
+        group: impl AsRef<str>,
+        excluded: &[S],
+        reason: &str,
+    ) {
+        let excluded = strs(excluded);
+        for id in self.group_members(group) {
+            if !excluded.contains(&id.as_str()) {
+                self.close_connection(&id, reason);
+            }
+        }
+    }
+
+    /// Closes every connection of a user except the listed ones.
+    pub fn close_user_connections<S: AsRef<str>>(
+        &self,
+        user: impl AsRef<str>,
+        excluded: &[S],
+        reason: &str,
+    ) {
+        let (user, excluded) = (user.as_ref(), strs(excluded));
+        for c in self.connections() {
+            if c.user_id.as_deref() == Some(user) && !excluded.contains(&c.connection_id.as_str()) {
+                self.close_connection(&c.connection_id, reason);
+            }
+        }
+    }
+
+    /// Grants a permission, for one group (`Some`, a group name: `*` in it is just a
+    /// character) or every group (`None`). Returns `false` if the connection does not exist.
     pub fn grant_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -217,8 +300,10 @@ impl HubHandle {
     }
 
     /// Revokes a permission (granted at run time or by a token role). `None` revokes the
-    /// permission for every group and every single-group grant of it; `Some(g)` revokes
-    /// the grant for `g` only. Returns `false` if the connection does not exist.
+    /// permission for every group, every pattern role and every single-group grant of it;
+    /// `Some(g)` revokes it for `g` only — even where the every-group role or a pattern
+    /// role (`webpubsub.sendToGroups.room.*`) covers `g`. Returns `false` if the
+    /// connection does not exist.
     pub fn revoke_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -231,7 +316,7 @@ impl HubHandle {
     }
 
     /// Whether a connection has a permission: `None` asks for every group, `Some(g)` for
-    /// group `g` (a grant for every group counts).
+    /// group `g` (the every-group role and pattern roles that match `g` count).
     pub fn has_permission(
         &self,
         conn_id: impl AsRef<str>,

@@ -2,16 +2,17 @@
 //! upstream events it recorded.
 //!
 //! Lock order: `Hub::tables` → a session's lock. Fan-out holds the tables while it hands
-//! one encoded frame to each member, so a member cannot leave halfway through a message.
+//! the message to each member, so a member cannot leave halfway through a message; the
+//! message is encoded (once per codec its receivers speak) during that pass.
 
-use crate::session::{encode, Session, UnackedLimits};
+use crate::frames::Outgoing;
+use crate::odata::{Filter, Subject};
+use crate::session::{Session, UnackedLimits};
 use crate::types::{ConnectionInfo, UpstreamEvent};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// Sessions whose unacked buffer overflowed while no socket was attached: they must be
 /// ended (which needs the emulator's observers, so the caller does it).
@@ -28,6 +29,31 @@ pub(crate) struct Hub {
 struct Entry {
     session: Arc<Session>,
     groups: BTreeSet<String>,
+}
+
+impl Entry {
+    /// The session as a filter sees it.
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            connection_id: self.session.id(),
+            user_id: self.session.user_id(),
+            groups: &self.groups,
+            protocol: self.session.subprotocol().name(),
+        }
+    }
+
+    fn passes(&self, filter: Option<&Filter>) -> bool {
+        filter.is_none_or(|f| f.matches(&self.subject()))
+    }
+}
+
+/// Whom a server message goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    All,
+    User(&'a str),
+    Group(&'a str),
+    Connection(&'a str),
 }
 
 #[derive(Default)]
@@ -83,10 +109,10 @@ impl Tables {
     }
 }
 
-/// Delivers `body` to each session not excluded; collects those that overflowed.
+/// Delivers `out` to each session not excluded; collects those that overflowed.
 fn fan_out<'a>(
     sessions: impl Iterator<Item = &'a Arc<Session>>,
-    body: &Utf8Bytes,
+    out: &Outgoing,
     excluded: &[&str],
     limits: &UnackedLimits,
 ) -> Overflowed {
@@ -95,19 +121,11 @@ fn fan_out<'a>(
         if excluded.contains(&s.id()) {
             continue;
         }
-        if s.deliver(body, limits) {
+        if s.deliver(out, limits) {
             overflowed.push(s.clone());
         }
     }
     Overflowed(overflowed)
-}
-
-fn server_message(data: Data) -> Utf8Bytes {
-    encode(&ServiceMessage::ServerMessage {
-        data,
-        sequence_id: None,
-        metadata: Metadata::new(),
-    })
 }
 
 impl Hub {
@@ -202,6 +220,7 @@ impl Hub {
                 user_id: e.session.user_id().map(str::to_owned),
                 groups: e.groups.iter().cloned().collect(),
                 connected: e.session.is_connected(),
+                subprotocol: e.session.subprotocol(),
             })
             .collect();
         v.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
@@ -299,56 +318,146 @@ impl Hub {
 
     // ---- messages ----
 
-    /// A server message to every session except the listed ones.
-    pub fn send_to_all(&self, data: Data, excluded: &[&str], limits: &UnackedLimits) -> Overflowed {
-        let body = server_message(data);
+    /// A message to every session except the listed ones.
+    pub fn send_to_all(
+        &self,
+        out: &Outgoing,
+        excluded: &[&str],
+        limits: &UnackedLimits,
+    ) -> Overflowed {
         let t = self.tables.lock();
         fan_out(
             t.sessions.values().map(|e| &e.session),
-            &body,
+            out,
             excluded,
             limits,
         )
     }
 
-    /// A server message to every session of a user.
-    pub fn send_to_user(&self, user: &str, data: Data, limits: &UnackedLimits) -> Overflowed {
-        let body = server_message(data);
+    /// A message to every session of a user.
+    pub fn send_to_user(&self, user: &str, out: &Outgoing, limits: &UnackedLimits) -> Overflowed {
         let t = self.tables.lock();
         let sessions: Vec<Arc<Session>> = t
             .user_connections(user)
             .iter()
             .filter_map(|id| t.session(id))
             .collect();
-        fan_out(sessions.iter(), &body, &[], limits)
+        fan_out(sessions.iter(), out, &[], limits)
     }
 
-    /// A server message to one session; `None` if it does not exist.
+    /// A message to one session; `None` if it does not exist.
     pub fn send_to_connection(
         &self,
         conn_id: &str,
-        data: Data,
+        out: &Outgoing,
         limits: &UnackedLimits,
     ) -> Option<Overflowed> {
-        let body = server_message(data);
         let s = self.session(conn_id)?;
-        Some(fan_out(std::iter::once(&s), &body, &[], limits))
+        Some(fan_out(std::iter::once(&s), out, &[], limits))
     }
 
-    /// `msg` (a group or server message without sequence id) to a group's members.
+    /// A message to a group's members.
     pub fn send_to_group(
         &self,
         group: &str,
-        msg: &ServiceMessage,
+        out: &Outgoing,
         excluded: &[&str],
         limits: &UnackedLimits,
     ) -> Overflowed {
-        let body = encode(msg);
         let t = self.tables.lock();
         match t.groups.get(group) {
-            Some(members) => fan_out(members.values(), &body, excluded, limits),
+            Some(members) => fan_out(members.values(), out, excluded, limits),
             None => Overflowed(Vec::new()),
         }
+    }
+
+    /// `out` (a server message) to the sessions of `to` that pass `filter`, except the
+    /// listed ones. The filter sees each session as it is when the message goes out, under
+    /// the same lock.
+    pub fn send_where(
+        &self,
+        to: Audience<'_>,
+        out: &Outgoing,
+        excluded: &[&str],
+        filter: Option<&Filter>,
+        limits: &UnackedLimits,
+    ) -> Overflowed {
+        let t = self.tables.lock();
+        let ids: Vec<&str> = match to {
+            Audience::All => t.sessions.keys().map(String::as_str).collect(),
+            Audience::User(user) => t
+                .users
+                .get(user)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+            Audience::Group(group) => t
+                .groups
+                .get(group)
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .map(String::as_str)
+                .collect(),
+            Audience::Connection(id) => vec![id],
+        };
+        let selected: Vec<&Arc<Session>> = ids
+            .into_iter()
+            .filter_map(|id| t.sessions.get(id))
+            .filter(|e| e.passes(filter))
+            .map(|e| &e.session)
+            .collect();
+        fan_out(selected.into_iter(), out, excluded, limits)
+    }
+
+    /// Adds (`add`) or removes every session that passes `filter` to or from each group.
+    /// The filter sees the sessions as they were before the change.
+    pub fn regroup_where(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+        let mut t = self.tables.lock();
+        let ids: Vec<String> = t
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.passes(filter))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            for g in groups {
+                if add {
+                    t.join(id, g);
+                } else {
+                    t.leave(id, g);
+                }
+            }
+        }
+    }
+
+    /// At most `limit` members of a group after the connection id `after`, in connection
+    /// id order, with their users; and whether more follow.
+    pub fn members_page(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, Option<String>)>, bool) {
+        let t = self.tables.lock();
+        let Some(members) = t.groups.get(group) else {
+            return (Vec::new(), false);
+        };
+        let mut ids: Vec<&String> = members
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        let more = ids.len() > limit;
+        let page = ids
+            .into_iter()
+            .take(limit)
+            .map(|id| {
+                let user = members[id].user_id().map(str::to_owned);
+                (id.clone(), user)
+            })
+            .collect();
+        (page, more)
     }
 
     // ---- upstream events ----

@@ -1,10 +1,13 @@
 //! A local Azure Web PubSub service for tests and development.
 //!
 //! One TCP port serves the client WebSocket endpoint (`/client/hubs/{hub}` and
-//! `/client/?hub={hub}`) and the server REST API (`/api/hubs/{hub}/...`), over plain TCP or
-//! TLS. It speaks the two JSON subprotocols, with acks and their deduplication, sequence ids
-//! and session recovery, roles and run-time permissions, and upstream events; it lets tests
-//! watch what happens ([`Emulator::observe`]) and inject faults ([`HubHandle`]).
+//! `/client/?hub={hub}`) and the server REST API (`/api/hubs/{hub}/...`, every operation of
+//! data-plane API 2024-12-01), over plain TCP or TLS. It speaks the four PubSub
+//! subprotocols — JSON and protobuf, each plain and reliable — with acks and their
+//! deduplication, sequence ids and session recovery, roles (wildcard ones too) and run-time
+//! permissions, message metadata, and upstream events; it lets tests watch what happens
+//! ([`Emulator::observe`]) and inject faults ([`HubHandle`], or over HTTP from any language:
+//! [Faults over HTTP](#faults-over-http)).
 //!
 //! It runs two ways: **in your test process** (this library), or as the **binary**
 //! `webpubsub-emulator` that any language's SDK can talk to (see the README: `cargo install
@@ -79,7 +82,8 @@
 //! What [`HubHandle`] offers:
 //! - **what an application server does** through the REST API: send to all, a user, a
 //!   connection or a group (with exclusions); add and remove connections and users to and
-//!   from groups; close connections; grant, revoke and check permissions; ask whether a
+//!   from groups; close connections (one, a group's, a user's, all); grant, revoke and
+//!   check permissions; ask whether a
 //!   connection, group or user exists; list connections and group members; read the
 //!   upstream `event`s clients sent ([`HubHandle::events`]);
 //! - **faults**: [`drop_connection`](HubHandle::drop_connection) (abrupt, recoverable),
@@ -97,20 +101,140 @@
 //! [`EmulatorBuilder`]. [`rest_token`] signs a token for calling the REST API with a
 //! plain HTTP client.
 //!
+//! # Subprotocols, and messages crossing them
+//!
+//! A connection speaks the first of `json.reliable.webpubsub.azure.v1`,
+//! `json.webpubsub.azure.v1`, `protobuf.reliable.webpubsub.azure.v1` and
+//! `protobuf.webpubsub.azure.v1` that it offers (names compared ignoring ASCII case, answered
+//! as the client spelled it): JSON in text frames, or protobuf in binary frames, one message
+//! per frame. Everything works the same in all four — acks, duplicates, roles, invoke, ping,
+//! the system messages, every fault; only the reliable ones carry sequence ids and recover
+//! (same URL parameters, same 1008 rule, same window). A frame of the other kind (text on
+//! protobuf, binary on JSON), one that does not decode, or a message of a kind the emulator
+//! does not know is logged and skipped; the connection stays. The 1 MB limit measures the
+//! received frame, text or binary.
+//!
+//! One group may mix all four. Each member receives a message in its own subprotocol, the
+//! payload unchanged in meaning, whoever sent it (a client of any subprotocol, or the
+//! application server):
+//!
+//! | payload | JSON receivers (`dataType`, `data`) | protobuf receivers (`MessageData`) |
+//! |---|---|---|
+//! | text | `text`, the string | `text_data` |
+//! | json | `json`, the value as is | `json_data`, the value serialised |
+//! | binary | `binary`, standard base64 | `binary_data`, the raw bytes |
+//! | protobuf | `protobuf`, base64 of the whole serialised `google.protobuf.Any` | `protobuf_data`, that `Any` |
+//!
+//! So a JSON client's `dataType: "protobuf"` data is the base64 of a serialised `Any`, and
+//! reaches protobuf clients as that `Any`; a `sendToGroup` whose protobuf payload is not one
+//! is refused with [`BAD_REQUEST`] (protobuf receivers read it as an embedded message).
+//! Protobuf `text_data` holding JSON is text, as it says (the .NET client sends json so: its
+//! receivers see text); only `json_data` is json. Protobuf has no `fromUserId`: JSON members
+//! get the publisher's user, protobuf members do not. A recovery must speak the subprotocol
+//! of its session (whose unacknowledged frames are in that codec); over another one it is
+//! refused with 1008. [`ConnectionInfo::subprotocol`] says which one a session speaks.
+//!
+//! # Metadata and TTL
+//!
+//! A `sendToGroup`, `event` or `invoke` may carry metadata, and a `sendToGroup` a
+//! `ttlSeconds` (PROTOCOL.md §11). They are checked with the protocol crate's rules
+//! ([`ClientMessage::check`](webpubsub_protocol::ClientMessage::check): keys of HTTP token
+//! characters up to 256 bytes, printable ASCII values up to 1024 bytes, 8 KiB in all; a TTL
+//! of 0 to 300 s): a refusal is the ack error [`BAD_REQUEST`] with the rule's message, or for
+//! an `invoke` a failed `invokeResponse` with that error, and the request does not run.
+//! Accepted metadata travels on:
+//! - the publisher's metadata is on every `message` the group's members receive, in JSON
+//!   (`"metadata":{…}` after `data`) and protobuf, and in recovery replays;
+//! - the event handler sees the metadata of `event`s and `invoke`s
+//!   ([`EventRequest::metadata`]; also [`UpstreamEvent::metadata`]), and may answer with its
+//!   own ([`EventResponse::with_metadata`]): an `invokeResponse` carries it, and so does the
+//!   server message that brings an event's reply back to its caller.
+//!
+//! A TTL is enforced where the emulator holds a message for a receiver that is away: a
+//! reliable session that recovers is not sent the messages whose TTL passed while it was
+//! dropped (it sees a gap in the sequence ids). A TTL of 0 thus reaches only the sessions
+//! connected at that moment. Messages queued for a connected socket (also while
+//! [`HubHandle::hold_outbound`] holds them) are written whatever their TTL. A JSON
+//! `ttlSeconds` that is not a whole number from 0 to 2³²−1 makes the frame malformed:
+//! logged and skipped, like any ill-typed field.
+//!
 //! # The binary
 //!
-//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY]` serves on
-//! `127.0.0.1:8080` by default (`--port 0` picks a free port). Its first line on stdout is
+//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY] [--enable-faults]`
+//! serves on `127.0.0.1:8080` by default (`--port 0` picks a free port); `--help` lists
+//! every option (event handlers too). Its first line on stdout is
 //! the connection string (`Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;`),
 //! which the official server SDKs take as they are; a ready-made client URL for hub `chat`
 //! follows on stderr. It serves until interrupted; `RUST_LOG=debug` logs what it does.
 //!
+//! # The REST API
+//!
+//! The emulator's README lists every operation with its status next to Microsoft's
+//! emulator's. In short: sends to all, a user, a connection or a group take `excluded`
+//! (all, group), an OData `filter` (all, user, group), `messageTtlSeconds` (0–300,
+//! enforced as for WebSocket sends: see [Metadata and TTL](#metadata-and-ttl)) and `X-WebPubSub-Metadata-<key>`
+//! headers, which become the message's metadata (keys in lower case, checked with the
+//! protocol crate's rules). `:addToGroups` / `:removeFromGroups` take `{"groups": [...],
+//! "filter": "..."}`; `GET /groups/{group}/connections` pages with `maxpagesize`, `top` and
+//! continuation tokens (absolute `nextLink`s); `HEAD /api/health` needs no token. Errors
+//! carry the service's body `{"code", "message", "target"}`.
+//!
+//! Filters follow the service's documented grammar over `connectionId`, `userId`, `groups`
+//! and `protocol`: comparisons (`eq`, `ne`, `gt`, `ge`, `lt`, `le`), `and`, `or`, `not`,
+//! parentheses, `in` (`'g1' in groups`, `userId in ('a', 'b')`), string literals with `''`
+//! for a quote, integers, `true`, `false`, `null`, and the functions `length`, `tolower`,
+//! `toupper`, `trim`, `concat`, `substring`, `indexof`, `contains`, `startswith`,
+//! `endswith`. They are parsed and type-checked before anything is sent; a bad one is a 400
+//! whose message names the position (in characters, from 0) and what was expected there.
+//!
+//! Wildcard roles `webpubsub.joinLeaveGroups.<pattern>` and `webpubsub.sendToGroups.<pattern>`
+//! allow the groups a pattern matches: `*` within one dot-separated segment, `**` across
+//! segments, `?` one character that is not `.`, `\*` `\?` `\\` literal, case-sensitive, at
+//! most 5 `*` (an invalid pattern gives nothing, as in the service). A REST grant's
+//! `targetName` is a group name; revoking one group denies it even where a pattern or the
+//! every-group role covers it.
+//!
+//! # Faults over HTTP
+//!
+//! With [`EmulatorBuilder::rest_faults`] (the binary's `--enable-faults`) the emulator
+//! serves its own routes under `/emulator/faults` — not part of the service's API — that
+//! call the faults of [`HubHandle`] and [`Emulator::refuse_recoveries`], so that tests in
+//! any language can use them. They are authorised as REST calls are (a bearer token signed
+//! with the access key, `aud` = the request URL); off, every such path is a 404.
+//!
+//! | route | fault |
+//! |---|---|
+//! | `GET /emulator/faults` | lists the routes (200, JSON) |
+//! | `POST /emulator/faults/hubs/{hub}/connections/{id}/:drop` | [`HubHandle::drop_connection`] |
+//! | `POST …/connections/{id}/:dropMidFrame` | [`HubHandle::drop_connection_mid_frame`] |
+//! | `POST …/connections/{id}/:loseNextAck` | [`HubHandle::lose_next_ack`] |
+//! | `POST …/connections/{id}/:failNextAcks?count=N` | [`HubHandle::fail_next_acks`] (default 1) |
+//! | `POST …/connections/{id}/:holdOutbound`, `:releaseOutbound` | [`HubHandle::hold_outbound`] |
+//! | `POST …/connections/{id}/:delayAcks?milliseconds=N` | [`HubHandle::delay_acks`] (at most 10 min) |
+//! | `POST /emulator/faults/:refuseRecoveries`, `:acceptRecoveries` | [`Emulator::refuse_recoveries`] |
+//!
+//! Success is 204; an unknown connection (for the drops: one without a socket) is a 404, a
+//! bad number a 400, with the REST API's error body.
+//!
+//! ```
+//! use std::time::Duration;
+//! use webpubsub_emulator::{rest_token, Emulator};
+//!
+//! let emu = Emulator::builder().rest_faults(true).start().unwrap();
+//! let url = format!("{}/emulator/faults/:refuseRecoveries", emu.endpoint());
+//! let token = rest_token(emu.access_key(), &url, Duration::from_secs(60));
+//! // Any HTTP client: POST `url` with `Authorization: Bearer {token}` → 204.
+//! # let _ = token;
+//! ```
+//!
 //! # Choices where the service leaves room
-//! - Only `json.reliable.webpubsub.azure.v1` and `json.webpubsub.azure.v1` are served; an
-//!   upgrade that offers neither (protobuf, none, unknown) is refused with HTTP 400.
+//! - The four PubSub subprotocols are served, the first one offered winning; an upgrade
+//!   that offers none of them (a simple WebSocket client, or only unknown subprotocols) is
+//!   refused with HTTP 400 for now.
 //! - A refused token is HTTP 401 with the reason as a text body, never a WebSocket.
 //! - The rules are the protocol crate's, the client's own: a group name outside
-//!   1..=1024 characters, or a request frame over 1 MB
+//!   1..=1024 characters, an empty event name, metadata or a TTL outside the limits, a
+//!   `protobuf` payload to a group that is not a serialised `Any`, or a request frame over 1 MB
 //!   ([`MAX_MESSAGE_BYTES`](webpubsub_protocol::MAX_MESSAGE_BYTES), measured on the
 //!   received WebSocket frame as the client measures the frame it sends, and on the body of
 //!   a REST send), is answered with an ack error named [`BAD_REQUEST`] (`"BadRequest"`; a
@@ -120,7 +244,9 @@
 //!   buffer overflow) send `disconnected` then close code 1008, so clients do not try a
 //!   recovery that cannot succeed; [`Emulator::stop`] sends `disconnected` and 1001.
 //! - A client close frame ends its session; an abrupt drop keeps a reliable session for
-//!   the recovery window.
+//!   the recovery window. A recovery over another subprotocol than its session's is refused
+//!   (1008).
+//! - A TTL is enforced on recovery replays only (see [Metadata and TTL](#metadata-and-ttl)).
 //! - [`EventResponse::Reply`] to an `event` is sent back to the caller as a server message,
 //!   as the service does with an event handler's response body.
 //! - Every socket loss is reported as [`Observation::Dropped`]; a session that cannot be
@@ -139,8 +265,10 @@
 //! Whoever queues frames for a session (another connection's message, a REST call, a test
 //! through [`HubHandle`]) wakes the thread that owns the session's socket: the socket is put
 //! on that thread's ready list once per burst, and the thread gets one system call per burst
-//! — none if it queued them itself. Fan-out encodes a message once (reliable receivers get
-//! the sequence id spliced in), and a thread writes many frames per system call. An idle
+//! — none if it queued them itself. Fan-out encodes a message at most once per codec, JSON
+//! and protobuf, when it reaches the first receiver speaking it (reliable receivers get
+//! their sequence id spliced into that one encoding), and a thread writes many frames per
+//! system call. An idle
 //! connection holds no buffer: the threads read into and write from buffers they share, and
 //! what a burst made grow is let go once it has passed (10,000 idle connections take about
 //! 2 KiB each, measured by `tests/emulator_scale.rs`).
@@ -171,8 +299,9 @@
 //! `wake` carries wake-ups from any thread to the loop that owns a socket. Modules use only
 //! modules listed before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
-//! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `{net, websocket}` →
+//! `{auth, checks, frames, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
+//! `session` → `hub` → `shared` → `{access, client_url}` →
+//! `{admission, exchange, handle, messages}` → `faults` → `rest` → `{net, websocket}` →
 //! `wire` → `connection` → `upgrade` → `request` → `io_loop` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
@@ -185,6 +314,9 @@ mod checks;
 mod client_url;
 mod connection;
 mod emulator;
+mod exchange;
+mod faults;
+mod frames;
 mod handle;
 mod handler;
 mod http;
@@ -192,8 +324,11 @@ mod hub;
 mod io_loop;
 mod messages;
 mod net;
+mod odata;
+mod patterns;
 mod request;
 mod rest;
+mod roles;
 mod server;
 mod session;
 mod shared;

@@ -56,7 +56,7 @@ enum Phase {
 enum After {
     KeepAlive,
     Close,
-    Upgrade(Then),
+    Upgrade(Box<Then>),
 }
 
 /// What a turn gave.
@@ -224,7 +224,7 @@ impl HttpConn {
         log::debug!("emulator: {} {}", req.method, redact_query(&req.target));
         if let Some(hub) = admission::client_hub(&req) {
             return match answerer(&io.shared, &req, &hub, &self.link) {
-                Answering::Now(answer) => Some(answered(answer)),
+                Answering::Now(answer) => Some(answered(*answer)),
                 Answering::Later(awaited) => {
                     self.deadline = None;
                     self.phase = Phase::Admitting(awaited);
@@ -262,7 +262,7 @@ impl HttpConn {
                 };
                 let leftover = std::mem::take(&mut self.buf);
                 Some(
-                    match upgrade::switched(&io.shared, then, stream, leftover, &self.link) {
+                    match upgrade::switched(&io.shared, *then, stream, leftover, &self.link) {
                         Some(upgraded) => Driven::Upgraded(upgraded),
                         None => Driven::Step(Step::Closed),
                     },
@@ -318,7 +318,7 @@ enum Fill {
 fn answered(answer: Answer) -> Phase {
     let after = match answer.then {
         Then::Close => After::Close,
-        then => After::Upgrade(then),
+        then => After::Upgrade(Box::new(then)),
     };
     respond(answer.response, after)
 }

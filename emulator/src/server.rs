@@ -101,9 +101,10 @@ impl Server {
 mod tests {
     use super::*;
     use crate::client_url::ClientUrlBuilder;
+    use crate::frames::Outgoing;
     use crate::handler;
     use crate::http::Request;
-    use crate::messages::{self, Ctx, Flow, Resume};
+    use crate::messages::{self, Ctx, Flow, Incoming, Resume};
     use crate::session::UnackedLimits;
     use crate::shared::Config;
     use crate::upgrade::{self, Answer, Answering};
@@ -124,9 +125,9 @@ mod tests {
     static UPGRADES: Mutex<Option<crossbeam_channel::Sender<Upgrade>>> = Mutex::new(None);
 
     /// `messages::on_frame`, except that the text `wait` waits for the test.
-    fn on_frame(cx: Ctx<'_>, text: &str) -> Flow {
-        if text != "wait" {
-            return messages::on_frame(cx, text);
+    fn on_frame(cx: Ctx<'_>, frame: Incoming<'_>) -> Flow {
+        if !matches!(frame, Incoming::Text("wait")) {
+            return messages::on_frame(cx, frame);
         }
         let (done, awaited) = cx.completion::<Resume>();
         let tx = FRAMES.lock().clone().expect("the test listens");
@@ -138,12 +139,21 @@ mod tests {
     fn on_upgrade(shared: &Shared, req: &Request, hub: &str, link: &Arc<Link>) -> Answering {
         let answer = upgrade::decide(shared, req, hub);
         if hub != "later" {
-            return Answering::Now(answer);
+            return Answering::Now(Box::new(answer));
         }
         let (done, awaited) = wake::completion(link);
         let tx = UPGRADES.lock().clone().expect("the test listens");
         tx.send((done, answer)).unwrap();
         Answering::Later(awaited)
+    }
+
+    /// A server message to send through the hub.
+    fn server_message(text: &str) -> Outgoing {
+        Outgoing::new(ServiceMessage::ServerMessage {
+            data: Data::from(text),
+            sequence_id: None,
+            metadata: Default::default(),
+        })
     }
 
     /// A one-loop server with the test hooks.
@@ -158,6 +168,7 @@ mod tests {
             tls: None,
             handler: handler::default_handler(),
             endpoint: "http://127.0.0.1:0".into(),
+            rest_faults: false,
         }));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
@@ -221,7 +232,7 @@ mod tests {
         let hub = shared.hub("h");
         let limits = shared.cfg.limits;
         let send = |text: &str| {
-            let over = hub.send_to_connection(&id, Data::from(text), &limits);
+            let over = hub.send_to_connection(&id, &server_message(text), &limits);
             assert!(over.is_some_and(|o| o.0.is_empty()));
         };
         let server_data = |m: ServiceMessage| match m {
@@ -237,9 +248,9 @@ mod tests {
         assert_eq!(server_data(next_message(&mut ws)), Data::from("meanwhile"));
         let resume: Resume = Box::new(|cx: Ctx<'_>| {
             let limits = cx.shared.cfg.limits;
-            let over = cx
-                .hub
-                .send_to_connection(cx.session.id(), Data::from("resumed"), &limits);
+            let over =
+                cx.hub
+                    .send_to_connection(cx.session.id(), &server_message("resumed"), &limits);
             assert!(over.is_some());
             Flow::Continue
         });

@@ -51,7 +51,7 @@ pub(crate) enum Upgraded {
 
 /// An upgrade's answer: now, or once what it waits for has arrived.
 pub(crate) enum Answering {
-    Now(Answer),
+    Now(Box<Answer>),
     /// Made with [`completion`](crate::wake::completion) on the socket's link.
     #[cfg_attr(
         not(test),
@@ -74,7 +74,7 @@ pub(crate) fn answer(
     hub_name: &str,
     _link: &Arc<Link>,
 ) -> Answering {
-    Answering::Now(decide(shared, req, hub_name))
+    Answering::Now(Box::new(decide(shared, req, hub_name)))
 }
 
 /// Decides the answer to an upgrade request for `hub_name`: a new connection's token is

@@ -7,6 +7,7 @@
 //! (or handling stopped in the middle of a read), and the loop reads into and writes from
 //! buffers it shares among its connections.
 
+use crate::frames::OutFrame;
 use std::fmt;
 use std::io::Cursor;
 use std::ops::ControlFlow;
@@ -256,6 +257,20 @@ fn header(first: u8, len: usize, out: &mut Vec<u8>) {
 pub(crate) fn text(payload: &str, out: &mut Vec<u8>) {
     header(0x81, payload.len(), out);
     out.extend_from_slice(payload.as_bytes());
+}
+
+/// Appends a queued frame: text for the JSON subprotocols, binary for protobuf.
+pub(crate) fn frame(f: &OutFrame, out: &mut Vec<u8>) {
+    match f {
+        OutFrame::Text(t) => text(t, out),
+        OutFrame::Binary(b) => binary(b, out),
+    }
+}
+
+/// Appends a binary frame.
+pub(crate) fn binary(payload: &[u8], out: &mut Vec<u8>) {
+    header(0x82, payload.len(), out);
+    out.extend_from_slice(payload);
 }
 
 /// Appends the answer to a ping.

@@ -5,9 +5,9 @@
 //! [`Refused`] is a WebSocket without a session, closed at once (a refused recovery); a
 //! `connection::Connection` is one whose session is attached.
 
-use crate::messages::{Ctx, Flow};
+use crate::frames::OutFrame;
+use crate::messages::{Ctx, Flow, Incoming};
 use crate::net::{read_now, write_now, Stream};
-use crate::session::encode;
 use crate::shared::Shared;
 use crate::websocket::{self, Inbound};
 use std::io;
@@ -15,8 +15,6 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::Utf8Bytes;
-use webpubsub_protocol::ServiceMessage;
 
 /// Bytes read per system call (into the loop's buffer).
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -30,7 +28,7 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEP_CAPACITY: usize = 4096;
 
 /// What handles a text frame from the client: `messages::on_frame`, or a test's.
-pub(crate) type FrameHandler = fn(Ctx<'_>, &str) -> Flow;
+pub(crate) type FrameHandler = fn(Ctx<'_>, Incoming<'_>) -> Flow;
 
 /// What the loop lends the connection it drives: its buffers (shared by all its
 /// connections, so that an idle connection holds none) and the emulator's state.
@@ -39,7 +37,7 @@ pub(crate) struct Io {
     pub on_frame: FrameHandler,
     pub rbuf: Box<[u8]>,
     pub wbuf: Vec<u8>,
-    pub batch: Vec<Utf8Bytes>,
+    pub batch: Vec<OutFrame>,
 }
 
 impl Io {
@@ -179,12 +177,10 @@ impl Wire {
         Instant::now() >= deadline
     }
 
-    /// Starts a close: `disconnected` with the reason, then a close frame.
-    pub fn begin_close(&mut self, reason: &str, code: CloseCode) {
-        let disconnected = encode(&ServiceMessage::Disconnected {
-            message: Some(reason.to_owned()),
-        });
-        websocket::text(&disconnected, &mut self.out);
+    /// Starts a close: `disconnected` (the frame given, in the session's subprotocol),
+    /// then a close frame with the reason.
+    pub fn begin_close(&mut self, disconnected: &OutFrame, reason: &str, code: CloseCode) {
+        websocket::frame(disconnected, &mut self.out);
         websocket::close(code, reason, &mut self.out);
     }
 }

@@ -9,13 +9,16 @@ use std::path::Path;
 /// one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "types", "upstream", "wake",
+        "auth", "checks", "frames", "handler", "http", "odata", "patterns", "types", "upstream",
+        "wake",
     ],
+    &["roles"],
     &["session"],
     &["hub"],
     &["shared"],
     &["access", "client_url"],
-    &["admission", "handle", "messages"],
+    &["admission", "exchange", "handle", "messages"],
+    &["faults"],
     &["rest"],
     &["net", "websocket"],
     &["wire"],
