@@ -1,32 +1,40 @@
-//! The per-connection WebSocket loop: one thread per socket.
+//! One WebSocket connection on an I/O loop: a state machine the loop drives whenever its
+//! socket is ready, its session woke it, or its timer is due.
 //!
-//! The thread waits on its socket and its wake-up link (mio), reads every complete frame
-//! and hands it to `messages` (which decides what it does), then writes what other
-//! threads queued in the session — many frames, one flush. A session outlives its socket
-//! while it can be recovered.
+//! Each turn it carries out a command other threads left in the session (drop, close), reads
+//! what the socket has (a bounded amount per turn, so that one busy client does not starve
+//! the others) and hands every data frame to `messages` (which decides what it does), then
+//! writes what the session queued — many frames per system call. A session outlives its
+//! socket while it can be recovered.
+//!
+//! A frame whose handling waits for another thread (an upstream event handler) makes
+//! `messages` answer [`Flow::Await`]: the connection is then *suspended* — it reads no
+//! further frame but still writes — until the completion wakes it and the rest of the
+//! handling runs here, on the loop.
 
-use crate::checks::truncate;
-use crate::frames::OutFrame;
 use crate::hub::Hub;
-use crate::messages::{self, Ctx, Flow, Incoming};
-use crate::net::{Stream, Waiter};
+use crate::messages::{Ctx, Flow, Incoming, Resume};
+use crate::net::read_now;
 use crate::session::{Command, Session};
+use crate::shared::Shared;
 use crate::types::Observation;
-use crate::wake::DeferWakes;
-use std::io::{self, Write};
+use crate::wake::{Awaited, Completion, DeferWakes, Link};
+use crate::websocket::{self, Inbound};
+use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
+use std::io;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::{Message, Utf8Bytes, WebSocket};
 use webpubsub_protocol::ServiceMessage;
 
-/// Frames moved from the session per write batch.
-const MAX_BATCH: usize = 4096;
-/// Frames read per loop turn before writing gets a turn.
-const MAX_READS: usize = 1024;
-/// How long a graceful close may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reads per turn before the loop's other connections get theirs.
+const READS_PER_TURN: usize = 4;
+/// Bytes written per turn before the loop's other connections get theirs.
+const WRITES_PER_TURN: usize = 16 * WRITE_CHUNK;
+/// How long a connection must be quiet before the buffers a burst made grow are let go:
+/// letting them go between two batches of a burst would only make them grow again.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// How a socket's life ended.
 #[derive(Debug)]
@@ -45,297 +53,462 @@ enum End {
     TakenOver,
 }
 
-/// What one turn of reading gave.
-enum Reads {
-    /// The socket has nothing more for now.
-    Drained,
-    /// The read budget ran out with frames perhaps still buffered.
-    BudgetSpent,
-    Ended(End),
+/// Where a connection stands.
+enum Phase {
+    Open,
+    /// A frame's handling waits for another thread; no frame is read meanwhile.
+    Suspended(Awaited<Resume>),
+    /// Writing the last bytes, then the socket ends abruptly (a drop mid-frame).
+    Flushing {
+        deadline: Instant,
+        end: End,
+    },
+    /// Our close frame is on its way; waiting for the client's.
+    Closing {
+        deadline: Instant,
+        end: End,
+    },
 }
 
+/// A WebSocket whose session is attached.
 pub(crate) struct Connection {
-    w: Waiter,
-    ws: WebSocket<Stream>,
+    wire: Wire,
+    link: Arc<Link>,
     hub: Arc<Hub>,
     session: Arc<Session>,
-    write_blocked: bool,
-    batch: Vec<OutFrame>,
+    phase: Phase,
+    /// When to let go of what the last burst left, if it stays quiet until then.
+    trim_at: Option<Instant>,
 }
 
 impl Connection {
-    pub fn new(w: Waiter, ws: WebSocket<Stream>, hub: Arc<Hub>, session: Arc<Session>) -> Self {
+    pub fn new(wire: Wire, link: Arc<Link>, hub: Arc<Hub>, session: Arc<Session>) -> Self {
         Connection {
-            w,
-            ws,
+            wire,
+            link,
             hub,
             session,
-            write_blocked: false,
-            batch: Vec::with_capacity(256),
+            phase: Phase::Open,
+            trim_at: None,
         }
     }
 
-    /// Runs the socket until it ends, then settles the session.
-    pub fn run(mut self) {
-        let end = self.run_loop();
+    /// When the loop must drive it even if nothing happens: a close's bound, a held-back
+    /// ack coming due, or the time to trim.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Flushing { deadline, .. } | Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Open | Phase::Suspended(_) => match (self.session.next_due(), self.trim_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// One turn.
+    pub fn drive(&mut self, io: &mut Io, ready: Ready) -> Step {
+        self.link.woken();
+        self.wire.note(ready);
+        match self.turn(io) {
+            Ok(step) => step,
+            Err(end) => {
+                self.settle(end, &io.shared);
+                Step::Closed
+            }
+        }
+    }
+
+    fn turn(&mut self, io: &mut Io) -> Result<Step, End> {
+        if let Some(step) = self.ending(io)? {
+            return Ok(step);
+        }
+        if io.shared.stopping() {
+            return self.close(
+                io,
+                "The service is stopping",
+                CloseCode::Away,
+                End::Stopping,
+            );
+        }
+        if let Some(step) = self.obey_command(io)? {
+            return Ok(step);
+        }
+        self.resume(io)?;
+        let reads_left = match self.phase {
+            Phase::Open => self.read_frames(io)?,
+            _ => true,
+        };
+        if let Some(step) = self.ending(io)? {
+            return Ok(step);
+        }
+        let more = self.write_some(io).map_err(|e| End::Lost(e.to_string()))?;
+        Ok(if more || !reads_left {
+            Step::Again
+        } else {
+            Step::Idle
+        })
+    }
+
+    /// A turn of a socket on its way out.
+    fn ending(&mut self, io: &mut Io) -> Result<Option<Step>, End> {
+        let over = match &self.phase {
+            Phase::Open | Phase::Suspended(_) => return Ok(None),
+            Phase::Closing { deadline, .. } => self.wire.close_step(&mut io.rbuf, *deadline),
+            Phase::Flushing { deadline, .. } => {
+                !matches!(self.wire.flush_out(), Ok(false)) || Instant::now() >= *deadline
+            }
+        };
+        if !over {
+            return Ok(Some(Step::Idle));
+        }
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::Closing { end, .. } | Phase::Flushing { end, .. } => Err(end),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Sends `disconnected` and a close frame, then waits (bounded) for the client's close
+    /// reply, so that they are not lost to a TCP reset; `end` follows.
+    fn close(&mut self, io: &mut Io, reason: &str, code: CloseCode, end: End) -> Result<Step, End> {
+        let disconnected = self.session.frame(&ServiceMessage::Disconnected {
+            message: Some(reason.to_owned()),
+        });
+        self.wire.begin_close(&disconnected, reason, code);
+        self.phase = Phase::Closing {
+            deadline: Instant::now() + CLOSE_TIMEOUT,
+            end,
+        };
+        Ok(self.ending(io)?.unwrap_or(Step::Idle))
+    }
+
+    /// Carries out what another thread asked of this socket, if anything.
+    fn obey_command(&mut self, io: &mut Io) -> Result<Option<Step>, End> {
+        let cmd = match self.session.take_command(&self.link) {
+            Ok(None) => return Ok(None),
+            Ok(Some(cmd)) => cmd,
+            Err(_) => return Err(End::TakenOver),
+        };
+        match cmd {
+            Command::Drop => Err(End::Faulted),
+            Command::DropMidFrame => {
+                self.wire.out.extend_from_slice(websocket::PARTIAL_TEXT);
+                self.phase = Phase::Flushing {
+                    deadline: Instant::now() + CLOSE_TIMEOUT,
+                    end: End::Faulted,
+                };
+                self.ending(io)
+            }
+            Command::Close { reason, flush } => {
+                if flush {
+                    self.queue_everything(io);
+                }
+                let end = End::ClosedByService(reason.clone());
+                self.close(io, &reason, CloseCode::Policy, end).map(Some)
+            }
+        }
+    }
+
+    /// Runs the rest of a suspended frame's handling once its completion arrived.
+    fn resume(&mut self, io: &mut Io) -> Result<(), End> {
+        let Phase::Suspended(awaited) = &self.phase else {
+            return Ok(());
+        };
+        let resume = match awaited.poll() {
+            Completion::Waiting => return Ok(()),
+            Completion::Done(resume) => resume,
+            Completion::Abandoned => {
+                log::warn!(
+                    "emulator: what {} waited for was abandoned; reading on",
+                    self.session.id()
+                );
+                self.phase = Phase::Open;
+                return Ok(());
+            }
+        };
+        self.phase = Phase::Open;
+        let Ok(_exec) = self.session.exec(&self.link) else {
+            return Err(End::TakenOver);
+        };
+        let cx = Ctx {
+            shared: &io.shared,
+            hub: &self.hub,
+            session: &self.session,
+            link: &self.link,
+        };
+        match resume(cx) {
+            Flow::Continue => Ok(()),
+            Flow::Drop => Err(End::Faulted),
+            Flow::Await(next) => {
+                self.phase = Phase::Suspended(next);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads and handles frames: those a suspension left, then up to `READS_PER_TURN`
+    /// reads. Returns whether the socket was drained (false: budget spent, or stopped
+    /// with frames left).
+    fn read_frames(&mut self, io: &mut Io) -> Result<bool, End> {
+        let mut ended = None;
+        if self.wire.reader.has_buffered() {
+            self.handle(&mut [], io, &mut ended)?;
+            if let Some(end) = ended {
+                return Err(end);
+            }
+            if !matches!(self.phase, Phase::Open) {
+                return Ok(true);
+            }
+        }
+        for _ in 0..READS_PER_TURN {
+            if !self.wire.readable {
+                return Ok(true);
+            }
+            let n = match read_now(&mut self.wire.stream, &mut io.rbuf) {
+                Ok(None) => {
+                    self.wire.readable = false;
+                    return Ok(true);
+                }
+                Ok(Some(0)) => {
+                    return Err(End::Lost("connection closed without a close frame".into()))
+                }
+                Ok(Some(n)) => n,
+                Err(e) => return Err(End::Lost(e.to_string())),
+            };
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
+            let mut rbuf = std::mem::take(&mut io.rbuf);
+            // The receivers on other loops are woken once this read's frames are handled:
+            // once per burst, and while the next read is being handled.
+            let defer = DeferWakes::begin();
+            let r = self.handle(&mut rbuf[..n], io, &mut ended);
+            drop(defer);
+            io.rbuf = rbuf;
+            r?;
+            if let Some(end) = ended {
+                return Err(end);
+            }
+            if !matches!(self.phase, Phase::Open) {
+                return Ok(true);
+            }
+        }
+        Ok(!self.wire.readable)
+    }
+
+    /// Hands the complete frames of what was kept plus `fresh` to `messages`, until one
+    /// ends the socket or suspends it.
+    fn handle(&mut self, fresh: &mut [u8], io: &Io, ended: &mut Option<End>) -> Result<(), End> {
+        let Connection {
+            wire,
+            link,
+            hub,
+            session,
+            phase,
+            ..
+        } = self;
+        let Wire { reader, out, .. } = wire;
+        let fed = reader.feed(fresh, &mut |m| match m {
+            Inbound::Text(text) => {
+                data_frame(Incoming::Text(text), io, hub, session, link, phase, ended)
+            }
+            Inbound::Binary(bytes) => data_frame(
+                Incoming::Binary(bytes),
+                io,
+                hub,
+                session,
+                link,
+                phase,
+                ended,
+            ),
+            Inbound::Ping(payload) => {
+                websocket::pong(payload, out);
+                ControlFlow::Continue(())
+            }
+            Inbound::Pong => ControlFlow::Continue(()),
+            Inbound::Close(received) => {
+                websocket::close_reply(received, out);
+                *ended = Some(End::ClientClosed);
+                ControlFlow::Break(())
+            }
+        });
+        match fed {
+            Ok(_) => Ok(()),
+            Err(e) => Err(End::Lost(e.to_string())),
+        }
+    }
+
+    /// Writes what the session queued, many frames per system call, until the socket is
+    /// full, the queue empty or the turn's budget spent. Returns whether more is queued.
+    fn write_some(&mut self, io: &mut Io) -> io::Result<bool> {
+        if !self.wire.flush_out()? {
+            return Ok(false);
+        }
+        let mut written = 0;
+        loop {
+            io.wbuf.clear();
+            let mut more = true;
+            while more && io.wbuf.len() < WRITE_CHUNK {
+                more = self.take_batch(io);
+                for f in io.batch.drain(..) {
+                    websocket::frame(&f, &mut io.wbuf);
+                }
+            }
+            if io.wbuf.is_empty() {
+                self.trim_if_quiet();
+                return Ok(false);
+            }
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
+            let r = self.wire.write(&io.wbuf);
+            written += io.wbuf.len();
+            io.trim();
+            r?;
+            if !more || !self.wire.writable {
+                return Ok(false);
+            }
+            if written >= WRITES_PER_TURN {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Lets go of the buffers and queue space a burst left, once nothing was written for
+    /// `TRIM_AFTER`.
+    fn trim_if_quiet(&mut self) {
+        if self.trim_at.is_some_and(|at| Instant::now() >= at) {
+            self.trim_at = None;
+            self.wire.trim();
+            self.session.trim();
+        }
+    }
+
+    /// Moves frames from the session into `io.batch`. Returns whether more are queued.
+    fn take_batch(&self, io: &mut Io) -> bool {
+        let more = self.session.take_outbound(&self.link, BATCH, &mut io.batch);
+        if log::log_enabled!(log::Level::Trace) {
+            for f in &io.batch {
+                log::trace!("emulator: -> {}: {}", self.session.id(), f.for_log());
+            }
+        }
+        more
+    }
+
+    /// Puts every frame the session queued in the socket's buffer (before a close).
+    fn queue_everything(&mut self, io: &mut Io) {
+        while {
+            let more = self.take_batch(io);
+            more || !io.batch.is_empty()
+        } {
+            for f in io.batch.drain(..) {
+                websocket::frame(&f, &mut self.wire.out);
+            }
+        }
+    }
+
+    /// Starts the close the emulator's stop asks for (the loop calls it once).
+    pub fn stop(&mut self, io: &mut Io) -> Step {
+        if !matches!(self.phase, Phase::Open | Phase::Suspended(_)) {
+            return Step::Idle;
+        }
+        let r = self.close(
+            io,
+            "The service is stopping",
+            CloseCode::Away,
+            End::Stopping,
+        );
+        match r {
+            Ok(step) => step,
+            Err(end) => {
+                self.settle(end, &io.shared);
+                Step::Closed
+            }
+        }
+    }
+
+    /// Settles the session after the socket's end.
+    fn settle(&mut self, end: End, shared: &Shared) {
         log::debug!(
             "emulator: socket of {} in hub {} ended: {end:?}",
             self.session.id(),
             self.hub.name()
         );
         match end {
-            End::TakenOver => self.ws.get_ref().shutdown_abruptly(),
+            End::TakenOver => self.wire.stream.shutdown_abruptly(),
             End::Lost(why) => {
                 log::debug!("emulator: {} lost its socket: {why}", self.session.id());
-                self.drop_socket();
+                self.drop_socket(shared);
             }
-            End::Faulted => self.drop_socket(),
-            End::ClientClosed => self.end_session("closed by the client"),
-            End::ClosedByService(reason) => self.end_session(&reason),
-            End::Stopping => {
-                let reason = "The service is stopping";
-                self.close_gracefully(reason, CloseCode::Away);
-                self.end_session(reason);
+            End::Faulted => self.drop_socket(shared),
+            End::ClientClosed => {
+                // The session ends before the close reply goes: a client that saw the
+                // reply finds it ended.
+                self.end_session(shared, "closed by the client");
+                let _ = self.wire.flush_out();
             }
+            End::ClosedByService(reason) => self.end_session(shared, &reason),
+            End::Stopping => self.end_session(shared, "The service is stopping"),
         }
     }
 
     /// An abrupt end: a reliable session waits for a recovery, a plain one ends. A socket
     /// that lost the session to a recovery leaves it alone.
-    fn drop_socket(&self) {
-        self.ws.get_ref().shutdown_abruptly();
+    fn drop_socket(&self, shared: &Shared) {
+        self.wire.stream.shutdown_abruptly();
         let reliable = self.session.reliable();
-        if self.session.detach(&self.w.link, reliable) {
-            self.dropped();
+        if self.session.detach(&self.link, reliable) {
+            self.dropped(shared);
             if !reliable {
-                self.w
-                    .shared
-                    .end_session(&self.hub, &self.session, "connection lost");
+                shared.end_session(&self.hub, &self.session, "connection lost");
             }
         }
     }
 
     /// The session ends with its socket (if this socket still owns it).
-    fn end_session(&self, reason: &str) {
-        if self.session.detach(&self.w.link, false) {
-            self.dropped();
-            self.w.shared.end_session(&self.hub, &self.session, reason);
+    fn end_session(&self, shared: &Shared, reason: &str) {
+        if self.session.detach(&self.link, false) {
+            self.dropped(shared);
+            shared.end_session(&self.hub, &self.session, reason);
         }
     }
 
-    fn dropped(&self) {
-        self.w.shared.observe(Observation::Dropped {
+    fn dropped(&self, shared: &Shared) {
+        shared.observe(Observation::Dropped {
             hub: self.hub.name().to_owned(),
             connection_id: self.session.id().to_owned(),
         });
     }
+}
 
-    fn run_loop(&mut self) -> End {
-        let mut more = true;
-        loop {
-            let timeout = if more {
-                Duration::ZERO
-            } else {
-                self.next_timeout()
-            };
-            if let Err(e) = self.w.wait(Some(timeout)) {
-                return End::Lost(format!("poll failed: {e}"));
-            }
-            if self.w.shared.stopping() {
-                return End::Stopping;
-            }
-            if let Some(end) = self.obey_command() {
-                return end;
-            }
-            let budget_spent = match self.read_frames() {
-                Reads::Drained => false,
-                Reads::BudgetSpent => true,
-                Reads::Ended(end) => return end,
-            };
-            match self.write_some() {
-                Ok(m) => more = m || budget_spent,
-                Err(e) => return End::Lost(e.to_string()),
-            }
+/// Hands one data frame to `messages`: the session's subprotocol decodes it (a frame of the
+/// other kind is skipped there).
+fn data_frame(
+    frame: Incoming<'_>,
+    io: &Io,
+    hub: &Arc<Hub>,
+    session: &Arc<Session>,
+    link: &Arc<Link>,
+    phase: &mut Phase,
+    ended: &mut Option<End>,
+) -> ControlFlow<()> {
+    // A recovery may have attached a new socket since the last check; frames still
+    // buffered on this one are then dropped (the client resends its unacknowledged
+    // requests on the new socket).
+    let Ok(_exec) = session.exec(link) else {
+        *ended = Some(End::TakenOver);
+        return ControlFlow::Break(());
+    };
+    let cx = Ctx {
+        shared: &io.shared,
+        hub,
+        session,
+        link,
+    };
+    match (io.on_frame)(cx, frame) {
+        Flow::Continue => ControlFlow::Continue(()),
+        Flow::Drop => {
+            *ended = Some(End::Faulted);
+            ControlFlow::Break(())
         }
-    }
-
-    /// Carries out what another thread asked of this socket, if anything.
-    fn obey_command(&mut self) -> Option<End> {
-        let cmd = match self.session.take_command(&self.w.link) {
-            Ok(cmd) => cmd?,
-            Err(_) => return Some(End::TakenOver),
-        };
-        Some(match cmd {
-            Command::Drop => End::Faulted,
-            Command::DropMidFrame => {
-                self.write_partial_frame();
-                End::Faulted
-            }
-            Command::Close { reason, flush } => {
-                if flush {
-                    while let Ok(true) = self.write_some() {}
-                }
-                self.close_gracefully(&reason, CloseCode::Policy);
-                End::ClosedByService(reason)
-            }
-        })
-    }
-
-    /// Reads and handles up to `MAX_READS` frames. Wake-ups of other sessions' sockets are
-    /// deferred to the end of the turn: one per receiver per burst.
-    fn read_frames(&mut self) -> Reads {
-        let _defer = DeferWakes::begin();
-        for _ in 0..MAX_READS {
-            match self.ws.read() {
-                // The frame boundary: text and binary frames both go to `messages`, which
-                // decodes them in the session's subprotocol (and skips the other kind).
-                Ok(Message::Text(text)) => {
-                    if let Some(end) = self.on_frame(Incoming::Text(&text)) {
-                        return Reads::Ended(end);
-                    }
-                }
-                Ok(Message::Binary(bytes)) => {
-                    if let Some(end) = self.on_frame(Incoming::Binary(&bytes)) {
-                        return Reads::Ended(end);
-                    }
-                }
-                Ok(Message::Close(_)) => {
-                    let _ = self.ws.flush();
-                    return Reads::Ended(End::ClientClosed);
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Reads::Drained;
-                }
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed) => {
-                    return Reads::Ended(End::ClientClosed);
-                }
-                Err(e) => return Reads::Ended(End::Lost(e.to_string())),
-            }
-        }
-        Reads::BudgetSpent
-    }
-
-    fn on_frame(&self, frame: Incoming<'_>) -> Option<End> {
-        // A recovery may have attached a new socket since the last check; frames still
-        // buffered on this one are then dropped (the client resends its unacknowledged
-        // requests on the new socket).
-        let Ok(_exec) = self.session.exec(&self.w.link) else {
-            return Some(End::TakenOver);
-        };
-        let cx = Ctx {
-            shared: &self.w.shared,
-            hub: &self.hub,
-            session: &self.session,
-        };
-        match messages::on_frame(cx, frame) {
-            Flow::Continue => None,
-            Flow::Drop => Some(End::Faulted),
-        }
-    }
-
-    fn next_timeout(&self) -> Duration {
-        match self.session.next_due() {
-            Some(due) => due.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(1),
-        }
-    }
-
-    /// Writes a batch of queued frames and flushes once. Returns whether more are queued.
-    fn write_some(&mut self) -> io::Result<bool> {
-        if self.write_blocked {
-            match self.ws.flush() {
-                Ok(()) => self.write_blocked = false,
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(false)
-                }
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            }
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        let more = self
-            .session
-            .take_outbound(&self.w.link, MAX_BATCH, &mut batch);
-        if log::log_enabled!(log::Level::Trace) {
-            for f in &batch {
-                log::trace!("emulator: -> {}: {}", self.session.id(), f.for_log());
-            }
-        }
-        let mut failed = None;
-        for f in batch.drain(..) {
-            if failed.is_some() {
-                continue;
-            }
-            // The frame boundary: a queued frame is a text (JSON) or binary (protobuf) message.
-            match self.ws.write(f.into_message()) {
-                Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.write_blocked = true;
-                }
-                Err(e) => failed = Some(e),
-            }
-        }
-        self.batch = batch;
-        if let Some(e) = failed {
-            return Err(io::Error::other(e.to_string()));
-        }
-        match self.ws.flush() {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.write_blocked = true;
-            }
-            Err(e) => return Err(io::Error::other(e.to_string())),
-        }
-        Ok(more && !self.write_blocked)
-    }
-
-    /// Fault: the header of a 100-byte text frame and 10 bytes of it, then nothing.
-    fn write_partial_frame(&mut self) {
-        let _ = self.ws.flush();
-        let deadline = Instant::now() + CLOSE_TIMEOUT;
-        let mut partial = vec![0x81u8, 100];
-        partial.extend_from_slice(br#"{"type":"m"#);
-        let stream = self.ws.get_mut();
-        let mut buf: &[u8] = &partial;
-        while !buf.is_empty() && Instant::now() < deadline {
-            match stream.write(buf) {
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::yield_now();
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = stream.flush();
-    }
-
-    /// `disconnected`, then a close frame, then waits (bounded) for the client's close
-    /// reply so that the frames are not lost to a TCP reset.
-    fn close_gracefully(&mut self, reason: &str, code: CloseCode) {
-        let frame = self.session.frame(&ServiceMessage::Disconnected {
-            message: Some(reason.to_owned()),
-        });
-        let _ = self.ws.write(frame.into_message());
-        let _ = self.ws.close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(truncate(reason, 120)),
-        }));
-        let deadline = Instant::now() + CLOSE_TIMEOUT;
-        loop {
-            let r = self.ws.flush().and_then(|_| self.ws.read().map(|_| ()));
-            match r {
-                Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let now = Instant::now();
-                    // Not `wait_until`: it refuses to wait while the emulator stops, and a
-                    // stop should still say goodbye.
-                    if now >= deadline || self.w.wait(Some(deadline - now)).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
+        Flow::Await(awaited) => {
+            *phase = Phase::Suspended(awaited);
+            ControlFlow::Break(())
         }
     }
 }

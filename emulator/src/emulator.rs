@@ -4,7 +4,7 @@ use crate::auth;
 use crate::client_url::ClientUrlBuilder;
 use crate::handle::HubHandle;
 use crate::handler::{self, EventHandler, EventRequest, EventResponse};
-use crate::server;
+use crate::server::{self, Server, StartFailure};
 use crate::session::UnackedLimits;
 use crate::shared::{Config, Shared};
 use crate::types::Observation;
@@ -15,7 +15,6 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Why [`EmulatorBuilder::start`] failed. Each variant keeps its cause as
@@ -92,6 +91,7 @@ pub struct EmulatorBuilder {
     tls: Option<native_tls::Identity>,
     handler: EventHandler,
     upstream: upstream::UpstreamConfig,
+    io_threads: Option<usize>,
     rest_faults: bool,
 }
 
@@ -105,6 +105,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("max_unacked_bytes", &self.limits.bytes)
             .field("tls", &self.tls.is_some())
             .field("upstream", &self.upstream)
+            .field("io_threads", &self.io_threads)
             .field("rest_faults", &self.rest_faults)
             .finish_non_exhaustive()
     }
@@ -123,6 +124,7 @@ impl Default for EmulatorBuilder {
             tls: None,
             handler: handler::default_handler(),
             upstream: upstream::UpstreamConfig::new(),
+            io_threads: None,
             rest_faults: false,
         }
     }
@@ -167,9 +169,11 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The upstream event handler, called for every `event` and `invoke` on the caller's
-    /// connection thread. Defaults to accepting events and echoing invoke data. A panic
-    /// counts as [`EventResponse::Fail`].
+    /// The upstream event handler, called for every `event` and `invoke` on the I/O thread
+    /// that serves the caller's connection: keep it quick, since that thread's other
+    /// connections wait while it runs (a slow app server belongs behind
+    /// [`http_event_handler`](Self::http_event_handler)). Defaults to accepting events and
+    /// echoing invoke data. A panic counts as [`EventResponse::Fail`].
     pub fn event_handler(
         mut self,
         handler: impl Fn(&EventRequest) -> EventResponse + Send + Sync + 'static,
@@ -193,6 +197,13 @@ impl EmulatorBuilder {
     /// first handler of a hub that takes an event gets it.
     pub fn http_event_handler(mut self, hub: &str, handler: upstream::EventHandlerConfig) -> Self {
         self.upstream = self.upstream.handler(hub, handler);
+        self
+    }
+
+    /// How many I/O threads serve the sockets (at least one; see the crate docs'
+    /// "Threads"). Defaults to one per core, at most 4.
+    pub fn io_threads(mut self, n: usize) -> Self {
+        self.io_threads = Some(n.max(1));
         self
     }
 
@@ -230,58 +241,25 @@ impl EmulatorBuilder {
             endpoint: format!("{scheme}://{addr}"),
             rest_faults: self.rest_faults,
         }));
-        let poll = mio::Poll::new().map_err(StartError::Listener)?;
-        let waker =
-            mio::Waker::new(poll.registry(), server::STOP_TOKEN).map_err(StartError::Listener)?;
-        let s = shared.clone();
-        let accept = spawn("webpubsub-emulator-accept", move || {
-            server::accept_loop(s, listener, poll)
+        let loops = self.io_threads.unwrap_or_else(server::default_loops);
+        let server = server::start(shared.clone(), listener, loops).map_err(|e| match e {
+            StartFailure::Setup(e) => StartError::Listener(e),
+            StartFailure::Spawn(source) => StartError::Thread {
+                name: "webpubsub-emulator-io",
+                source,
+            },
         })?;
-        let (reaper_stop, stop_rx) = crossbeam_channel::bounded(1);
-        let s = shared.clone();
-        let reaper = spawn("webpubsub-emulator-reaper", move || {
-            server::reaper_loop(s, stop_rx)
-        });
-        let threads = Threads {
-            accept,
-            accept_waker: waker,
-            reaper: None,
-            reaper_stop,
-        };
         let upstream =
             upstream::Upstream::new(self.upstream, &shared.cfg.endpoint, &shared.cfg.access_key);
         let emulator = Emulator {
             shared,
             upstream,
             addr,
-            threads: Mutex::new(Some(threads)),
+            server: Mutex::new(Some(server)),
         };
-        // Without a reaper the emulator is not whole: `emulator` drops here, which stops
-        // the accept thread again.
-        let reaper = reaper?;
-        if let Some(t) = emulator.threads.lock().as_mut() {
-            t.reaper = Some(reaper);
-        }
         log::info!("emulator: listening on {}", emulator.shared.cfg.endpoint);
         Ok(emulator)
     }
-}
-
-fn spawn(
-    name: &'static str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, StartError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|source| StartError::Thread { name, source })
-}
-
-struct Threads {
-    accept: JoinHandle<()>,
-    accept_waker: mio::Waker,
-    reaper: Option<JoinHandle<()>>,
-    reaper_stop: crossbeam_channel::Sender<()>,
 }
 
 /// A running emulator. Stops when dropped.
@@ -300,7 +278,7 @@ pub struct Emulator {
     /// connection code uses it.
     upstream: upstream::Upstream,
     addr: SocketAddr,
-    threads: Mutex<Option<Threads>>,
+    server: Mutex<Option<Server>>,
 }
 
 impl fmt::Debug for Emulator {
@@ -370,26 +348,12 @@ impl Emulator {
     /// thread. Idempotent; also done on drop. Bounded (a few seconds at most), unless
     /// the event handler blocks.
     pub fn stop(&self) {
-        let Some(t) = self.threads.lock().take() else {
+        let Some(server) = self.server.lock().take() else {
             return;
         };
         self.shared.request_stop();
-        let _ = t.accept_waker.wake();
-        let _ = t.accept.join();
-        let _ = t.reaper_stop.send(());
-        if let Some(reaper) = t.reaper {
-            let _ = reaper.join();
-        }
-        loop {
-            self.shared.wake_all();
-            let threads = self.shared.take_threads();
-            if threads.is_empty() {
-                break;
-            }
-            for th in threads {
-                let _ = th.join();
-            }
-        }
+        // Each I/O thread closes its sockets (`disconnected`, 1001) and ends.
+        server.join();
         // Sessions waiting for recovery end now.
         self.shared.end_all_sessions("The service is stopping");
         // After the sessions ended: their `disconnected` events still go out.

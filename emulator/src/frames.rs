@@ -9,7 +9,7 @@
 
 use std::cell::OnceCell;
 use std::time::Instant;
-use tungstenite::{Bytes, Message, Utf8Bytes};
+use tungstenite::{Bytes, Utf8Bytes};
 use webpubsub_protocol::{
     redact_frame, splice_protobuf_sequence_id, splice_sequence_id, ServiceMessage, Subprotocol,
 };
@@ -46,11 +46,13 @@ impl OutFrame {
         }
     }
 
-    /// The WebSocket message that carries it.
-    pub fn into_message(self) -> Message {
+    /// The WebSocket message that carries it (the tests read frames back through
+    /// tungstenite; the I/O loop writes them with its own framing).
+    #[cfg(test)]
+    pub fn into_message(self) -> tungstenite::Message {
         match self {
-            OutFrame::Text(t) => Message::Text(t),
-            OutFrame::Binary(b) => Message::Binary(b),
+            OutFrame::Text(t) => tungstenite::Message::Text(t),
+            OutFrame::Binary(b) => tungstenite::Message::Binary(b),
         }
     }
 
@@ -247,10 +249,13 @@ mod tests {
         };
         let text = OutFrame::encode(&connected, Subprotocol::JsonReliable);
         assert!(!text.for_log().contains("s3cr3t"));
-        assert!(matches!(text.into_message(), Message::Text(_)));
+        assert!(matches!(text.into_message(), tungstenite::Message::Text(_)));
         let binary = OutFrame::encode(&connected, Subprotocol::ProtobufReliable);
         assert!(!binary.for_log().contains("s3cr3t"));
         assert_eq!(binary.len(), connected.encode_protobuf().len());
-        assert!(matches!(binary.into_message(), Message::Binary(_)));
+        assert!(matches!(
+            binary.into_message(),
+            tungstenite::Message::Binary(_)
+        ));
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use webpubsub_protocol::{Data, Metadata};
 
-/// The upstream event handler: called on the connection's thread for every `event` and
+/// The upstream event handler: called on the connection's I/O thread for every `event` and
 /// `invoke`.
 pub(crate) type EventHandler = Arc<dyn Fn(&EventRequest) -> EventResponse + Send + Sync>;
 

@@ -14,6 +14,8 @@ use crate::hub::Hub;
 use crate::session::{AckedRun, Session};
 use crate::shared::Shared;
 use crate::types::{Observation, Permission, UpstreamEvent};
+use crate::wake::{self, Awaited, Completer, Link};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webpubsub_protocol::{AckError, ClientMessage, Data, Metadata, ServiceMessage};
 
@@ -27,14 +29,28 @@ pub(crate) enum Incoming<'a> {
 }
 
 /// What the socket must do after a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
     /// Go on reading.
     Continue,
     /// Drop the socket abruptly, as an injected fault asked (`lose_next_ack`); the session
     /// stays recoverable.
     Drop,
+    /// The frame's handling waits for another thread (an upstream event handler's answer):
+    /// read no further frame of this connection until the [`Completer`] of
+    /// [`Ctx::completion`] hands over the rest of the handling, which then runs on the
+    /// connection's loop. Frames to the client still flow meanwhile.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "returned once user events call the HTTP event handlers"
+        )
+    )]
+    Await(Awaited<Resume>),
 }
+
+/// The rest of a frame's handling, once what it waited for is there (see [`Flow::Await`]).
+pub(crate) type Resume = Box<dyn for<'a> FnOnce(Ctx<'a>) -> Flow + Send>;
 
 /// The session a socket speaks for.
 #[derive(Clone, Copy)]
@@ -42,6 +58,24 @@ pub(crate) struct Ctx<'a> {
     pub shared: &'a Shared,
     pub hub: &'a Hub,
     pub session: &'a Session,
+    /// The socket's wake-up (see [`Ctx::completion`]).
+    pub link: &'a Arc<Link>,
+}
+
+impl Ctx<'_> {
+    /// The two ends of something this frame's handling waits for: give the `Completer` to
+    /// the thread that finishes it (its `complete` never blocks) and return
+    /// [`Flow::Await`] with the `Awaited`.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "used once user events call the HTTP event handlers"
+        )
+    )]
+    pub fn completion<T>(&self) -> (Completer<T>, Awaited<T>) {
+        wake::completion(self.link)
+    }
 }
 
 /// Handles one data frame from the client, then reports it to the observers.

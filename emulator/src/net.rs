@@ -1,15 +1,7 @@
-//! Sockets of the emulator: a non-blocking TCP stream, optionally wrapped in TLS, with a
-//! per-connection mio `Poll` so that one thread can wait on its socket and on a wake-up
-//! from other threads (queued frames, commands, stop).
+//! Sockets of the emulator: an accepted non-blocking TCP stream, optionally wrapped in TLS,
+//! and the TLS handshake that runs on the loop a step per readiness.
 
-use crate::shared::Shared;
-use crate::wake::Link;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-pub(crate) const SOCKET: mio::Token = mio::Token(0);
-pub(crate) const WAKER: mio::Token = mio::Token(1);
 
 /// An accepted socket: plain TCP or TLS over TCP, both non-blocking.
 pub(crate) enum Stream {
@@ -54,126 +46,69 @@ impl Write for Stream {
     }
 }
 
-/// A connection thread's readiness machinery; its link is known to `Shared` while alive.
-pub(crate) struct Waiter {
-    pub poll: mio::Poll,
-    pub events: mio::Events,
-    pub link: Arc<Link>,
-    pub shared: Arc<Shared>,
-    id: u64,
+/// Where a TLS handshake stands.
+pub(crate) enum Tls {
+    Done(Stream),
+    /// Waiting for the peer; go on with [`continue_tls`] at the next readiness.
+    Pending(Box<native_tls::MidHandshakeTlsStream<mio::net::TcpStream>>),
 }
 
-impl Waiter {
-    pub fn new(shared: Arc<Shared>, id: u64) -> io::Result<Waiter> {
-        let poll = mio::Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let link = Arc::new(Link::new(waker));
-        shared.add_link(id, link.clone());
-        Ok(Waiter {
-            poll,
-            events: mio::Events::with_capacity(8),
-            link,
-            shared,
-            id,
-        })
-    }
+/// Starts the server side of TLS on `tcp`.
+pub(crate) fn accept_tls(
+    acceptor: &native_tls::TlsAcceptor,
+    tcp: mio::net::TcpStream,
+) -> io::Result<Tls> {
+    tls_step(acceptor.accept(tcp))
+}
 
-    /// Waits for readiness or a wake-up, at most `timeout`. Returns whether the socket
-    /// reported an event.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+/// Goes on with a handshake that waited for the peer.
+pub(crate) fn continue_tls(
+    mid: native_tls::MidHandshakeTlsStream<mio::net::TcpStream>,
+) -> io::Result<Tls> {
+    tls_step(mid.handshake())
+}
+
+fn tls_step(
+    r: Result<
+        native_tls::TlsStream<mio::net::TcpStream>,
+        native_tls::HandshakeError<mio::net::TcpStream>,
+    >,
+) -> io::Result<Tls> {
+    match r {
+        Ok(s) => Ok(Tls::Done(Stream::Tls(Box::new(s)))),
+        Err(native_tls::HandshakeError::WouldBlock(mid)) => Ok(Tls::Pending(Box::new(mid))),
+        Err(native_tls::HandshakeError::Failure(e)) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+    }
+}
+
+/// Reads what `s` has into `buf`: `Ok(None)` when it has nothing now, `Ok(Some(0))` at
+/// EOF.
+pub(crate) fn read_now(s: &mut impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match s.read(buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.link.woken();
-        Ok(self.events.iter().any(|e| e.token() == SOCKET))
-    }
-
-    /// Waits for the socket until `deadline`; fails on timeout or when the emulator stops.
-    pub fn wait_until(&mut self, deadline: Instant) -> io::Result<()> {
-        if self.shared.stopping() {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "emulator stopping",
-            ));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
-        }
-        self.wait(Some(deadline - now)).map(|_| ())
-    }
-
-    /// Writes all of `buf`, waiting on `WouldBlock` until `deadline`.
-    pub fn write_all(
-        &mut self,
-        s: &mut Stream,
-        mut buf: &[u8],
-        deadline: Instant,
-    ) -> io::Result<()> {
-        while !buf.is_empty() {
-            match s.write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(deadline)?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        loop {
-            match s.flush() {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(deadline)?,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads some bytes into `buf`, waiting on `WouldBlock` until `deadline`; 0 is EOF.
-    pub fn read_some(
-        &mut self,
-        s: &mut Stream,
-        buf: &mut [u8],
-        deadline: Instant,
-    ) -> io::Result<usize> {
-        loop {
-            match s.read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_until(deadline)?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Accepts TLS on `tcp` if the emulator serves TLS.
-    pub fn accept_tls(
-        &mut self,
-        tcp: mio::net::TcpStream,
-        deadline: Instant,
-    ) -> io::Result<Stream> {
-        let Some(acceptor) = self.shared.cfg.tls.clone() else {
-            return Ok(Stream::Plain(tcp));
-        };
-        let mut attempt = acceptor.accept(tcp);
-        loop {
-            match attempt {
-                Ok(s) => return Ok(Stream::Tls(Box::new(s))),
-                Err(native_tls::HandshakeError::WouldBlock(mid)) => {
-                    self.wait_until(deadline)?;
-                    attempt = mid.handshake();
-                }
-                Err(native_tls::HandshakeError::Failure(e)) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-            }
-        }
     }
 }
 
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        self.shared.remove_link(self.id);
+/// Writes as much of `buf` as `s` takes now. Returns how much it took; less than all
+/// means the socket is full (wait for it to be writable).
+pub(crate) fn write_now(s: &mut impl Write, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match s.write(&buf[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    // No flush: TCP keeps no bytes in user space, and TLS wrote its records through.
+    Ok(done)
 }

@@ -1,260 +1,322 @@
-//! The accept thread, the recovery-window reaper, and each new TCP connection's thread:
-//! TLS, then HTTP requests read off the socket — handed to the WebSocket upgrade, or
-//! answered by the REST API — until an upgrade or a close.
+//! The I/O loops together: how many, started and stopped as one.
+//!
+//! Every socket of the emulator lives on one of a few `webpubsub-emulator-io-N` threads
+//! (see the crate docs' "Threads"); loop 0 also accepts and runs the reaper's tick.
 
-use crate::admission;
-use crate::http::{self, BodyDecoder, Request};
-use crate::net::{Stream, Waiter, SOCKET};
-use crate::rest;
+use crate::io_loop::{Handle, Hooks, Loop};
 use crate::shared::Shared;
-use crate::upgrade;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use webpubsub_protocol::redact_query;
+use std::thread::JoinHandle;
 
-const LISTENER: mio::Token = mio::Token(0);
-/// The accept thread's wake-up, used by `stop`.
-pub(crate) const STOP_TOKEN: mio::Token = mio::Token(1);
-/// How long a client may take to send a request head (and to finish TLS).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an idle kept-alive REST connection stays open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a REST body may take to arrive.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default number of loops: one per core, at most this many.
+pub(crate) const MAX_DEFAULT_LOOPS: usize = 4;
 
-static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+/// Why the loops could not start.
+pub(crate) enum StartFailure {
+    /// A poll, its waker or the listener's registration.
+    Setup(io::Error),
+    Spawn(io::Error),
+}
 
-/// Accepts connections until woken by `stop`.
-pub(crate) fn accept_loop(
+/// The running loops.
+pub(crate) struct Server {
+    loops: Vec<(Arc<Handle>, JoinHandle<()>)>,
+}
+
+/// The default number of loops on this machine.
+pub(crate) fn default_loops() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DEFAULT_LOOPS)
+}
+
+/// Starts `n` loops (at least one) serving `listener`.
+pub(crate) fn start(
     shared: Arc<Shared>,
-    mut listener: mio::net::TcpListener,
-    mut poll: mio::Poll,
-) {
-    if let Err(e) = poll
-        .registry()
-        .register(&mut listener, LISTENER, mio::Interest::READABLE)
-    {
-        log::error!("emulator: cannot watch the listener: {e}");
-        return;
+    listener: mio::net::TcpListener,
+    n: usize,
+) -> Result<Server, StartFailure> {
+    start_with(shared, listener, n, Hooks::STANDARD)
+}
+
+fn start_with(
+    shared: Arc<Shared>,
+    listener: mio::net::TcpListener,
+    n: usize,
+    hooks: Hooks,
+) -> Result<Server, StartFailure> {
+    let mut loops = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..n.max(1) {
+        let (lp, handle) = Loop::new(i, shared.clone(), hooks).map_err(StartFailure::Setup)?;
+        loops.push(lp);
+        handles.push(handle);
     }
-    let mut events = mio::Events::with_capacity(16);
-    loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                log::error!("emulator: accept poll failed: {e}");
-                return;
+    loops[0]
+        .accept(listener, handles.clone())
+        .map_err(StartFailure::Setup)?;
+    let mut server = Server { loops: Vec::new() };
+    // Each thread says when it runs (and so carries its name): counting threads right
+    // after the emulator started sees all of them.
+    let (running, started) = crossbeam_channel::unbounded();
+    for (i, (lp, handle)) in loops.into_iter().zip(handles).enumerate() {
+        let running = running.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("webpubsub-emulator-io-{i}"))
+            .spawn(move || {
+                let _ = running.send(());
+                lp.run()
+            });
+        match spawned {
+            Ok(thread) => server.loops.push((handle, thread)),
+            Err(e) => {
+                // The loops started so far end with the emulator that never was.
+                shared.request_stop();
+                server.join();
+                return Err(StartFailure::Spawn(e));
             }
         }
-        if shared.stopping() {
-            return;
+    }
+    for _ in &server.loops {
+        let _ = started.recv();
+    }
+    Ok(server)
+}
+
+impl Server {
+    /// Wakes every loop to see that the emulator stops (`Shared::request_stop` first), and
+    /// joins them: each closes its sockets gracefully, bounded.
+    pub fn join(self) {
+        for (handle, _) in &self.loops {
+            handle.notify.wake_now();
         }
-        loop {
-            match listener.accept() {
-                Ok((tcp, peer)) => {
-                    log::trace!("emulator: accepted {peer}");
-                    spawn_connection(&shared, tcp);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: log, and try again on the next readiness.
-                    log::warn!("emulator: accept failed: {e}");
-                    break;
-                }
-            }
+        for (_, thread) in self.loops {
+            let _ = thread.join();
         }
     }
 }
 
-fn spawn_connection(shared: &Arc<Shared>, tcp: mio::net::TcpStream) {
-    let id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-    let waiter = match Waiter::new(shared.clone(), id) {
-        Ok(w) => w,
-        Err(e) => {
-            log::warn!("emulator: cannot set up a connection: {e}");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new()
-        .name("webpubsub-emulator-conn".into())
-        .spawn(move || serve(waiter, tcp));
-    match spawned {
-        Ok(handle) => shared.track_thread(handle),
-        Err(e) => log::warn!("emulator: cannot spawn a connection thread: {e}"),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client_url::ClientUrlBuilder;
+    use crate::frames::Outgoing;
+    use crate::handler;
+    use crate::http::Request;
+    use crate::messages::{self, Ctx, Flow, Incoming, Resume};
+    use crate::session::UnackedLimits;
+    use crate::shared::Config;
+    use crate::upgrade::{self, Answer, Answering};
+    use crate::wake::{self, Completer, Link};
+    use parking_lot::Mutex;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::{Message, WebSocket};
+    use webpubsub_protocol::{Data, ServiceMessage};
 
-/// Serves one TCP connection: TLS, then HTTP requests until an upgrade or a close.
-fn serve(mut w: Waiter, mut tcp: mio::net::TcpStream) {
-    let _ = tcp.set_nodelay(true);
-    if let Err(e) = w.poll.registry().register(
-        &mut tcp,
-        SOCKET,
-        mio::Interest::READABLE | mio::Interest::WRITABLE,
-    ) {
-        log::warn!("emulator: cannot watch a socket: {e}");
-        return;
-    }
-    let mut s = match w.accept_tls(tcp, Instant::now() + HEAD_TIMEOUT) {
-        Ok(s) => s,
-        Err(e) => {
-            log::info!("emulator: TLS handshake failed: {e}");
-            return;
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Where the test hooks leave the completers of what waits: frames, and upgrades (with
+    /// the answer they would have had at once).
+    static FRAMES: Mutex<Option<crossbeam_channel::Sender<Completer<Resume>>>> = Mutex::new(None);
+    type Upgrade = (Completer<Answer>, Answer);
+    static UPGRADES: Mutex<Option<crossbeam_channel::Sender<Upgrade>>> = Mutex::new(None);
+
+    /// `messages::on_frame`, except that the text `wait` waits for the test.
+    fn on_frame(cx: Ctx<'_>, frame: Incoming<'_>) -> Flow {
+        if !matches!(frame, Incoming::Text("wait")) {
+            return messages::on_frame(cx, frame);
         }
-    };
-    let mut buf = Vec::new();
-    let mut first = true;
-    loop {
-        let timeout = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
-        first = false;
-        let (req, rest) = match read_head(&mut w, &mut s, buf, Instant::now() + timeout) {
-            Ok(r) => r,
-            Err(ReadError::Eof) => return,
-            Err(ReadError::Io(e)) => {
-                log::debug!("emulator: reading a request failed: {e}");
-                return;
-            }
-            Err(ReadError::Bad(why)) => return bad_request(&mut w, &mut s, &why),
+        let (done, awaited) = cx.completion::<Resume>();
+        let tx = FRAMES.lock().clone().expect("the test listens");
+        tx.send(done).unwrap();
+        Flow::Await(awaited)
+    }
+
+    /// `upgrade::answer`, except that an upgrade to hub `later` waits for the test.
+    fn on_upgrade(shared: &Shared, req: &Request, hub: &str, link: &Arc<Link>) -> Answering {
+        let answer = upgrade::decide(shared, req, hub);
+        if hub != "later" {
+            return Answering::Now(Box::new(answer));
+        }
+        let (done, awaited) = wake::completion(link);
+        let tx = UPGRADES.lock().clone().expect("the test listens");
+        tx.send((done, answer)).unwrap();
+        Answering::Later(awaited)
+    }
+
+    /// A server message to send through the hub.
+    fn server_message(text: &str) -> Outgoing {
+        Outgoing::new(ServiceMessage::ServerMessage {
+            data: Data::from(text),
+            sequence_id: None,
+            metadata: Default::default(),
+        })
+    }
+
+    /// A one-loop server with the test hooks.
+    fn serve() -> (Arc<Shared>, SocketAddr, Server) {
+        let shared = Arc::new(Shared::new(Config {
+            access_key: "key".into(),
+            recovery_window: Duration::from_secs(30),
+            limits: UnackedLimits {
+                messages: 1000,
+                bytes: 1 << 20,
+            },
+            tls: None,
+            handler: handler::default_handler(),
+            endpoint: "http://127.0.0.1:0".into(),
+            rest_faults: false,
+        }));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let listener = mio::net::TcpListener::from_std(std_listener);
+        let hooks = Hooks {
+            on_frame,
+            on_upgrade,
         };
-        log::debug!("emulator: {} {}", req.method, redact_query(&req.target));
-        if let Some(hub) = admission::client_hub(&req) {
-            return upgrade::handle(w, s, req, hub, rest);
-        }
-        match serve_rest(&mut w, &mut s, &req, rest) {
-            Some(left) => buf = left,
-            None => return,
-        }
-        if w.shared.stopping() {
-            return;
-        }
+        let Ok(server) = start_with(shared.clone(), listener, 1, hooks) else {
+            panic!("the loop starts");
+        };
+        (shared, addr, server)
     }
-}
 
-/// Reads the body of a REST request and answers it. Returns the bytes read past it to
-/// keep the connection, or `None` to close it.
-fn serve_rest(w: &mut Waiter, s: &mut Stream, req: &Request, rest: Vec<u8>) -> Option<Vec<u8>> {
-    let (body, left) = match read_body(w, s, req, rest, Instant::now() + BODY_TIMEOUT) {
-        Ok(b) => b,
-        Err(ReadError::Bad(why)) => {
-            bad_request(w, s, &why);
-            return None;
-        }
-        Err(_) => return None,
-    };
-    let head_only = req.method.eq_ignore_ascii_case("HEAD");
-    let reply = rest::handle(&w.shared, req, &body);
-    if reply.status >= 400 {
-        log::info!(
-            "emulator: REST {} {} -> {}",
-            req.method,
-            redact_query(&req.target),
-            reply.status
+    /// Opens a WebSocket to `hub` (plain JSON subprotocol).
+    fn open(
+        shared: &Shared,
+        addr: SocketAddr,
+        hub: &str,
+    ) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+        let url = ClientUrlBuilder::new(&shared.cfg, hub)
+            .build()
+            .replace("127.0.0.1:0", &addr.to_string());
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "json.webpubsub.azure.v1".parse().unwrap(),
         );
-    }
-    let keep_alive = !req.header_has("connection", "close");
-    let resp = http::response(
-        reply.status,
-        reply.content_type,
-        &reply.body,
-        keep_alive,
-        head_only,
-    );
-    if !respond(w, s, &resp) || !keep_alive {
-        return None;
-    }
-    Some(left)
-}
-
-fn bad_request(w: &mut Waiter, s: &mut Stream, why: &str) {
-    let resp = http::response(400, "text/plain", why.as_bytes(), false, false);
-    respond(w, s, &resp);
-}
-
-/// Writes a response (bounded).
-fn respond(w: &mut Waiter, s: &mut Stream, bytes: &[u8]) -> bool {
-    w.write_all(s, bytes, Instant::now() + HEAD_TIMEOUT).is_ok()
-}
-
-/// Why a request could not be read.
-enum ReadError {
-    /// The peer closed before sending anything (a normal end of a kept-alive connection).
-    Eof,
-    Io(io::Error),
-    Bad(String),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        ReadError::Io(e)
-    }
-}
-
-/// Appends what the socket has to `buf`; an EOF here is a request cut short (`what`).
-fn fill(
-    w: &mut Waiter,
-    s: &mut Stream,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-    what: &str,
-) -> Result<usize, ReadError> {
-    let mut chunk = [0u8; 16384];
-    let n = w.read_some(s, &mut chunk, deadline)?;
-    if n == 0 && !buf.is_empty() {
-        return Err(ReadError::Bad(format!(
-            "connection closed inside the {what}"
-        )));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-/// Reads a request head. Returns it and the bytes read past it.
-fn read_head(
-    w: &mut Waiter,
-    s: &mut Stream,
-    mut buf: Vec<u8>,
-    deadline: Instant,
-) -> Result<(Request, Vec<u8>), ReadError> {
-    loop {
-        if let Some((req, n)) = http::parse_head(&buf).map_err(ReadError::Bad)? {
-            return Ok((req, buf.split_off(n)));
-        }
-        if fill(w, s, &mut buf, deadline, "request head")? == 0 {
-            return Err(ReadError::Eof);
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        match tungstenite::client(req, tcp) {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+            Err(e) => panic!("handshake: {e}"),
         }
     }
-}
 
-/// Reads the body (`Content-Length` or chunked). `buf` holds bytes already read past the
-/// head; returns the body and the bytes past it.
-fn read_body(
-    w: &mut Waiter,
-    s: &mut Stream,
-    req: &Request,
-    mut buf: Vec<u8>,
-    deadline: Instant,
-) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
-    let mut decoder = BodyDecoder::new(req).map_err(ReadError::Bad)?;
-    loop {
-        if let Some(body) = decoder.decode(&mut buf).map_err(ReadError::Bad)? {
-            return Ok((body, buf));
-        }
-        if fill(w, s, &mut buf, deadline, "body")? == 0 {
-            return Err(ReadError::Bad("connection closed inside the body".into()));
+    fn next_message(ws: &mut WebSocket<TcpStream>) -> ServiceMessage {
+        loop {
+            if let Message::Text(t) = ws.read().expect("a message") {
+                return ServiceMessage::decode(&t).unwrap();
+            }
         }
     }
-}
 
-/// Ends dropped sessions whose recovery window passed, until `stop` says so.
-pub(crate) fn reaper_loop(shared: Arc<Shared>, stop: crossbeam_channel::Receiver<()>) {
-    let tick = (shared.cfg.recovery_window / 4)
-        .clamp(Duration::from_millis(10), Duration::from_millis(250));
-    loop {
-        match stop.recv_timeout(tick) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => shared.reap_expired(),
-            _ => return,
+    fn connection_id(ws: &mut WebSocket<TcpStream>) -> String {
+        match next_message(ws) {
+            ServiceMessage::Connected { connection_id, .. } => connection_id,
+            other => panic!("expected connected first, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_suspended_connection_handles_no_frame_until_its_completion_but_still_writes() {
+        let (tx, waiting) = crossbeam_channel::unbounded();
+        *FRAMES.lock() = Some(tx);
+        let (shared, addr, server) = serve();
+        let mut ws = open(&shared, addr, "h").unwrap();
+        let id = connection_id(&mut ws);
+        let hub = shared.hub("h");
+        let limits = shared.cfg.limits;
+        let send = |text: &str| {
+            let over = hub.send_to_connection(&id, &server_message(text), &limits);
+            assert!(over.is_some_and(|o| o.0.is_empty()));
+        };
+        let server_data = |m: ServiceMessage| match m {
+            ServiceMessage::ServerMessage { data, .. } => data,
+            other => panic!("expected a server message, got {other:?}"),
+        };
+
+        // The ping behind `wait` waits with it; frames to the client do not.
+        ws.send(Message::text("wait")).unwrap();
+        ws.send(Message::text(r#"{"type":"ping"}"#)).unwrap();
+        let done = waiting.recv_timeout(WAIT).expect("the frame waits");
+        send("meanwhile");
+        assert_eq!(server_data(next_message(&mut ws)), Data::from("meanwhile"));
+        let resume: Resume = Box::new(|cx: Ctx<'_>| {
+            let limits = cx.shared.cfg.limits;
+            let over =
+                cx.hub
+                    .send_to_connection(cx.session.id(), &server_message("resumed"), &limits);
+            assert!(over.is_some());
+            Flow::Continue
+        });
+        std::thread::spawn(move || done.complete(resume))
+            .join()
+            .unwrap();
+        assert_eq!(server_data(next_message(&mut ws)), Data::from("resumed"));
+        assert_eq!(next_message(&mut ws), ServiceMessage::Pong);
+
+        // Abandoned: the connection reads on.
+        ws.send(Message::text("wait")).unwrap();
+        ws.send(Message::text(r#"{"type":"ping"}"#)).unwrap();
+        drop(waiting.recv_timeout(WAIT).expect("the frame waits"));
+        assert_eq!(next_message(&mut ws), ServiceMessage::Pong);
+
+        shared.request_stop();
+        let stopping = std::thread::spawn(move || server.join());
+        match ws.read() {
+            Ok(Message::Text(t)) => assert!(t.contains("disconnected"), "{t}"),
+            other => panic!("expected disconnected, got {other:?}"),
+        }
+        // Reading the close frame answers it, which ends the stop's wait.
+        assert!(matches!(ws.read(), Ok(Message::Close(_))));
+        stopping.join().unwrap();
+    }
+
+    #[test]
+    fn an_upgrade_waits_for_its_answer_without_holding_up_its_loop() {
+        let (tx, waiting) = crossbeam_channel::unbounded();
+        *UPGRADES.lock() = Some(tx);
+        let (shared, addr, server) = serve();
+        let s = shared.clone();
+        let (opened_tx, opened) = crossbeam_channel::unbounded();
+        let client = std::thread::spawn(move || {
+            for _ in 0..2 {
+                opened_tx.send(open(&s, addr, "later")).unwrap();
+            }
+        });
+        let (done, answer) = waiting.recv_timeout(WAIT).expect("the upgrade waits");
+        // Its loop serves others meanwhile, and the waiting upgrade got no answer.
+        let mut other = open(&shared, addr, "h").unwrap();
+        connection_id(&mut other);
+        assert!(
+            opened.try_recv().is_err(),
+            "no answer before the completion"
+        );
+        std::thread::spawn(move || done.complete(answer))
+            .join()
+            .unwrap();
+        let mut ws = opened
+            .recv_timeout(WAIT)
+            .unwrap()
+            .expect("the 101 once answered");
+        connection_id(&mut ws);
+
+        // Abandoned: refused with 500.
+        let (done, _answer) = waiting.recv_timeout(WAIT).expect("the upgrade waits");
+        drop(done);
+        match opened.recv_timeout(WAIT).unwrap() {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 500),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        client.join().unwrap();
+        // Gone before the stop, which then need not wait for their close replies.
+        drop((ws, other));
+        shared.request_stop();
+        server.join();
     }
 }

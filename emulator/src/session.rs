@@ -5,7 +5,7 @@
 //! the named operations below (`attach`, `detach`, `end`, `deliver`, ...). It knows
 //! nothing of sockets beyond the [`Link`] that wakes the one attached.
 //!
-//! Lock order: `exec`, then `st`. A connection thread holds `st` only to move frames in or
+//! Lock order: `exec`, then `st`. A socket's I/O thread holds `st` only to move frames in or
 //! out of the queues, never across I/O or a call into user code.
 
 // Re-exported: the connection code builds grants where it builds sessions.
@@ -33,7 +33,7 @@ enum Phase {
     Ended,
 }
 
-/// Something a connection thread must do to its socket, asked by another thread.
+/// Something a socket's I/O thread must do to it, asked by another thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     /// Abrupt TCP shutdown, no close frame; recoverable.
@@ -487,6 +487,15 @@ impl Session {
         !st.pending.is_empty()
     }
 
+    /// Lets go of queue space a burst left behind (called by the socket when it is idle),
+    /// so that an idle session holds little whatever it went through.
+    pub fn trim(&self) {
+        let mut st = self.st.lock();
+        shrink(&mut st.pending);
+        shrink(&mut st.unacked);
+        shrink(&mut st.delayed);
+    }
+
     // ---- requests with ack ids ----
 
     /// What to do with a request carrying `ack_id`, before it runs.
@@ -535,15 +544,22 @@ impl Session {
     }
 }
 
+/// Shrinks a queue that is mostly empty space.
+fn shrink<T>(q: &mut VecDeque<T>) {
+    const KEEP: usize = 16;
+    if q.capacity() > KEEP && q.capacity() > 4 * q.len() {
+        q.shrink_to(KEEP.max(2 * q.len()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn link() -> Arc<Link> {
         let poll = mio::Poll::new().unwrap();
-        Arc::new(Link::new(
-            mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
-        ))
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        Arc::new(Link::new(crate::wake::Notify::new(waker), 0))
     }
 
     const JR: Subprotocol = Subprotocol::JsonReliable;
@@ -715,6 +731,33 @@ mod tests {
         }
         assert!(dropped.deliver(&body, &LIMITS));
         assert!(dropped.end_reason().contains("Too many unacknowledged"));
+    }
+
+    #[test]
+    fn queues_shrink_back_once_a_burst_has_passed() {
+        let a = link();
+        let s = Session::open(
+            "c".into(),
+            None,
+            Subprotocol::JsonReliable,
+            Grants::default(),
+            "t".into(),
+            a.clone(),
+        );
+        let body = server_message();
+        let limits = UnackedLimits {
+            messages: usize::MAX,
+            bytes: usize::MAX,
+        };
+        for _ in 0..10_000 {
+            assert!(!s.deliver(&body, &limits));
+        }
+        assert_eq!(frames(&s, &a).len(), 10_001);
+        s.sequence_ack(10_000);
+        s.trim();
+        let st = s.st.lock();
+        assert!(st.pending.capacity() <= 16, "{}", st.pending.capacity());
+        assert!(st.unacked.capacity() <= 16, "{}", st.unacked.capacity());
     }
 
     #[test]

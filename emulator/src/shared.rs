@@ -1,5 +1,5 @@
 //! What every thread of the emulator shares: its settings, its hubs, the observers of
-//! what happens, the wake-ups of the connection threads, and the end of sessions.
+//! what happens, whether it stops, and the end of sessions.
 //!
 //! Lock order: `Shared::hubs` → a hub's tables → a session's lock → `Shared::observers`.
 
@@ -7,13 +7,11 @@ use crate::handler::{self, EventHandler};
 use crate::hub::{Hub, Overflowed};
 use crate::session::{Session, UnackedLimits};
 use crate::types::Observation;
-use crate::wake::Link;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Settings fixed when the emulator starts.
@@ -48,9 +46,6 @@ pub(crate) struct Shared {
     has_observers: AtomicBool,
     refuse_recoveries: AtomicBool,
     stopping: AtomicBool,
-    /// Every live connection thread's wake-up, by thread number.
-    links: Mutex<HashMap<u64, Arc<Link>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -62,8 +57,6 @@ impl Shared {
             has_observers: AtomicBool::new(false),
             refuse_recoveries: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            links: Mutex::new(HashMap::new()),
-            threads: Mutex::new(Vec::new()),
         }
     }
 
@@ -125,34 +118,6 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    // ---- connection threads ----
-
-    pub fn add_link(&self, id: u64, link: Arc<Link>) {
-        self.links.lock().insert(id, link);
-    }
-
-    pub fn remove_link(&self, id: u64) {
-        self.links.lock().remove(&id);
-    }
-
-    /// Wakes every connection thread (used by `stop`).
-    pub fn wake_all(&self) {
-        for link in self.links.lock().values() {
-            link.wake();
-        }
-    }
-
-    /// Keeps a connection thread's handle for `stop`, forgetting finished ones.
-    pub fn track_thread(&self, handle: JoinHandle<()>) {
-        let mut threads = self.threads.lock();
-        threads.retain(|h| !h.is_finished());
-        threads.push(handle);
-    }
-
-    pub fn take_threads(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *self.threads.lock())
     }
 
     // ---- the upstream handler ----

@@ -1,140 +1,198 @@
 //! The socket side of a WebSocket upgrade on `/client/hubs/{hub}` and `/client/?hub={hub}`:
-//! writes the refusal or the 101 that `admission` decided, then runs the connection.
+//! the answer `admission` decides (a refusal or the 101), and once the answer is written,
+//! the WebSocket it turns the socket into.
+//!
+//! An answer may wait for another thread (a connect event handler, upstream):
+//! [`Answering::Later`] — the request's socket then waits in its own phase, reading and
+//! writing nothing, until the completion wakes it with the [`Answer`].
 
-use crate::admission::{self, Handshake, Refusal};
+use crate::admission::{self, Admitted, Handshake, RecoveryAttempt, Refusal};
 use crate::connection::Connection;
 use crate::http::{self, Request};
-use crate::net::{Stream, Waiter};
-use std::io;
-use std::time::{Duration, Instant};
+use crate::hub::Hub;
+use crate::net::Stream;
+use crate::session::Session;
+use crate::shared::Shared;
+use crate::wake::{Awaited, Link};
+use crate::wire::{Refused, Wire};
+use std::sync::Arc;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, Utf8Bytes, WebSocket};
-use webpubsub_protocol::MAX_MESSAGE_BYTES;
 
-/// How long the handshake's answer may take to write.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn ws_config() -> WebSocketConfig {
-    // Frames over 1 MB get an ack error; only frames far beyond it end the connection.
-    WebSocketConfig::default()
-        .max_message_size(Some(4 * MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(4 * MAX_MESSAGE_BYTES))
-        .write_buffer_size(64 * 1024)
+/// The HTTP answer to an upgrade request, and what follows once it is written.
+pub(crate) struct Answer {
+    pub response: Vec<u8>,
+    pub then: Then,
 }
 
-/// Handles an upgrade request on a client path. Returns when the socket is done.
-pub(crate) fn handle(w: Waiter, s: Stream, req: Request, hub_name: String, leftover: Vec<u8>) {
-    let deadline = Instant::now() + WRITE_TIMEOUT;
-    let hs = match admission::handshake(&req) {
+/// What a socket becomes after its upgrade answer.
+pub(crate) enum Then {
+    /// Nothing: the answer was a refusal and the socket closes.
+    Close,
+    /// A new session.
+    Open {
+        hub: Arc<Hub>,
+        admitted: Admitted,
+        hs: Handshake,
+    },
+    /// A recovery: the session moves to this socket, or (`None`) the socket is closed
+    /// with 1008.
+    Recover {
+        hub: Arc<Hub>,
+        session: Option<Arc<Session>>,
+        attempt: RecoveryAttempt,
+    },
+}
+
+/// A socket after a 101.
+pub(crate) enum Upgraded {
+    Connection(Connection),
+    Refused(Refused),
+}
+
+/// An upgrade's answer: now, or once what it waits for has arrived.
+pub(crate) enum Answering {
+    Now(Box<Answer>),
+    /// Made with [`completion`](crate::wake::completion) on the socket's link.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "returned once connects call the HTTP event handlers"
+        )
+    )]
+    Later(Awaited<Answer>),
+}
+
+/// What answers an upgrade request: [`answer`], or a test's.
+pub(crate) type Answerer = fn(&Shared, &Request, &str, &Arc<Link>) -> Answering;
+
+/// Answers an upgrade request for `hub_name` on the socket of `_link` (whose wake-up a
+/// completion would use).
+pub(crate) fn answer(
+    shared: &Shared,
+    req: &Request,
+    hub_name: &str,
+    _link: &Arc<Link>,
+) -> Answering {
+    Answering::Now(Box::new(decide(shared, req, hub_name)))
+}
+
+/// Decides the answer to an upgrade request for `hub_name`: a new connection's token is
+/// checked, and a recovery's session looked up, before the 101.
+pub(crate) fn decide(shared: &Shared, req: &Request, hub_name: &str) -> Answer {
+    let hs = match admission::handshake(req) {
         Ok(hs) => hs,
-        Err(r) => return refuse(w, s, &req, r, deadline),
+        Err(r) => return refuse(shared, req, r),
     };
-    match admission::recovery_attempt(&req) {
-        Some(attempt) => recover(w, s, hub_name, &hs, attempt, leftover, deadline),
-        None => connect(w, s, req, hub_name, &hs, leftover, deadline),
+    let hub = shared.hub(hub_name);
+    match admission::recovery_attempt(req) {
+        Some(attempt) => {
+            let session = admission::recoverable(shared, &hub, &attempt);
+            let response = switching_protocols(&hs);
+            let then = Then::Recover {
+                hub,
+                session,
+                attempt,
+            };
+            Answer { response, then }
+        }
+        None => match admission::admit(shared, req, hub_name) {
+            Ok(admitted) => {
+                let response = switching_protocols(&hs);
+                let then = Then::Open { hub, admitted, hs };
+                Answer { response, then }
+            }
+            Err(r) => refuse(shared, req, r),
+        },
     }
 }
 
-/// A recovery: the session moves to this socket, or the socket is closed with 1008.
-fn recover(
-    mut w: Waiter,
-    mut s: Stream,
-    hub_name: String,
-    hs: &Handshake,
-    attempt: admission::RecoveryAttempt,
-    leftover: Vec<u8>,
-    deadline: Instant,
-) {
-    let shared = w.shared.clone();
-    let hub = shared.hub(&hub_name);
-    let session = admission::recoverable(&shared, &hub, &attempt);
-    if !switch(&mut w, &mut s, hs, deadline) {
-        return;
+/// The answer when what an upgrade waited for was abandoned.
+pub(crate) fn abandoned() -> Answer {
+    let reason = "The connect event handler gave no answer";
+    log::warn!("emulator: refused an upgrade: {reason}");
+    Answer {
+        response: http::response(
+            500,
+            "text/plain; charset=utf-8",
+            reason.as_bytes(),
+            false,
+            false,
+        ),
+        then: Then::Close,
     }
-    let mut ws = WebSocket::from_partially_read(s, leftover, Role::Server, Some(ws_config()));
-    let Some(session) = session else {
-        admission::recovery_refused(&shared, &hub, attempt);
-        return close_policy(
-            &mut w,
-            &mut ws,
-            "Invalid or expired reconnection token, or the session is closed",
-        );
-    };
-    admission::recover(&shared, &hub, &session, w.link.clone());
-    Connection::new(w, ws, hub, session).run()
 }
 
-/// A new connection: its token is checked before the 101.
-fn connect(
-    mut w: Waiter,
-    mut s: Stream,
-    req: Request,
-    hub_name: String,
-    hs: &Handshake,
-    leftover: Vec<u8>,
-    deadline: Instant,
-) {
-    let shared = w.shared.clone();
-    let admitted = match admission::admit(&shared, &req, &hub_name) {
-        Ok(a) => a,
-        Err(r) => return refuse(w, s, &req, r, deadline),
-    };
-    if !switch(&mut w, &mut s, hs, deadline) {
-        return;
-    }
-    let ws = WebSocket::from_partially_read(s, leftover, Role::Server, Some(ws_config()));
-    let hub = shared.hub(&hub_name);
-    let session = admission::open(&shared, &hub, admitted, hs, w.link.clone());
-    Connection::new(w, ws, hub, session).run()
-}
-
-/// Answers with an HTTP error; the socket closes.
-fn refuse(mut w: Waiter, mut s: Stream, req: &Request, r: Refusal, deadline: Instant) {
-    admission::refused(&w.shared, req, &r);
-    let resp = http::response(
+/// An HTTP error; the socket closes after it.
+fn refuse(shared: &Shared, req: &Request, r: Refusal) -> Answer {
+    admission::refused(shared, req, &r);
+    let response = http::response(
         r.status,
         "text/plain; charset=utf-8",
         r.reason.as_bytes(),
         false,
         false,
     );
-    let _ = w.write_all(&mut s, &resp, deadline);
-}
-
-/// Writes the 101 response. Returns false if the socket failed.
-fn switch(w: &mut Waiter, s: &mut Stream, hs: &Handshake, deadline: Instant) -> bool {
-    let accept = tungstenite::handshake::derive_accept_key(hs.key.as_bytes());
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
-        hs.subprotocol
-    );
-    match w.write_all(s, resp.as_bytes(), deadline) {
-        Ok(()) => true,
-        Err(e) => {
-            log::debug!("emulator: writing the 101 response failed: {e}");
-            false
-        }
+    Answer {
+        response,
+        then: Then::Close,
     }
 }
 
-/// Closes a just-accepted WebSocket with 1008 (bounded).
-fn close_policy(w: &mut Waiter, ws: &mut WebSocket<Stream>, reason: &str) {
-    let _ = ws.close(Some(CloseFrame {
-        code: CloseCode::Policy,
-        reason: Utf8Bytes::from(reason),
-    }));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let r = ws.flush().and_then(|_| ws.read().map(|_: Message| ()));
-        match r {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                if w.wait_until(deadline).is_err() {
-                    break;
-                }
-            }
-            Err(_) => break,
+fn switching_protocols(hs: &Handshake) -> Vec<u8> {
+    let accept = tungstenite::handshake::derive_accept_key(hs.key.as_bytes());
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
+        hs.subprotocol
+    )
+    .into_bytes()
+}
+
+/// The 101 is written: the session opens on this socket or moves to it, or the refused
+/// recovery is closed. `leftover` holds bytes the client sent behind its request.
+pub(crate) fn switched(
+    shared: &Shared,
+    then: Then,
+    stream: Stream,
+    leftover: Vec<u8>,
+    link: &Arc<Link>,
+) -> Option<Upgraded> {
+    let wire = Wire::new(stream, leftover);
+    match then {
+        Then::Close => None,
+        Then::Open { hub, admitted, hs } => {
+            let session = admission::open(shared, &hub, admitted, &hs, link.clone());
+            Some(Upgraded::Connection(Connection::new(
+                wire,
+                link.clone(),
+                hub,
+                session,
+            )))
+        }
+        Then::Recover {
+            hub,
+            session: Some(session),
+            ..
+        } => {
+            admission::recover(shared, &hub, &session, link.clone());
+            Some(Upgraded::Connection(Connection::new(
+                wire,
+                link.clone(),
+                hub,
+                session,
+            )))
+        }
+        Then::Recover {
+            hub,
+            session: None,
+            attempt,
+        } => {
+            admission::recovery_refused(shared, &hub, attempt);
+            Some(Upgraded::Refused(Refused::new(
+                wire,
+                CloseCode::Policy,
+                "Invalid or expired reconnection token, or the session is closed",
+            )))
         }
     }
 }

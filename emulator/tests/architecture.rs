@@ -5,7 +5,8 @@
 use std::path::Path;
 
 /// Lowest first. The protocol logic (`admission`, `messages`, `rest`) sits below every
-/// module that touches a socket (`net` and up), so it cannot reach for one.
+/// module that touches a socket or a frame (`net`, `websocket` and up), so it cannot reach for
+/// one.
 const LAYERS: &[&[&str]] = &[
     &[
         "auth", "checks", "frames", "handler", "http", "odata", "patterns", "types", "upstream",
@@ -19,9 +20,12 @@ const LAYERS: &[&[&str]] = &[
     &["admission", "exchange", "handle", "messages"],
     &["faults"],
     &["rest"],
-    &["net"],
+    &["net", "websocket"],
+    &["wire"],
     &["connection"],
     &["upgrade"],
+    &["request"],
+    &["io_loop"],
     &["server"],
     &["emulator"],
 ];
@@ -44,7 +48,11 @@ fn the_layer_check_sees_the_modules() {
     let graph = webpubsub_testkit::modules::graph(&src);
     let listed: usize = LAYERS.iter().map(|l| l.len()).sum();
     assert_eq!(graph.len(), listed, "modules: {:?}", graph.keys());
-    assert!(graph["server"].contains("upgrade"), "{:?}", graph["server"]);
+    assert!(
+        graph["request"].contains("upgrade"),
+        "{:?}",
+        graph["request"]
+    );
     assert!(
         graph["messages"].contains("session"),
         "{:?}",

@@ -4,8 +4,8 @@
 //! - [`chaos_proxy`]: the TCP relay between a client and a server, transparent or injecting
 //!   faults (cuts at byte offsets, stalls, refusals, pauses), and recording what it forwards.
 //! - [`log_capture`]: a logger that keeps every record, to assert what was logged or never was.
-//! - [`process`]: this process's threads, file descriptors and memory; child processes with
-//!   bounded waits.
+//! - [`process`]: the threads, file descriptors and memory of this process (or of a child);
+//!   child processes with bounded waits.
 //! - [`python`]: the official Python SDKs in a virtual environment under `target/`.
 //! - [`node`]: the official Node.js packages (the express event handler, the JS client) under
 //!   `target/`, and Node scripts run as bounded children.

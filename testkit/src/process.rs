@@ -1,5 +1,6 @@
 //! This process and its children: the threads, file descriptors and memory of the test
-//! process (from `/proc/self`), and child processes whose every wait is bounded.
+//! process (from `/proc/self`) or of a child (`/proc/PID`), and child processes whose every
+//! wait is bounded.
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,14 +35,23 @@ pub struct Thread {
 
 /// Every thread of this process now (`/proc/self/task`). Empty where there is no `/proc`.
 pub fn threads() -> Vec<Thread> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    threads_in("self")
+}
+
+/// Every thread of process `pid` now (`/proc/PID/task`), e.g. of a [`Spawned`] child.
+pub fn threads_of(pid: u32) -> Vec<Thread> {
+    threads_in(&pid.to_string())
+}
+
+fn threads_in(proc: &str) -> Vec<Thread> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{proc}/task")) else {
         return Vec::new();
     };
     tasks
         .filter_map(|e| {
             let tid = e.ok()?.file_name().into_string().ok()?;
             // A thread may end between the listing and this read: it is then not counted.
-            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{proc}/task/{tid}/comm")).ok()?;
             Some(Thread {
                 tid,
                 name: comm.trim_end().to_owned(),
@@ -61,17 +71,36 @@ pub fn count_threads(prefixes: &[&str]) -> usize {
 
 /// The open file descriptors of this process (`/proc/self/fd`).
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    open_fds_in("self")
+}
+
+/// The open file descriptors of process `pid` (`/proc/PID/fd`).
+pub fn open_fds_of(pid: u32) -> usize {
+    open_fds_in(&pid.to_string())
+}
+
+fn open_fds_in(proc: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{proc}/fd")).map_or(0, |d| d.count())
 }
 
 /// The resident memory of this process, in KiB (`VmRSS` of `/proc/self/status`).
 pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    rss_kib_in("self")
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    rss_kib_in(&pid.to_string())
+}
+
+fn rss_kib_in(proc: &str) -> u64 {
+    let path = format!("/proc/{proc}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
+        .unwrap_or_else(|| panic!("VmRSS in {path}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -186,6 +215,11 @@ impl Spawned {
             RecvTimeoutError::Timeout => NoLine::Timeout,
             RecvTimeoutError::Disconnected => NoLine::Eof,
         })
+    }
+
+    /// The child's process id (for [`threads_of`], [`rss_kib_of`], [`open_fds_of`]).
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the child wrote to standard error so far.

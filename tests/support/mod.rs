@@ -118,8 +118,9 @@ pub fn client_threads() -> usize {
 }
 
 /// Asserts that the client's thread count reaches `n` within a second. `join()` returns when
-/// the kernel clears the thread's tid, a moment before the task leaves `/proc/self/task`; this
-/// bounded re-check covers only that window.
+/// the kernel clears the thread's tid, a moment before the task leaves `/proc/self/task`; and
+/// a thread just spawned carries its creator's name until it runs and names itself (`start()`
+/// may return before the dispatcher ran). This bounded re-check covers only those windows.
 pub fn assert_client_threads(n: usize) {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
