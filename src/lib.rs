@@ -539,6 +539,8 @@ mod core;
 mod endpoint;
 mod error;
 mod events;
+mod invocations;
+mod invoke;
 mod io;
 mod options;
 mod proxy;
@@ -547,20 +549,23 @@ mod state;
 mod timers;
 mod transport;
 mod waiter;
+mod wire;
 
 /// The wire protocol (the `webpubsub-protocol` crate): message types, codecs and limits.
 pub use webpubsub_protocol as protocol;
 
 pub use ack_table::AckOutcome;
-pub use acks::{AckHandle, RequestOptions};
+pub use acks::{AckCanceller, AckHandle, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};
 pub use error::{
-    AckFailure, Cause, ConnectError, Error, InvalidInput, ProxyError, ProxyErrorKind, Result,
-    StateError, TimeoutKind,
+    AckFailure, Cancelled, Cause, ConnectError, Error, InvalidInput, InvokeFailure, ProxyError,
+    ProxyErrorKind, Result, StateError, TimeoutKind,
 };
 pub use events::{Event, GroupMessage, ServerMessage, Subscription};
+pub use invocations::InvokeResponse;
+pub use invoke::{InvokeHandle, InvokeOptions};
 pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
-pub use protocol::{Data, DataType};
+pub use protocol::{Data, DataType, Metadata};
 pub use proxy::Proxy;
 pub use retry::{RetryMode, RetryPolicy};
 pub use state::ClientState;
@@ -574,6 +579,9 @@ const _: () = {
     assert_send_sync::<WebPubSubClient>();
     assert_send_sync::<StartGuard>();
     assert_send_sync::<AckHandle>();
+    assert_send_sync::<AckCanceller>();
+    assert_send_sync::<InvokeHandle>();
+    assert_send_sync::<InvokeResponse>();
     assert_send_sync::<Error>();
     assert_send_sync::<Event>();
     assert_send_sync::<Credential>();

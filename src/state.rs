@@ -10,11 +10,12 @@
 //! `timers.rs`.
 
 use crate::ack_table::{AckOutcome, AckTable, Pending, RequestKind};
-use crate::error::{AckFailure, Error, InvalidInput, StateError};
+use crate::error::{AckFailure, Error, InvalidInput, InvokeFailure, StateError};
 use crate::events::Event;
-use crate::protocol::{AckError, ClientMessage};
+use crate::invocations::{InvocationTable, InvokeResponse};
+use crate::protocol::{AckError, ClientMessage, Data, Metadata, Subprotocol};
+use crate::wire::WireFrame;
 use std::collections::{BTreeSet, VecDeque};
-use tungstenite::Utf8Bytes;
 
 /// The client's state (B1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,8 +40,10 @@ pub enum ClientState {
 pub(crate) enum Outbound {
     /// An acked request; its frame is in the ack table.
     Acked(u64),
+    /// An invocation; its frame is in the invocation table.
+    Invocation(u64),
     /// A fire-and-forget frame.
-    Frame(Utf8Bytes),
+    Frame(WireFrame),
 }
 
 /// What the service's `connected` message means.
@@ -49,13 +52,13 @@ pub(crate) enum ConnectedOutcome {
     /// The session was recovered: resend these frames (B21); fire `Recovered` if the session
     /// had fired `Connected`.
     Recovered {
-        resend: Vec<Utf8Bytes>,
+        resend: Vec<WireFrame>,
         event: Option<Event>,
     },
     /// A new connection: write the rejoin frames; `connected` is the event to fire now (when
     /// nothing needs rejoining) or later, when the rejoins settle (B9).
     New {
-        rejoin: Vec<Utf8Bytes>,
+        rejoin: Vec<WireFrame>,
         connected: Option<Event>,
     },
 }
@@ -74,9 +77,31 @@ pub(crate) enum AckResolution<W> {
     Unknown,
 }
 
-/// The state shared by request threads and the I/O thread.
+/// What an `invokeResponse` resolved.
 #[derive(Debug)]
-pub(crate) struct Session<W> {
+pub(crate) enum InvokeResolution<I> {
+    /// The invocation's caller: send it the result.
+    Caller(I, Result<InvokeResponse, Error>),
+    /// No invocation waits for this id: cancelled, timed out or failed by a drop (B39,
+    /// B40), or not one of ours. The response is dropped.
+    Unknown,
+}
+
+/// What the end of a run leaves to notify (B5).
+#[derive(Debug)]
+pub(crate) struct Ended<W, I> {
+    /// Every request still waiting for its ack: it fails with `Stopped`.
+    pub waiters: Vec<W>,
+    /// Every invocation still waiting for its response: it fails with `Stopped`.
+    pub invocations: Vec<I>,
+    /// `Disconnected`, if the session had fired `Connected`.
+    pub event: Option<Event>,
+}
+
+/// The state shared by request threads and the I/O thread. `W` is what waits for an ack,
+/// `I` what waits for an invocation's response.
+#[derive(Debug)]
+pub(crate) struct Session<W, I = W> {
     state: ClientState,
     connection_id: Option<String>,
     user_id: Option<String>,
@@ -96,6 +121,13 @@ pub(crate) struct Session<W> {
     rejoins_outstanding: usize,
     next_ack_id: u64,
     acks: AckTable<W>,
+    /// Never reset: invocation ids do not repeat within the client's life (B40).
+    next_invocation_id: u64,
+    invocations: InvocationTable<I>,
+    /// Invocations written to a connection that ended, for the I/O thread to fail (B40).
+    lost_invocations: Vec<(u64, I)>,
+    /// The codec of the frames the session writes itself (rejoins, `cancelInvocation`).
+    subprotocol: Subprotocol,
     groups: BTreeSet<String>,
     outbox: VecDeque<Outbound>,
     /// The I/O thread is asleep in `poll`, or about to be, and has seen an empty outbox: a
@@ -105,8 +137,8 @@ pub(crate) struct Session<W> {
     auto_rejoin: bool,
 }
 
-impl<W> Session<W> {
-    pub(crate) fn new(auto_rejoin: bool) -> Session<W> {
+impl<W, I> Session<W, I> {
+    pub(crate) fn new(auto_rejoin: bool, subprotocol: Subprotocol) -> Session<W, I> {
         Session {
             state: ClientState::Stopped,
             connection_id: None,
@@ -120,6 +152,10 @@ impl<W> Session<W> {
             rejoins_outstanding: 0,
             next_ack_id: 1,
             acks: AckTable::default(),
+            next_invocation_id: 1,
+            invocations: InvocationTable::default(),
+            lost_invocations: Vec::new(),
+            subprotocol,
             groups: BTreeSet::new(),
             outbox: VecDeque::new(),
             io_idle: true,
@@ -227,10 +263,11 @@ impl<W> Session<W> {
         self.move_to(ClientState::Disconnected);
     }
 
-    /// The run ends (B5): every waiting request fails with `Stopped`; `Disconnected` fires if
-    /// the session had fired `Connected`. Groups are remembered (B7). The state is Stopped
-    /// before any event of the end fires, so that a handler sees the final state.
-    pub(crate) fn finish(&mut self, close_code: Option<u16>) -> (Vec<W>, Option<Event>) {
+    /// The run ends (B5): every waiting request and invocation fails with `Stopped`;
+    /// `Disconnected` fires if the session had fired `Connected`. Groups are remembered (B7).
+    /// The state is Stopped before any event of the end fires, so that a handler sees the
+    /// final state.
+    pub(crate) fn finish(&mut self, close_code: Option<u16>) -> Ended<W, I> {
         self.state = ClientState::Stopping;
         let (_, event) = self.lose_session(close_code);
         let waiters = self
@@ -239,11 +276,20 @@ impl<W> Session<W> {
             .into_iter()
             .filter_map(|(_, p)| p.waiter)
             .collect();
+        let invocations = std::mem::take(&mut self.lost_invocations)
+            .into_iter()
+            .chain(self.invocations.take_all())
+            .map(|(_, w)| w)
+            .collect();
         self.outbox.clear();
         self.start_pending = false;
         self.user_id = None;
         self.state = ClientState::Stopped;
-        (waiters, event)
+        Ended {
+            waiters,
+            invocations,
+            event,
+        }
     }
 
     // ----- requests (request threads) -----
@@ -273,7 +319,7 @@ impl<W> Session<W> {
         &mut self,
         ack_id: u64,
         kind: RequestKind,
-        frame: Utf8Bytes,
+        frame: WireFrame,
         waiter: W,
     ) -> Result<bool, Error> {
         if self.is_ending() {
@@ -294,8 +340,92 @@ impl<W> Session<W> {
         Ok(self.push(Outbound::Acked(ack_id)))
     }
 
+    /// Parks a request between two attempts (its message-retry backoff, B26): it waits in
+    /// the ack table under its ack id, so that a stop fails it and a late ack of an earlier
+    /// attempt resolves it, but it is not written until [`unpark`](Self::unpark).
+    pub(crate) fn park(
+        &mut self,
+        ack_id: u64,
+        kind: RequestKind,
+        frame: WireFrame,
+        waiter: W,
+    ) -> Result<(), Error> {
+        if self.is_ending() {
+            return Err(Error::Stopped);
+        }
+        let fresh = self.acks.insert_new(
+            ack_id,
+            Pending {
+                frame,
+                kind,
+                sent: false,
+                waiter: Some(waiter),
+            },
+        );
+        if !fresh {
+            return Err(Error::InvalidInput(InvalidInput::AckIdInUse(ack_id)));
+        }
+        Ok(())
+    }
+
+    /// The backoff of a parked request is over: it goes out again. Returns whether the I/O
+    /// thread needs a wake-up; `false` too if the request is no longer parked (resolved,
+    /// stopped).
+    pub(crate) fn unpark(&mut self, ack_id: u64) -> bool {
+        if self.is_ending() || !self.acks.contains(ack_id) {
+            return false;
+        }
+        self.push(Outbound::Acked(ack_id))
+    }
+
+    /// The next invocation id (B40: never repeated within the client's life); refused when
+    /// stopped.
+    pub(crate) fn new_invocation_id(&mut self) -> Result<u64, Error> {
+        if self.is_ending() {
+            return Err(Error::Stopped);
+        }
+        let id = self.next_invocation_id;
+        self.next_invocation_id += 1;
+        Ok(id)
+    }
+
+    /// Registers an invocation before its frame is queued, like [`register`](Self::register).
+    /// Returns whether the I/O thread needs a wake-up.
+    pub(crate) fn register_invocation(
+        &mut self,
+        invocation_id: u64,
+        frame: WireFrame,
+        waiter: I,
+    ) -> Result<bool, Error> {
+        if self.is_ending() {
+            return Err(Error::Stopped);
+        }
+        self.invocations.insert(invocation_id, frame, waiter);
+        Ok(self.push(Outbound::Invocation(invocation_id)))
+    }
+
+    /// The caller stopped waiting for an invocation (cancel, timeout, dropped handle; B39):
+    /// forget it, and if it went out on the current connection, tell the service with
+    /// `cancelInvocation`. Returns whether the I/O thread needs a wake-up.
+    pub(crate) fn cancel_invocation(&mut self, invocation_id: u64) -> bool {
+        let Some(p) = self.invocations.remove(invocation_id) else {
+            return false;
+        };
+        if !p.sent || self.is_ending() {
+            // Never written: the service never heard of it.
+            return false;
+        }
+        let frame = WireFrame::encode(
+            &ClientMessage::CancelInvocation {
+                invocation_id: invocation_id.to_string(),
+            },
+            self.subprotocol,
+        );
+        self.push(Outbound::Frame(frame))
+    }
+
     /// Queues a fire-and-forget frame (B28). Returns whether to wake the I/O thread.
-    pub(crate) fn queue_frame(&mut self, frame: Utf8Bytes) -> Result<bool, Error> {
+    pub(crate) fn queue_frame(&mut self, frame: WireFrame) -> Result<bool, Error> {
         if self.is_ending() {
             return Err(Error::Stopped);
         }
@@ -332,7 +462,7 @@ impl<W> Session<W> {
     /// Moves what the outbox holds into `out` if the session is ready, marking acked requests
     /// as sent. Requests already sent (by a resend) or abandoned are skipped. Returns whether
     /// the session is ready (`connected` arrived on the current socket).
-    pub(crate) fn drain_outbox(&mut self, out: &mut Vec<Utf8Bytes>) -> bool {
+    pub(crate) fn drain_outbox(&mut self, out: &mut Vec<WireFrame>) -> bool {
         if !self.ready {
             return false;
         }
@@ -347,6 +477,11 @@ impl<W> Session<W> {
                             p.sent = true;
                             out.push(p.frame.clone());
                         }
+                    }
+                }
+                Outbound::Invocation(id) => {
+                    if let Some(f) = self.invocations.mark_sent(id) {
+                        out.push(f.clone());
                     }
                 }
             }
@@ -414,17 +549,18 @@ impl<W> Session<W> {
     }
 
     /// A `joinGroup` per remembered group, registered as the client's own requests.
-    fn rejoin_requests(&mut self) -> Vec<Utf8Bytes> {
+    fn rejoin_requests(&mut self) -> Vec<WireFrame> {
         let groups: Vec<String> = self.groups.iter().cloned().collect();
         let mut frames = Vec::with_capacity(groups.len());
         for group in groups {
             let id = self.next_id();
-            let frame: Utf8Bytes = ClientMessage::JoinGroup {
-                group: group.clone(),
-                ack_id: Some(id),
-            }
-            .encode()
-            .into();
+            let frame = WireFrame::encode(
+                &ClientMessage::JoinGroup {
+                    group: group.clone(),
+                    ack_id: Some(id),
+                },
+                self.subprotocol,
+            );
             frames.push(frame.clone());
             self.acks.insert(
                 id,
@@ -521,6 +657,40 @@ impl<W> Session<W> {
         AckResolution::Rejoin { failed, connected }
     }
 
+    /// An `invokeResponse` (B38): the waiting invocation's result, or nothing if none waits
+    /// (a late response after a cancel, a timeout or a drop is dropped, B39, B40).
+    pub(crate) fn on_invoke_response(
+        &mut self,
+        invocation_id: &str,
+        success: bool,
+        data: Option<Data>,
+        error: Option<AckError>,
+        metadata: Metadata,
+    ) -> InvokeResolution<I> {
+        // Our ids are decimal counters; any other id is not ours.
+        let Some(id) = invocation_id.parse::<u64>().ok() else {
+            return InvokeResolution::Unknown;
+        };
+        let Some(p) = self.invocations.remove(id) else {
+            return InvokeResolution::Unknown;
+        };
+        let result = if success {
+            Ok(InvokeResponse {
+                invocation_id: id,
+                data,
+                metadata,
+            })
+        } else {
+            let e = error.unwrap_or_else(|| AckError::new("Unknown", ""));
+            Err(Error::Invoke(InvokeFailure {
+                invocation_id: id,
+                name: e.name,
+                message: e.message,
+            }))
+        };
+        InvokeResolution::Caller(p.waiter, result)
+    }
+
     /// The service's `disconnected` message: its reason goes into the `Disconnected` event.
     pub(crate) fn on_disconnected_message(&mut self, message: Option<String>) {
         self.last_disconnected_message = message;
@@ -535,6 +705,10 @@ impl<W> Session<W> {
         reliable: bool,
     ) -> AfterClose {
         self.ready = false;
+        // B40: an invocation written to this connection has an unknown outcome now, whatever
+        // follows (recovery included): nothing resends it or its response.
+        let lost = self.invocations.take_sent();
+        self.lost_invocations.extend(lost);
         if self.is_ending() {
             return AfterClose::Stop;
         }
@@ -558,6 +732,12 @@ impl<W> Session<W> {
         } else {
             AfterClose::SessionLost
         }
+    }
+
+    /// The invocations the last connection's end left with an unknown outcome (B40): their
+    /// callers get `InvocationLost`.
+    pub(crate) fn take_lost_invocations(&mut self) -> Vec<(u64, I)> {
+        std::mem::take(&mut self.lost_invocations)
     }
 
     /// Whether `Recovering` should fire for a recovery that starts now (B14).

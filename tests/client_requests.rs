@@ -2,7 +2,7 @@
 mod support;
 use std::time::{Duration, Instant};
 use support::*;
-use webpubsub_client::protocol::ClientMessage;
+use webpubsub_client::protocol::{ClientMessage, ProtobufAny};
 use webpubsub_client::{
     Data, Error, Event, InvalidInput, RequestOptions, RetryPolicy, TimeoutKind, WebPubSubClient,
 };
@@ -334,7 +334,10 @@ fn payload_types_round_trip() {
         Data::from("text é \"quoted\""),
         Data::from(serde_json::json!({"n": 1, "a": [true, null]})),
         Data::from(vec![0u8, 1, 2, 255]),
-        Data::Protobuf(vec![8, 150, 1]),
+        Data::from(ProtobufAny::new(
+            "type.googleapis.com/demo.Id",
+            vec![8, 150, 1],
+        )),
         Data::json(&vec![1, 2, 3]).unwrap(),
     ];
     for p in &payloads {
