@@ -15,6 +15,7 @@ pub(crate) const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// about once per `interval`; for at most `window`; a close code 1008 ends it at once.
 #[derive(Debug, Clone)]
 pub(crate) struct RecoveryPlan {
+    began: Instant,
     deadline: Instant,
     interval: Duration,
     /// Attempts failed so far in this episode.
@@ -24,6 +25,7 @@ pub(crate) struct RecoveryPlan {
 impl RecoveryPlan {
     pub(crate) fn new(now: Instant, window: Duration, interval: Duration) -> RecoveryPlan {
         RecoveryPlan {
+            began: now,
             deadline: now + window,
             interval,
             failures: 0,
@@ -35,6 +37,11 @@ impl RecoveryPlan {
     fn pause(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(20);
         (RECOVERY_FIRST_PAUSE * (1u32 << doublings)).min(self.interval)
+    }
+
+    /// How long the episode has lasted, and how many of its attempts failed (for the log).
+    pub(crate) fn progress(&self, now: Instant) -> (Duration, u32) {
+        (now.saturating_duration_since(self.began), self.failures)
     }
 
     /// The deadline of the whole episode; an attempt still dialing then is abandoned.

@@ -223,10 +223,15 @@ impl IoThread {
             user_id,
             reconnection_token,
         );
-        self.recovery = None;
+        let episode = self.recovery.take().map(|p| p.progress(now));
         match outcome {
             ConnectedOutcome::Recovered { resend, event } => {
-                log::info!("session recovered; resending {} request(s)", resend.len());
+                let (took, failed) = episode.unwrap_or_default();
+                log::info!(
+                    "session recovered after {took:?} ({failed} failed attempt(s)); resending {} \
+                     request(s)",
+                    resend.len()
+                );
                 self.seq.on_recovered(now);
                 for f in &resend {
                     write(o, f);

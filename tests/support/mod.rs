@@ -23,7 +23,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const HUB: &str = "hub";
 
 pub fn init_log() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    let _ = env_logger::builder()
+        .is_test(true)
+        .format_timestamp_micros()
+        .try_init();
 }
 
 /// A client access URL with the roles to join, leave and publish.
