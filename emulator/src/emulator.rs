@@ -92,6 +92,7 @@ pub struct EmulatorBuilder {
     tls: Option<native_tls::Identity>,
     handler: EventHandler,
     upstream: upstream::UpstreamConfig,
+    rest_faults: bool,
 }
 
 impl fmt::Debug for EmulatorBuilder {
@@ -104,6 +105,7 @@ impl fmt::Debug for EmulatorBuilder {
             .field("max_unacked_bytes", &self.limits.bytes)
             .field("tls", &self.tls.is_some())
             .field("upstream", &self.upstream)
+            .field("rest_faults", &self.rest_faults)
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +123,7 @@ impl Default for EmulatorBuilder {
             tls: None,
             handler: handler::default_handler(),
             upstream: upstream::UpstreamConfig::new(),
+            rest_faults: false,
         }
     }
 }
@@ -193,6 +196,14 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve the fault-injection routes under `/emulator/faults` (see the crate docs, "Faults
+    /// over HTTP"), so that tests in any language can drop connections, lose or fail acks
+    /// and refuse recoveries. Defaults to off: every such path is then a 404.
+    pub fn rest_faults(mut self, on: bool) -> Self {
+        self.rest_faults = on;
+        self
+    }
+
     /// Binds the port and starts the threads.
     pub fn start(self) -> Result<Emulator, StartError> {
         let tls = match self.tls {
@@ -217,6 +228,7 @@ impl EmulatorBuilder {
             tls,
             handler: self.handler,
             endpoint: format!("{scheme}://{addr}"),
+            rest_faults: self.rest_faults,
         }));
         let poll = mio::Poll::new().map_err(StartError::Listener)?;
         let waker =

@@ -1,7 +1,8 @@
 //! [`HubHandle`]: server-side operations on one hub, shared by Rust callers and the REST API.
 
 use crate::client_url::ClientUrlBuilder;
-use crate::hub::Hub;
+use crate::hub::{Audience, Hub};
+use crate::odata::Filter;
 use crate::session::{Command, Faults, Session};
 use crate::shared::Shared;
 use crate::types::{ConnectionInfo, Permission, UpstreamEvent};
@@ -125,7 +126,45 @@ impl HubHandle {
         self.shared.end_overflowed(&self.hub, over);
     }
 
+    /// A server message with metadata to the connections of `to` that pass `filter`,
+    /// except the listed ones (what a REST send does).
+    pub(crate) fn send_where(
+        &self,
+        to: Audience<'_>,
+        data: Data,
+        metadata: Metadata,
+        excluded: &[String],
+        filter: Option<&Filter>,
+    ) {
+        let msg = ServiceMessage::ServerMessage {
+            data,
+            sequence_id: None,
+            metadata,
+        };
+        let limits = &self.shared.cfg.limits;
+        let over = self
+            .hub
+            .send_where(to, &msg, &strs(excluded), filter, limits);
+        self.shared.end_overflowed(&self.hub, over);
+    }
+
     // ---- groups ----
+
+    /// Adds (`add`) or removes every connection that passes `filter` to or from each group.
+    pub(crate) fn regroup_where(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+        self.hub.regroup_where(groups, filter, add);
+    }
+
+    /// At most `limit` members of a group after connection id `after`, sorted, with their
+    /// users; and whether more follow.
+    pub(crate) fn members_page(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, Option<String>)>, bool) {
+        self.hub.members_page(group, after, limit)
+    }
 
     /// Adds a connection to a group. Returns `false` if the connection does not exist.
     pub fn add_connection_to_group(
@@ -203,8 +242,38 @@ impl HubHandle {
         }
     }
 
-    /// Grants a permission, for one group (`Some`) or every group (`None`).
-    /// Returns `false` if the connection does not exist.
+    /// Closes every connection in a group except the listed ones.
+    pub fn close_group_connections<S: AsRef<str>>(
+        &self,
+        group: impl AsRef<str>,
+        excluded: &[S],
+        reason: &str,
+    ) {
+        let excluded = strs(excluded);
+        for id in self.group_members(group) {
+            if !excluded.contains(&id.as_str()) {
+                self.close_connection(&id, reason);
+            }
+        }
+    }
+
+    /// Closes every connection of a user except the listed ones.
+    pub fn close_user_connections<S: AsRef<str>>(
+        &self,
+        user: impl AsRef<str>,
+        excluded: &[S],
+        reason: &str,
+    ) {
+        let (user, excluded) = (user.as_ref(), strs(excluded));
+        for c in self.connections() {
+            if c.user_id.as_deref() == Some(user) && !excluded.contains(&c.connection_id.as_str()) {
+                self.close_connection(&c.connection_id, reason);
+            }
+        }
+    }
+
+    /// Grants a permission, for one group (`Some`, a group name: `*` in it is just a
+    /// character) or every group (`None`). Returns `false` if the connection does not exist.
     pub fn grant_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -217,8 +286,10 @@ impl HubHandle {
     }
 
     /// Revokes a permission (granted at run time or by a token role). `None` revokes the
-    /// permission for every group and every single-group grant of it; `Some(g)` revokes
-    /// the grant for `g` only. Returns `false` if the connection does not exist.
+    /// permission for every group, every pattern role and every single-group grant of it;
+    /// `Some(g)` revokes it for `g` only — even where the every-group role or a pattern
+    /// role (`webpubsub.sendToGroups.room.*`) covers `g`. Returns `false` if the
+    /// connection does not exist.
     pub fn revoke_permission(
         &self,
         conn_id: impl AsRef<str>,
@@ -231,7 +302,7 @@ impl HubHandle {
     }
 
     /// Whether a connection has a permission: `None` asks for every group, `Some(g)` for
-    /// group `g` (a grant for every group counts).
+    /// group `g` (the every-group role and pattern roles that match `g` count).
     pub fn has_permission(
         &self,
         conn_id: impl AsRef<str>,

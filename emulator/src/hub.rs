@@ -4,6 +4,7 @@
 //! Lock order: `Hub::tables` → a session's lock. Fan-out holds the tables while it hands
 //! one encoded frame to each member, so a member cannot leave halfway through a message.
 
+use crate::odata::{Filter, Subject};
 use crate::session::{encode, Session, UnackedLimits};
 use crate::types::{ConnectionInfo, UpstreamEvent};
 use parking_lot::Mutex;
@@ -11,7 +12,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{Data, Metadata, ServiceMessage};
+use webpubsub_protocol::{
+    Data, Metadata, ServiceMessage, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL,
+};
 
 /// Sessions whose unacked buffer overflowed while no socket was attached: they must be
 /// ended (which needs the emulator's observers, so the caller does it).
@@ -28,6 +31,35 @@ pub(crate) struct Hub {
 struct Entry {
     session: Arc<Session>,
     groups: BTreeSet<String>,
+}
+
+impl Entry {
+    /// The session as a filter sees it.
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            connection_id: self.session.id(),
+            user_id: self.session.user_id(),
+            groups: &self.groups,
+            protocol: if self.session.reliable() {
+                JSON_RELIABLE_SUBPROTOCOL
+            } else {
+                JSON_SUBPROTOCOL
+            },
+        }
+    }
+
+    fn passes(&self, filter: Option<&Filter>) -> bool {
+        filter.is_none_or(|f| f.matches(&self.subject()))
+    }
+}
+
+/// Whom a server message goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'a> {
+    All,
+    User(&'a str),
+    Group(&'a str),
+    Connection(&'a str),
 }
 
 #[derive(Default)]
@@ -349,6 +381,96 @@ impl Hub {
             Some(members) => fan_out(members.values(), &body, excluded, limits),
             None => Overflowed(Vec::new()),
         }
+    }
+
+    /// `msg` (a server message without sequence id) to the sessions of `to` that pass
+    /// `filter`, except the listed ones. The filter sees each session as it is when the
+    /// message goes out, under the same lock.
+    pub fn send_where(
+        &self,
+        to: Audience<'_>,
+        msg: &ServiceMessage,
+        excluded: &[&str],
+        filter: Option<&Filter>,
+        limits: &UnackedLimits,
+    ) -> Overflowed {
+        let body = encode(msg);
+        let t = self.tables.lock();
+        let ids: Vec<&str> = match to {
+            Audience::All => t.sessions.keys().map(String::as_str).collect(),
+            Audience::User(user) => t
+                .users
+                .get(user)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+            Audience::Group(group) => t
+                .groups
+                .get(group)
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .map(String::as_str)
+                .collect(),
+            Audience::Connection(id) => vec![id],
+        };
+        let selected: Vec<&Arc<Session>> = ids
+            .into_iter()
+            .filter_map(|id| t.sessions.get(id))
+            .filter(|e| e.passes(filter))
+            .map(|e| &e.session)
+            .collect();
+        fan_out(selected.into_iter(), &body, excluded, limits)
+    }
+
+    /// Adds (`add`) or removes every session that passes `filter` to or from each group.
+    /// The filter sees the sessions as they were before the change.
+    pub fn regroup_where(&self, groups: &[String], filter: Option<&Filter>, add: bool) {
+        let mut t = self.tables.lock();
+        let ids: Vec<String> = t
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.passes(filter))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            for g in groups {
+                if add {
+                    t.join(id, g);
+                } else {
+                    t.leave(id, g);
+                }
+            }
+        }
+    }
+
+    /// At most `limit` members of a group after the connection id `after`, in connection
+    /// id order, with their users; and whether more follow.
+    pub fn members_page(
+        &self,
+        group: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<(String, Option<String>)>, bool) {
+        let t = self.tables.lock();
+        let Some(members) = t.groups.get(group) else {
+            return (Vec::new(), false);
+        };
+        let mut ids: Vec<&String> = members
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        let more = ids.len() > limit;
+        let page = ids
+            .into_iter()
+            .take(limit)
+            .map(|id| {
+                let user = members[id].user_id().map(str::to_owned);
+                (id.clone(), user)
+            })
+            .collect();
+        (page, more)
     }
 
     // ---- upstream events ----

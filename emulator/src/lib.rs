@@ -1,10 +1,12 @@
 //! A local Azure Web PubSub service for tests and development.
 //!
 //! One TCP port serves the client WebSocket endpoint (`/client/hubs/{hub}` and
-//! `/client/?hub={hub}`) and the server REST API (`/api/hubs/{hub}/...`), over plain TCP or
-//! TLS. It speaks the two JSON subprotocols, with acks and their deduplication, sequence ids
-//! and session recovery, roles and run-time permissions, and upstream events; it lets tests
-//! watch what happens ([`Emulator::observe`]) and inject faults ([`HubHandle`]).
+//! `/client/?hub={hub}`) and the server REST API (`/api/hubs/{hub}/...`, every operation of
+//! data-plane API 2024-12-01), over plain TCP or TLS. It speaks the two JSON subprotocols,
+//! with acks and their deduplication, sequence ids and session recovery, roles (wildcard
+//! ones too) and run-time permissions, and upstream events; it lets tests watch what happens
+//! ([`Emulator::observe`]) and inject faults ([`HubHandle`], or over HTTP from any language:
+//! [Faults over HTTP](#faults-over-http)).
 //!
 //! It runs two ways: **in your test process** (this library), or as the **binary**
 //! `webpubsub-emulator` that any language's SDK can talk to (see the README: `cargo install
@@ -79,7 +81,8 @@
 //! What [`HubHandle`] offers:
 //! - **what an application server does** through the REST API: send to all, a user, a
 //!   connection or a group (with exclusions); add and remove connections and users to and
-//!   from groups; close connections; grant, revoke and check permissions; ask whether a
+//!   from groups; close connections (one, a group's, a user's, all); grant, revoke and
+//!   check permissions; ask whether a
 //!   connection, group or user exists; list connections and group members; read the
 //!   upstream `event`s clients sent ([`HubHandle::events`]);
 //! - **faults**: [`drop_connection`](HubHandle::drop_connection) (abrupt, recoverable),
@@ -99,11 +102,72 @@
 //!
 //! # The binary
 //!
-//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY]` serves on
-//! `127.0.0.1:8080` by default (`--port 0` picks a free port). Its first line on stdout is
+//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY] [--enable-faults]`
+//! serves on `127.0.0.1:8080` by default (`--port 0` picks a free port); `--help` lists
+//! every option (event handlers too). Its first line on stdout is
 //! the connection string (`Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;`),
 //! which the official server SDKs take as they are; a ready-made client URL for hub `chat`
 //! follows on stderr. It serves until interrupted; `RUST_LOG=debug` logs what it does.
+//!
+//! # The REST API
+//!
+//! The emulator's README lists every operation with its status next to Microsoft's
+//! emulator's. In short: sends to all, a user, a connection or a group take `excluded`
+//! (all, group), an OData `filter` (all, user, group), `messageTtlSeconds` (checked to be
+//! 0–300; delivery is immediate, so it never expires) and `X-WebPubSub-Metadata-<key>`
+//! headers, which become the message's metadata (keys in lower case, checked with the
+//! protocol crate's rules). `:addToGroups` / `:removeFromGroups` take `{"groups": [...],
+//! "filter": "..."}`; `GET /groups/{group}/connections` pages with `maxpagesize`, `top` and
+//! continuation tokens (absolute `nextLink`s); `HEAD /api/health` needs no token. Errors
+//! carry the service's body `{"code", "message", "target"}`.
+//!
+//! Filters follow the service's documented grammar over `connectionId`, `userId`, `groups`
+//! and `protocol`: comparisons (`eq`, `ne`, `gt`, `ge`, `lt`, `le`), `and`, `or`, `not`,
+//! parentheses, `in` (`'g1' in groups`, `userId in ('a', 'b')`), string literals with `''`
+//! for a quote, integers, `true`, `false`, `null`, and the functions `length`, `tolower`,
+//! `toupper`, `trim`, `concat`, `substring`, `indexof`, `contains`, `startswith`,
+//! `endswith`. They are parsed and type-checked before anything is sent; a bad one is a 400
+//! whose message names the position (in characters, from 0) and what was expected there.
+//!
+//! Wildcard roles `webpubsub.joinLeaveGroups.<pattern>` and `webpubsub.sendToGroups.<pattern>`
+//! allow the groups a pattern matches: `*` within one dot-separated segment, `**` across
+//! segments, `?` one character that is not `.`, `\*` `\?` `\\` literal, case-sensitive, at
+//! most 5 `*` (an invalid pattern gives nothing, as in the service). A REST grant's
+//! `targetName` is a group name; revoking one group denies it even where a pattern or the
+//! every-group role covers it.
+//!
+//! # Faults over HTTP
+//!
+//! With [`EmulatorBuilder::rest_faults`] (the binary's `--enable-faults`) the emulator
+//! serves its own routes under `/emulator/faults` — not part of the service's API — that
+//! call the faults of [`HubHandle`] and [`Emulator::refuse_recoveries`], so that tests in
+//! any language can use them. They are authorised as REST calls are (a bearer token signed
+//! with the access key, `aud` = the request URL); off, every such path is a 404.
+//!
+//! | route | fault |
+//! |---|---|
+//! | `GET /emulator/faults` | lists the routes (200, JSON) |
+//! | `POST /emulator/faults/hubs/{hub}/connections/{id}/:drop` | [`HubHandle::drop_connection`] |
+//! | `POST …/connections/{id}/:dropMidFrame` | [`HubHandle::drop_connection_mid_frame`] |
+//! | `POST …/connections/{id}/:loseNextAck` | [`HubHandle::lose_next_ack`] |
+//! | `POST …/connections/{id}/:failNextAcks?count=N` | [`HubHandle::fail_next_acks`] (default 1) |
+//! | `POST …/connections/{id}/:holdOutbound`, `:releaseOutbound` | [`HubHandle::hold_outbound`] |
+//! | `POST …/connections/{id}/:delayAcks?milliseconds=N` | [`HubHandle::delay_acks`] (at most 10 min) |
+//! | `POST /emulator/faults/:refuseRecoveries`, `:acceptRecoveries` | [`Emulator::refuse_recoveries`] |
+//!
+//! Success is 204; an unknown connection (for the drops: one without a socket) is a 404, a
+//! bad number a 400, with the REST API's error body.
+//!
+//! ```
+//! use std::time::Duration;
+//! use webpubsub_emulator::{rest_token, Emulator};
+//!
+//! let emu = Emulator::builder().rest_faults(true).start().unwrap();
+//! let url = format!("{}/emulator/faults/:refuseRecoveries", emu.endpoint());
+//! let token = rest_token(emu.access_key(), &url, Duration::from_secs(60));
+//! // Any HTTP client: POST `url` with `Authorization: Bearer {token}` → 204.
+//! # let _ = token;
+//! ```
 //!
 //! # Choices where the service leaves room
 //! - Only `json.reliable.webpubsub.azure.v1` and `json.webpubsub.azure.v1` are served; an
@@ -140,9 +204,10 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, types, upstream, wake}` → `session` → `hub` → `shared` →
-//! `{access, client_url}` → `{admission, handle, messages}` → `rest` → `net` →
-//! `connection` → `upgrade` → `server` → `emulator`.
+//! `{auth, checks, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
+//! `session` → `hub` → `shared` → `{access, client_url}` →
+//! `{admission, exchange, handle, messages}` → `faults` → `rest` → `net` → `connection` →
+//! `upgrade` → `server` → `emulator`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -154,13 +219,18 @@ mod checks;
 mod client_url;
 mod connection;
 mod emulator;
+mod exchange;
+mod faults;
 mod handle;
 mod handler;
 mod http;
 mod hub;
 mod messages;
 mod net;
+mod odata;
+mod patterns;
 mod rest;
+mod roles;
 mod server;
 mod session;
 mod shared;

@@ -17,6 +17,7 @@ webpubsub-emulator: a local Azure Web PubSub service (JSON subprotocols, REST AP
 USAGE:
     webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY]
                        [--event-handler SPEC]... [--config FILE] [--event-handler-timeout SECS]
+                       [--enable-faults]
 
 OPTIONS:
     --host ADDR         address to listen on (default 127.0.0.1)
@@ -33,12 +34,16 @@ OPTIONS:
                         \"SystemEvents\":[\"connect\"],\"EventPattern\":\"*\"}]}}}}; after --event-handler's
     --event-handler-timeout SECS
                         bound of a blocking event (connect, user events), retries included (default 30)
+    --enable-faults     serve the fault-injection routes under /emulator/faults (drop a connection,
+                        lose or fail acks, hold outbound frames, delay acks, refuse recoveries),
+                        authorised like REST calls; off by default (404)
     -h, --help          print this help
 
 The first line on stdout is the connection string, e.g.
     Endpoint=http://127.0.0.1:8080;AccessKey=...;Version=1.0;
 Client URLs: ws://HOST:PORT/client/hubs/{hub}?access_token=JWT
 REST API:    http://HOST:PORT/api/hubs/{hub}/...
+Faults:      http://HOST:PORT/emulator/faults (with --enable-faults; GET lists the routes)
 Logging:     RUST_LOG=info|debug|trace
 ";
 
@@ -49,6 +54,7 @@ struct Args {
     handlers: Vec<(String, EventHandlerConfig)>,
     config: Option<PathBuf>,
     timeout: Option<Duration>,
+    enable_faults: bool,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
@@ -59,6 +65,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
         handlers: Vec::new(),
         config: None,
         timeout: None,
+        enable_faults: false,
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -98,6 +105,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String>
                     .push(EventHandlerConfig::parse_cli(&v).map_err(|e| e.to_string())?);
             }
             "--config" => out.config = Some(PathBuf::from(value("--config")?)),
+            "--enable-faults" if inline.is_none() => out.enable_faults = true,
+            "--enable-faults" => return Err("--enable-faults takes no value".into()),
             "--event-handler-timeout" => {
                 let v = value("--event-handler-timeout")?;
                 let secs: f64 = v
@@ -178,7 +187,8 @@ fn main() -> ExitCode {
     };
     let mut builder = Emulator::builder()
         .addr(SocketAddr::new(args.host, args.port))
-        .upstream(upstream);
+        .upstream(upstream)
+        .rest_faults(args.enable_faults);
     if let Some(key) = args.access_key.or(file_key) {
         builder = builder.access_key(key);
     }
@@ -201,6 +211,12 @@ fn main() -> ExitCode {
         "webpubsub-emulator: serving {} (Ctrl-C to stop)",
         emu.endpoint()
     );
+    if args.enable_faults {
+        eprintln!(
+            "webpubsub-emulator: fault injection on: {}/emulator/faults",
+            emu.endpoint()
+        );
+    }
     // A ready-made client URL for trying things by hand (examples/listen.rs, a browser
     // console, an SDK): hub `chat`, every role, valid for a day.
     let demo_url = emu

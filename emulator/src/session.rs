@@ -8,6 +8,8 @@
 //! Lock order: `exec`, then `st`. A connection thread holds `st` only to move frames in or
 //! out of the queues, never across I/O or a call into user code.
 
+// Re-exported: the connection code builds grants where it builds sessions.
+pub(crate) use crate::roles::Grants;
 use crate::types::Permission;
 use crate::wake::Link;
 use parking_lot::{Mutex, MutexGuard};
@@ -57,37 +59,6 @@ pub(crate) struct Faults {
 pub(crate) struct UnackedLimits {
     pub messages: usize,
     pub bytes: usize,
-}
-
-/// The permissions of a session: for every group (`None`) or for one.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Grants(HashSet<(Permission, Option<String>)>);
-
-impl Grants {
-    /// Token roles as permissions: `webpubsub.joinLeaveGroup[.group]`,
-    /// `webpubsub.sendToGroup[.group]`; other roles are ignored.
-    pub fn from_roles(roles: &[String]) -> Grants {
-        let mut set = HashSet::new();
-        for role in roles {
-            for perm in [Permission::JoinLeaveGroup, Permission::SendToGroup] {
-                let prefix = perm.role();
-                if role == prefix {
-                    set.insert((perm, None));
-                } else if let Some(group) = role
-                    .strip_prefix(prefix)
-                    .and_then(|rest| rest.strip_prefix('.'))
-                {
-                    set.insert((perm, Some(group.to_owned())));
-                }
-            }
-        }
-        Grants(set)
-    }
-
-    fn allows(&self, perm: Permission, group: Option<&str>) -> bool {
-        self.0.contains(&(perm, None))
-            || group.is_some_and(|g| self.0.contains(&(perm, Some(g.to_owned()))))
-    }
 }
 
 /// What to do with a request that carries an ack id, before running it.
@@ -494,23 +465,13 @@ impl Session {
 
     /// Grants `perm` for one group (`Some`) or every group (`None`).
     pub fn grant(&self, perm: Permission, group: Option<&str>) {
-        self.st
-            .lock()
-            .grants
-            .0
-            .insert((perm, group.map(str::to_owned)));
+        self.st.lock().grants.grant(perm, group);
     }
 
-    /// Revokes `perm`: `None` for every group and every single-group grant of it, `Some(g)`
-    /// the grant for `g` only.
+    /// Revokes `perm`: `None` for every group, every pattern and every single-group grant of
+    /// it; `Some(g)` for `g` only (even where a pattern or the every-group right covers it).
     pub fn revoke(&self, perm: Permission, group: Option<&str>) {
-        let grants = &mut self.st.lock().grants.0;
-        match group {
-            None => grants.retain(|(p, _)| *p != perm),
-            Some(g) => {
-                grants.remove(&(perm, Some(g.to_owned())));
-            }
-        }
+        self.st.lock().grants.revoke(perm, group);
     }
 
     /// Changes the injected faults, and wakes the socket (held frames may go now).

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub handler: EventHandler,
     /// `http://127.0.0.1:PORT` (or https).
     pub endpoint: String,
+    /// Whether the fault routes (`/emulator/faults/...`) are served.
+    pub rest_faults: bool,
 }
 
 impl Config {

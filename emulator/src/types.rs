@@ -72,9 +72,11 @@ pub enum Observation {
 /// A run-time permission of a connection (PROTOCOL.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// Publish to a group (`webpubsub.sendToGroup[.group]`).
+    /// Publish to a group (roles `webpubsub.sendToGroup[.group]`,
+    /// `webpubsub.sendToGroups.<pattern>`).
     SendToGroup,
-    /// Join or leave a group (`webpubsub.joinLeaveGroup[.group]`).
+    /// Join or leave a group (roles `webpubsub.joinLeaveGroup[.group]`,
+    /// `webpubsub.joinLeaveGroups.<pattern>`).
     JoinLeaveGroup,
 }
 

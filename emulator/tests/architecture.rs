@@ -8,13 +8,15 @@ use std::path::Path;
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "types", "upstream", "wake",
+        "auth", "checks", "handler", "http", "odata", "patterns", "types", "upstream", "wake",
     ],
+    &["roles"],
     &["session"],
     &["hub"],
     &["shared"],
     &["access", "client_url"],
-    &["admission", "handle", "messages"],
+    &["admission", "exchange", "handle", "messages"],
+    &["faults"],
     &["rest"],
     &["net"],
     &["connection"],

@@ -138,9 +138,10 @@ fn rest_sends_deliver_text_json_and_binary_as_server_messages() {
         .status,
         202
     );
+    // An unknown content type is 415 Unsupported Media Type, as in the service.
     assert_eq!(
         post(&format!("/:send?{V}"), "application/xml", b"<a/>").status,
-        400
+        415
     );
     assert_eq!(
         post(&format!("/:send?{V}"), "application/json", b"{not json").status,

@@ -198,7 +198,12 @@ impl<S: Read + Write> Ws<S> {
         loop {
             match self.ws.read() {
                 Ok(Message::Text(t)) => seen.push(ServiceMessage::decode(&t).unwrap()),
-                Ok(Message::Close(f)) => return (f.map(|f| f.code), seen),
+                Ok(Message::Close(f)) => {
+                    // Sends the close reply tungstenite queued, so the server's closing
+                    // handshake ends now rather than at its timeout.
+                    let _ = self.ws.flush();
+                    return (f.map(|f| f.code), seen);
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(
@@ -311,4 +316,28 @@ pub fn rest(
         headers.push(("Content-Type", ct));
     }
     http(emu, method, path_and_query, &headers, body)
+}
+
+/// A signed REST call with extra headers (metadata, a content type).
+pub fn rest_with(
+    emu: &Emulator,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let url = format!("{}{path_and_query}", emu.endpoint());
+    let token = webpubsub_emulator::rest_token(emu.access_key(), &url, Duration::from_secs(60));
+    let auth = format!("Bearer {token}");
+    let mut all = vec![("Authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    http(emu, method, path_and_query, &all, body)
+}
+
+impl HttpResponse {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
 }
