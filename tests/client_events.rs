@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
-use webpubsub_client::{ClientState, Data, Error, Event, StateError};
+use webpubsub_client::{ClientState, Data, Error, Event, Metadata, StateError};
 use webpubsub_emulator::Emulator;
 
 per_protocol! {
@@ -199,4 +199,28 @@ fn dropped_stream_receivers_are_pruned() {
     emu.hub(HUB)
         .send_to_connection(a.connection_id().unwrap(), "x");
     recv_until(&live, |e| matches!(e, Event::ServerMessage(_)));
+}
+
+per_protocol! {
+    fn a_server_message_carries_the_metadata_the_application_server_sent(p: Protocol) {
+        // B41: REST `X-WebPubSub-Metadata-*` headers reach the client's event.
+        let emu = Emulator::start().unwrap();
+        let a = started_with(&emu, "a", p);
+        let events = a.events();
+        rest_send_to_connection(&emu, &a.connection_id().unwrap(), "hi", &[("Trace-Id", "abc")]);
+        rest_send_to_connection(&emu, &a.connection_id().unwrap(), "plain", &[]);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Event::ServerMessage(m) = recv(&events) {
+                got.push((m.data, m.metadata));
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (Data::from("hi"), Metadata::new().with("trace-id", "abc")),
+                (Data::from("plain"), Metadata::new()),
+            ]
+        );
+    }
 }

@@ -191,3 +191,24 @@ pub fn assert_client_threads(n: usize) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The application server's REST send to one connection, with message metadata as
+/// `X-WebPubSub-Metadata-<key>` headers (PROTOCOL.md §10, §11), through a real HTTP client.
+pub fn rest_send_to_connection(
+    emu: &Emulator,
+    connection_id: &str,
+    text: &str,
+    metadata: &[(&str, &str)],
+) {
+    let path = format!("/api/hubs/{HUB}/connections/{connection_id}/:send");
+    let url = format!("{}{path}", emu.endpoint());
+    let token = webpubsub_emulator::rest_token(emu.access_key(), &url, Duration::from_secs(60));
+    let mut req = ureq::post(format!("{url}?api-version=2024-12-01"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "text/plain");
+    for (k, v) in metadata {
+        req = req.header(format!("X-WebPubSub-Metadata-{k}"), *v);
+    }
+    let resp = req.send(text).expect("the REST send");
+    assert_eq!(resp.status().as_u16(), 202);
+}
