@@ -1,6 +1,6 @@
 //! The ack table: the requests waiting for their ack, by ack id (B21, B24, B27).
 //!
-//! The table is plain data inside the session (`state.rs`); what a caller waits on is in
+//! The table is plain data inside the session (`state/`); what a caller waits on is in
 //! `waiter.rs`, and the handle with the retry loop in `acks.rs`.
 
 use crate::wire::WireFrame;

@@ -1,7 +1,7 @@
 //! The invocation table: invocations waiting for their `invokeResponse`, by invocation id
 //! (B38–B40), and [`InvokeResponse`], what a successful one returns.
 //!
-//! Plain data inside the session (`state.rs`), like the ack table; the handle a caller waits
+//! Plain data inside the session (`state/`), like the ack table; the handle a caller waits
 //! on is in `invoke.rs`.
 
 use crate::ack_table::IdMap;

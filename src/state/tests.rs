@@ -1,6 +1,8 @@
 //! Behaviour of the session state machine, without sockets.
 
 use super::*;
+use crate::error::InvalidInput;
+use crate::protocol::{AckError, Metadata};
 
 type S = Session<u32>;
 
