@@ -1,6 +1,7 @@
 //! Proof under failure: exactly-once accounting through a fault-injecting proxy.
 //!
-//! Two publishers and two subscribers speak the reliable protocol to the emulator through
+//! Two publishers and two subscribers speak a reliable protocol (JSON, then protobuf: each
+//! run exists for both) to the emulator through
 //! [`ChaosProxy`], which cuts every connection at a seeded byte offset (either direction, so
 //! also mid-frame), stalls some of them early (inside the WebSocket handshake), and ends part
 //! of those stalls with a cut — a cut during a recovery attempt when the connection was one.
@@ -73,7 +74,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webpubsub_client::{
-    AckHandle, Data, Error, Event, RequestOptions, RetryPolicy, WebPubSubClient,
+    AckHandle, Data, Error, Event, Protocol, RequestOptions, RetryPolicy, WebPubSubClient,
 };
 use webpubsub_emulator::Emulator;
 use webpubsub_testkit::chaos_proxy::{ChaosEvent, ChaosProxy, ChaosStats, Schedule};
@@ -90,6 +91,8 @@ const DEFAULT_SEED: u64 = 0x5eed_c4a0_5001;
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 struct Size {
+    /// A reliable subprotocol (JSON or protobuf).
+    protocol: Protocol,
     per_publisher: u32,
     min_cuts: usize,
     cut_bytes: std::ops::Range<u64>,
@@ -103,33 +106,37 @@ struct Size {
     recovery_interval: Option<Duration>,
 }
 
-#[test]
-fn exactly_once_under_cuts_stalls_and_a_refused_recovery() {
-    let soak = std::env::var("WEBPUBSUB_SOAK").is_ok_and(|v| v == "1");
-    run(Size {
-        per_publisher: if soak { 50_000 } else { 10_000 },
-        min_cuts: if soak { 200 } else { 20 },
-        cut_bytes: 300..40_000,
-        stalls: true,
-        lose_a_session: true,
-        recovery_interval: Some(Duration::from_millis(50)),
-    });
-}
+per_protocol! {
+    reliable;
 
-/// B46: with the default recovery interval (1 s), cuts — a third of them in a recovery
-/// attempt's handshake — cost milliseconds: a failed attempt is retried after 5 ms, 10 ms,
-/// …, not after the interval. 5,000 acked sends; the summary's worst acked send is the
-/// figure (a fixed 1 s pause made it about a second).
-#[test]
-fn exactly_once_when_cuts_hit_recovery_handshakes() {
-    run(Size {
-        per_publisher: 2_500,
-        min_cuts: 4,
-        cut_bytes: 20_000..80_000,
-        stalls: false,
-        lose_a_session: false,
-        recovery_interval: None,
-    });
+    fn exactly_once_under_cuts_stalls_and_a_refused_recovery(p: Protocol) {
+        let soak = std::env::var("WEBPUBSUB_SOAK").is_ok_and(|v| v == "1");
+        run(Size {
+            protocol: p,
+            per_publisher: if soak { 50_000 } else { 10_000 },
+            min_cuts: if soak { 200 } else { 20 },
+            cut_bytes: 300..40_000,
+            stalls: true,
+            lose_a_session: true,
+            recovery_interval: Some(Duration::from_millis(50)),
+        });
+    }
+
+    /// B46: with the default recovery interval (1 s), cuts — a third of them in a recovery
+    /// attempt's handshake — cost milliseconds: a failed attempt is retried after 5 ms,
+    /// 10 ms, …, not after the interval. 5,000 acked sends; the summary's worst acked send is
+    /// the figure (a fixed 1 s pause made it about a second).
+    fn exactly_once_when_cuts_hit_recovery_handshakes(p: Protocol) {
+        run(Size {
+            protocol: p,
+            per_publisher: 2_500,
+            min_cuts: 4,
+            cut_bytes: 20_000..80_000,
+            stalls: false,
+            lose_a_session: false,
+            recovery_interval: None,
+        });
+    }
 }
 
 /// One message as its publisher saw it.
@@ -235,6 +242,7 @@ fn client_for(url: &str, publisher: bool, size: &Size) -> WebPubSubClient {
         b = b.recovery_retry_interval(interval);
     }
     b.no_proxy()
+        .protocol(size.protocol)
         .start_timeout(Duration::from_secs(5))
         .ack_timeout(ACK_TIMEOUT)
         .recovery_window(Duration::from_secs(10))
@@ -329,7 +337,7 @@ fn run(size: Size) {
         .map(|m| m.values().filter(|x| x.ambiguous).count())
         .sum();
     println!(
-        "chaos seed {:#x}: sent {} ({} calls, {} errors retried with their ack id, \
+        "chaos seed {:#x} ({}): sent {} ({} calls, {} errors retried with their ack id, \
          {ambiguous} ambiguous) in {:?}; delivered {delivered} to 2 subscribers; \
          not expected (lost with a session, or sent while it had none) {lost_with_session}; duplicated {duplicated} \
          (+{dup_ambiguous} dup across publisher session loss); reordered {reordered}; \
@@ -337,6 +345,7 @@ fn run(size: Size) {
          recoveries {recoveries}; new connections {new_connections}; \
          acked send latency p50 {:?}, p99 {:?}, worst {worst:?} (B46)",
         o.seed,
+        o.size.protocol.name(),
         o.size.per_publisher as u64 * 2,
         o.calls,
         o.errors,

@@ -86,19 +86,19 @@ macro_rules! per_protocol {
             #[allow(unused_imports)]
             use super::*;
 
-            fn run($p: $crate::support::Protocol) $body
+            fn with_protocol($p: $crate::support::Protocol) $body
 
             $(
                 #[test]
                 fn $json() {
-                    run($crate::support::Protocol::$jv)
+                    with_protocol($crate::support::Protocol::$jv)
                 }
             )*
             $(
                 #[test]
                 #[ignore = "pending: the emulator's protobuf subprotocols"]
                 fn $pb() {
-                    run($crate::support::Protocol::$pv)
+                    with_protocol($crate::support::Protocol::$pv)
                 }
             )*
         }
