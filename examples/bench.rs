@@ -1,28 +1,44 @@
-//! The side-by-side benchmark: this crate, a minimal raw tungstenite client and the official Python
-//! SDK, side by side against one embedded emulator, close to the wire.
+//! The side-by-side benchmark: this crate, a minimal raw tungstenite client and the official
+//! Python and JavaScript SDKs, side by side against one emulator, close to the wire.
 //!
 //! ```text
 //! cargo run --release --example bench
 //! ```
 //!
 //! Prints one table (each figure per client, and its ratio to the raw client of the same run)
-//! and writes it as Markdown to `target/bench.md`. Every wait is bounded; a full run takes a
-//! few minutes, most of it the Python SDK. The workloads are described in `BENCH.md`.
+//! and writes it as Markdown to `target/bench.md`. Every wait is bounded. The workloads are
+//! described in `BENCH.md`; `BENCH_CLIENTS=raw,ours,py,js`, `BENCH_WORKLOADS=a,a2,b,c,d,scale`
+//! and `BENCH_SCALE=1000,10000` select a subset.
 //!
-//! Hidden mode, for (d): `bench --child-idle ours|raw URL` connects, idles 10 s and prints
-//! its own peak RSS, thread count and CPU time as one JSON line, so that the emulator's and
-//! the bench's memory do not count.
+//! Hidden modes, run by the bench itself in a process of their own so that neither the
+//! emulator's nor the bench's memory counts:
+//! - `bench --child-idle ours|raw URL` (d): connects, idles 10 s and prints its own peak RSS,
+//!   thread count and CPU time as one JSON line;
+//! - `bench --child-scale ours|raw CONFIG` (scale): many clients, driven over stdin/stdout as
+//!   `bench/scale.rs` describes.
 
 #[path = "bench/common.rs"]
 mod common;
+#[path = "bench/emulator_process.rs"]
+mod emulator_process;
+#[path = "bench/js.rs"]
+mod js;
 #[path = "bench/ours.rs"]
 mod ours;
 #[path = "bench/py.rs"]
 mod py;
 #[path = "bench/raw.rs"]
 mod raw;
+#[path = "bench/raw_scale.rs"]
+mod raw_scale;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "bench/scale_child.rs"]
+mod scale_child;
+#[path = "bench/script.rs"]
+mod script;
 
 use report::{Client, Table};
 use std::time::Instant;
@@ -41,6 +57,31 @@ fn main() {
             Ok(f) => println!("{}", f.to_json()),
             Err(e) => {
                 eprintln!("child-idle {which}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--child-scale") {
+        let cfg = match args.get(3).map(|c| scale::ScaleConfig::from_json(c)) {
+            Some(Ok(cfg)) => cfg,
+            Some(Err(e)) => {
+                eprintln!("child-scale: {e}");
+                std::process::exit(1);
+            }
+            None => {
+                eprintln!("child-scale: usage: --child-scale ours|raw CONFIG");
+                std::process::exit(1);
+            }
+        };
+        match args[2].as_str() {
+            // Each client with its own two threads (the default).
+            "ours" => ours::child_scale(&cfg, |url| {
+                webpubsub_client::WebPubSubClient::new(url).map_err(|e| e.to_string())
+            }),
+            "raw" => raw_scale::child_scale(&cfg),
+            other => {
+                eprintln!("child-scale: unknown client {other}");
                 std::process::exit(1);
             }
         }
@@ -75,7 +116,15 @@ fn main() {
         eprintln!("[bench] Python SDK ...");
         py::run(&emu, table.column(Client::Python));
     }
+    if wants("js") {
+        eprintln!("[bench] JS SDK ...");
+        js::run(&emu, table.column(Client::Js));
+    }
     emu.stop();
+    if common::enabled("scale") {
+        // Each run with an emulator process of its own (see bench/scale.rs).
+        scale::run(&mut table, wants);
+    }
 
     let elapsed = began.elapsed();
     let md = table.markdown(&machine_note(), elapsed);

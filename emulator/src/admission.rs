@@ -13,7 +13,7 @@ use crate::shared::Shared;
 use crate::types::Observation;
 use crate::wake::Link;
 use std::sync::Arc;
-use webpubsub_protocol::{redact_query, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL};
+use webpubsub_protocol::{redact_query, Subprotocol};
 
 /// The hub named by a client path, if the path is a client endpoint.
 pub(crate) fn client_hub(req: &Request) -> Option<String> {
@@ -69,12 +69,30 @@ pub(crate) fn refused(shared: &Shared, req: &Request, r: &Refusal) {
 pub(crate) struct Handshake {
     /// `Sec-WebSocket-Key`.
     pub key: String,
-    /// The subprotocol chosen, as the client spelled it.
+    /// The subprotocol chosen, as the client spelled it (the 101 answers with it).
     pub subprotocol: String,
-    pub reliable: bool,
+    /// The subprotocol chosen: the codec of every frame of the connection.
+    pub kind: Subprotocol,
 }
 
-/// Checks the handshake and picks the first JSON subprotocol the client offers.
+/// Every `Sec-WebSocket-Protocol` value offered, in the client's order.
+fn offered(req: &Request) -> Vec<String> {
+    req.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .flat_map(|(_, v)| v.split(',').map(|p| p.trim().to_owned()))
+        .collect()
+}
+
+/// The first subprotocol offered that the emulator speaks, as spelled and as known.
+fn negotiate(offered: &[String]) -> Option<(&String, Subprotocol)> {
+    offered
+        .iter()
+        .find_map(|name| Subprotocol::from_name(name).map(|p| (name, p)))
+}
+
+/// Checks the handshake and picks the first of the four PubSub subprotocols (JSON and
+/// protobuf, plain and reliable) that the client offers.
 pub(crate) fn handshake(req: &Request) -> Result<Handshake, Refusal> {
     let upgrade = req.method.eq_ignore_ascii_case("GET") && req.header_has("upgrade", "websocket");
     let (true, Some(key)) = (upgrade, req.header("sec-websocket-key")) else {
@@ -87,32 +105,28 @@ pub(crate) fn handshake(req: &Request) -> Result<Handshake, Refusal> {
             "Unsupported Sec-WebSocket-Version (expected 13)",
         ));
     }
-    let offered: Vec<String> = req
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-protocol"))
-        .flat_map(|(_, v)| v.split(',').map(|p| p.trim().to_owned()))
-        .collect();
-    let Some(subprotocol) = offered.iter().find(|p| {
-        p.eq_ignore_ascii_case(JSON_RELIABLE_SUBPROTOCOL)
-            || p.eq_ignore_ascii_case(JSON_SUBPROTOCOL)
-    }) else {
+    let offered = offered(req);
+    let Some((name, kind)) = negotiate(&offered) else {
+        let known: Vec<&str> = Subprotocol::ALL.iter().map(|p| p.name()).collect();
         return Err(Refusal::bad_request(format!(
-            "The emulator speaks only the subprotocols {JSON_RELIABLE_SUBPROTOCOL} and {JSON_SUBPROTOCOL}; offered: [{}]",
+            "The emulator speaks only the subprotocols {}; offered: [{}]",
+            known.join(", "),
             offered.join(", ")
         )));
     };
     Ok(Handshake {
         key: key.trim().to_owned(),
-        reliable: subprotocol.eq_ignore_ascii_case(JSON_RELIABLE_SUBPROTOCOL),
-        subprotocol: subprotocol.clone(),
+        subprotocol: name.clone(),
+        kind,
     })
 }
 
-/// A recovery's two query parameters (the access token is ignored for recovery).
+/// A recovery's two query parameters (the access token is ignored for recovery), and the
+/// subprotocol the new socket speaks.
 pub(crate) struct RecoveryAttempt {
     pub connection_id: String,
     token: String,
+    subprotocol: Option<Subprotocol>,
 }
 
 /// The recovery an upgrade asks for, if it is one.
@@ -120,11 +134,12 @@ pub(crate) fn recovery_attempt(req: &Request) -> Option<RecoveryAttempt> {
     Some(RecoveryAttempt {
         connection_id: req.query_param("awps_connection_id")?,
         token: req.query_param("awps_reconnection_token")?,
+        subprotocol: negotiate(&offered(req)).map(|(_, p)| p),
     })
 }
 
 /// The session a recovery may take, if it may: recoveries are not refused on purpose, and
-/// the session accepts the token inside its window.
+/// the session accepts the token, over the subprotocol it speaks, inside its window.
 pub(crate) fn recoverable(
     shared: &Shared,
     hub: &Hub,
@@ -132,7 +147,9 @@ pub(crate) fn recoverable(
 ) -> Option<Arc<Session>> {
     let session = hub.session(&attempt.connection_id)?;
     let valid = !shared.refuses_recoveries()
-        && session.accepts_recovery(&attempt.token, shared.cfg.recovery_window);
+        && attempt.subprotocol.is_some_and(|p| {
+            session.accepts_recovery(&attempt.token, p, shared.cfg.recovery_window)
+        });
     valid.then_some(session)
 }
 
@@ -194,7 +211,7 @@ pub(crate) fn open(
     let session = Arc::new(Session::open(
         conn_id.clone(),
         admitted.user_id.clone(),
-        hs.reliable,
+        hs.kind,
         admitted.grants,
         auth::random_token(32),
         link,
@@ -210,7 +227,7 @@ pub(crate) fn open(
         hub: hub.name().to_owned(),
         connection_id: conn_id,
         user_id: admitted.user_id,
-        reliable: hs.reliable,
+        reliable: hs.kind.is_reliable(),
     });
     session
 }
@@ -237,14 +254,33 @@ mod tests {
         assert_eq!(client_hub(&req("GET /api/hubs/a HTTP/1.1\r\n\r\n")), None);
     }
 
+    fn offering(protocols: &str) -> Request {
+        req(&format!("GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"))
+    }
+
     #[test]
-    fn the_first_json_subprotocol_offered_is_chosen() {
-        let r = req("GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: protobuf.webpubsub.azure.v1, json.webpubsub.azure.v1, json.reliable.webpubsub.azure.v1\r\n\r\n");
-        let hs = handshake(&r).unwrap();
-        assert_eq!(hs.subprotocol, JSON_SUBPROTOCOL);
-        assert!(!hs.reliable);
-        let r = req("GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: protobuf.webpubsub.azure.v1\r\n\r\n");
-        assert_eq!(handshake(&r).unwrap_err().status, 400);
+    fn the_first_pubsub_subprotocol_offered_is_chosen_as_spelled() {
+        let hs = handshake(&offering(
+            "mqtt, protobuf.webpubsub.azure.v1, json.webpubsub.azure.v1",
+        ))
+        .unwrap();
+        assert_eq!(hs.subprotocol, "protobuf.webpubsub.azure.v1");
+        assert_eq!(hs.kind, Subprotocol::Protobuf);
+        let hs = handshake(&offering(
+            "JSON.reliable.webpubsub.azure.v1, protobuf.reliable.webpubsub.azure.v1",
+        ))
+        .unwrap();
+        assert_eq!(hs.subprotocol, "JSON.reliable.webpubsub.azure.v1");
+        assert_eq!(hs.kind, Subprotocol::JsonReliable);
+        let hs = handshake(&offering("protobuf.reliable.webpubsub.azure.v1")).unwrap();
+        assert_eq!(hs.kind, Subprotocol::ProtobufReliable);
+        // No PubSub subprotocol: a simple WebSocket client, not served yet.
+        let refused = handshake(&offering("mqtt")).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused.reason.contains("protobuf.webpubsub.azure.v1"),
+            "{refused:?}"
+        );
         let r = req("GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n");
         assert_eq!(handshake(&r).unwrap_err().status, 400, "no key");
     }

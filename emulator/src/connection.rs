@@ -6,10 +6,11 @@
 //! while it can be recovered.
 
 use crate::checks::truncate;
+use crate::frames::OutFrame;
 use crate::hub::Hub;
-use crate::messages::{self, Ctx, Flow};
+use crate::messages::{self, Ctx, Flow, Incoming};
 use crate::net::{Stream, Waiter};
-use crate::session::{encode, Command, Session};
+use crate::session::{Command, Session};
 use crate::types::Observation;
 use crate::wake::DeferWakes;
 use std::io::{self, Write};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, Utf8Bytes, WebSocket};
-use webpubsub_protocol::{redact_frame, ServiceMessage};
+use webpubsub_protocol::ServiceMessage;
 
 /// Frames moved from the session per write batch.
 const MAX_BATCH: usize = 4096;
@@ -59,7 +60,7 @@ pub(crate) struct Connection {
     hub: Arc<Hub>,
     session: Arc<Session>,
     write_blocked: bool,
-    batch: Vec<Utf8Bytes>,
+    batch: Vec<OutFrame>,
 }
 
 impl Connection {
@@ -186,13 +187,17 @@ impl Connection {
         let _defer = DeferWakes::begin();
         for _ in 0..MAX_READS {
             match self.ws.read() {
+                // The frame boundary: text and binary frames both go to `messages`, which
+                // decodes them in the session's subprotocol (and skips the other kind).
                 Ok(Message::Text(text)) => {
-                    if let Some(end) = self.on_text(&text) {
+                    if let Some(end) = self.on_frame(Incoming::Text(&text)) {
                         return Reads::Ended(end);
                     }
                 }
-                Ok(Message::Binary(_)) => {
-                    log::debug!("emulator: binary frame skipped (JSON subprotocol)");
+                Ok(Message::Binary(bytes)) => {
+                    if let Some(end) = self.on_frame(Incoming::Binary(&bytes)) {
+                        return Reads::Ended(end);
+                    }
                 }
                 Ok(Message::Close(_)) => {
                     let _ = self.ws.flush();
@@ -212,7 +217,7 @@ impl Connection {
         Reads::BudgetSpent
     }
 
-    fn on_text(&self, text: &str) -> Option<End> {
+    fn on_frame(&self, frame: Incoming<'_>) -> Option<End> {
         // A recovery may have attached a new socket since the last check; frames still
         // buffered on this one are then dropped (the client resends its unacknowledged
         // requests on the new socket).
@@ -224,7 +229,7 @@ impl Connection {
             hub: &self.hub,
             session: &self.session,
         };
-        match messages::on_frame(cx, text) {
+        match messages::on_frame(cx, frame) {
             Flow::Continue => None,
             Flow::Drop => Some(End::Faulted),
         }
@@ -254,7 +259,7 @@ impl Connection {
             .take_outbound(&self.w.link, MAX_BATCH, &mut batch);
         if log::log_enabled!(log::Level::Trace) {
             for f in &batch {
-                log::trace!("emulator: -> {}: {}", self.session.id(), redact_frame(f));
+                log::trace!("emulator: -> {}: {}", self.session.id(), f.for_log());
             }
         }
         let mut failed = None;
@@ -262,7 +267,8 @@ impl Connection {
             if failed.is_some() {
                 continue;
             }
-            match self.ws.write(Message::Text(f)) {
+            // The frame boundary: a queued frame is a text (JSON) or binary (protobuf) message.
+            match self.ws.write(f.into_message()) {
                 Ok(()) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;
@@ -307,10 +313,10 @@ impl Connection {
     /// `disconnected`, then a close frame, then waits (bounded) for the client's close
     /// reply so that the frames are not lost to a TCP reset.
     fn close_gracefully(&mut self, reason: &str, code: CloseCode) {
-        let frame = encode(&ServiceMessage::Disconnected {
+        let frame = self.session.frame(&ServiceMessage::Disconnected {
             message: Some(reason.to_owned()),
         });
-        let _ = self.ws.write(Message::Text(frame));
+        let _ = self.ws.write(frame.into_message());
         let _ = self.ws.close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from(truncate(reason, 120)),

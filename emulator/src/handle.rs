@@ -1,6 +1,7 @@
 //! [`HubHandle`]: server-side operations on one hub, shared by Rust callers and the REST API.
 
 use crate::client_url::ClientUrlBuilder;
+use crate::frames::Outgoing;
 use crate::hub::{Audience, Hub};
 use crate::odata::Filter;
 use crate::session::{Command, Faults, Session};
@@ -8,7 +9,7 @@ use crate::shared::Shared;
 use crate::types::{ConnectionInfo, Permission, UpstreamEvent};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
 /// A cheap handle for server-side operations on one hub: what an application server does
@@ -17,6 +18,11 @@ use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 /// Get one with [`Emulator::hub`](crate::Emulator::hub). Hubs exist implicitly: a handle
 /// to a hub nobody connected to is valid and simply finds no connections.
 /// Methods taking a connection id return `false` when no such session exists.
+///
+/// Sends reach every session in its own subprotocol (JSON or protobuf; see the crate docs'
+/// crossing table). A [`Data::Protobuf`] payload must be a serialised `google.protobuf.Any`
+/// (build it from a [`ProtobufAny`](webpubsub_protocol::ProtobufAny)): protobuf receivers
+/// read it as an embedded message.
 ///
 /// ```
 /// use webpubsub_emulator::{Emulator, Permission};
@@ -43,6 +49,15 @@ impl fmt::Debug for HubHandle {
 
 fn strs<S: AsRef<str>>(v: &[S]) -> Vec<&str> {
     v.iter().map(AsRef::as_ref).collect()
+}
+
+/// A `message` from `server` with `data`.
+fn server_message(data: Data) -> Outgoing {
+    Outgoing::new(ServiceMessage::ServerMessage {
+        data,
+        sequence_id: None,
+        metadata: Metadata::new(),
+    })
 }
 
 impl HubHandle {
@@ -75,24 +90,24 @@ impl HubHandle {
     /// Sends a message to every connection except the listed ones.
     pub fn send_to_all_except<S: AsRef<str>>(&self, data: impl Into<Data>, excluded: &[S]) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_all(data.into(), &strs(excluded), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_all(&out, &strs(excluded), limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to every connection of a user.
     pub fn send_to_user(&self, user: impl AsRef<str>, data: impl Into<Data>) {
         let limits = &self.shared.cfg.limits;
-        let over = self.hub.send_to_user(user.as_ref(), data.into(), limits);
+        let out = server_message(data.into());
+        let over = self.hub.send_to_user(user.as_ref(), &out, limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// Sends a message to one connection. Returns `false` if it does not exist.
     pub fn send_to_connection(&self, conn_id: impl AsRef<str>, data: impl Into<Data>) -> bool {
         let limits = &self.shared.cfg.limits;
-        match self
-            .hub
-            .send_to_connection(conn_id.as_ref(), data.into(), limits)
-        {
+        let out = server_message(data.into());
+        match self.hub.send_to_connection(conn_id.as_ref(), &out, limits) {
             Some(over) => {
                 self.shared.end_overflowed(&self.hub, over);
                 true
@@ -114,37 +129,36 @@ impl HubHandle {
         data: impl Into<Data>,
         excluded: &[S],
     ) {
-        let msg = ServiceMessage::ServerMessage {
-            data: data.into(),
-            sequence_id: None,
-            metadata: Metadata::new(),
-        };
+        let out = server_message(data.into());
         let limits = &self.shared.cfg.limits;
         let over = self
             .hub
-            .send_to_group(group.as_ref(), &msg, &strs(excluded), limits);
+            .send_to_group(group.as_ref(), &out, &strs(excluded), limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 
     /// A server message with metadata to the connections of `to` that pass `filter`,
-    /// except the listed ones (what a REST send does).
+    /// except the listed ones (what a REST send does); with a TTL, not replayed to a
+    /// session that recovers after it passed.
     pub(crate) fn send_where(
         &self,
         to: Audience<'_>,
         data: Data,
         metadata: Metadata,
+        ttl: Option<Duration>,
         excluded: &[String],
         filter: Option<&Filter>,
     ) {
-        let msg = ServiceMessage::ServerMessage {
+        let out = Outgoing::new(ServiceMessage::ServerMessage {
             data,
             sequence_id: None,
             metadata,
-        };
+        })
+        .expiring_at(ttl.map(|t| Instant::now() + t));
         let limits = &self.shared.cfg.limits;
         let over = self
             .hub
-            .send_where(to, &msg, &strs(excluded), filter, limits);
+            .send_where(to, &out, &strs(excluded), filter, limits);
         self.shared.end_overflowed(&self.hub, over);
     }
 

@@ -1,7 +1,7 @@
 //! The upstream event handler: what it is asked, what it answers, and the default one.
 
 use std::sync::Arc;
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 
 /// The upstream event handler: called on the connection's thread for every `event` and
 /// `invoke`.
@@ -33,6 +33,8 @@ pub struct EventRequest {
     pub event: String,
     /// The payload; an `invoke` without data gives JSON `null`.
     pub data: Data,
+    /// The metadata the client sent with the `event` or `invoke` (empty: none).
+    pub metadata: Metadata,
 }
 
 /// The event handler's answer.
@@ -46,6 +48,60 @@ pub enum EventResponse {
     Reply(Data),
     /// Failure: the ack or `invokeResponse` says `InvocationFailed` with this message.
     Fail(String),
+    /// Success with metadata, and data if any: an `invoke` gets both in its
+    /// `invokeResponse`; an `event` caller gets the data (if any) as a server message
+    /// carrying the metadata. [`with_metadata`](Self::with_metadata) builds it.
+    ReplyWithMetadata {
+        /// The response's data, if any.
+        data: Option<Data>,
+        /// The response's metadata.
+        metadata: Metadata,
+    },
+}
+
+impl EventResponse {
+    /// The same answer with `metadata` added: [`Accept`](Self::Accept) and
+    /// [`Reply`](Self::Reply) become [`ReplyWithMetadata`](Self::ReplyWithMetadata) (a
+    /// `Reply` of JSON `null` keeps no data), a `ReplyWithMetadata` gets the entries added;
+    /// a [`Fail`](Self::Fail) stays as it is (a failure carries only its error).
+    ///
+    /// ```
+    /// use webpubsub_emulator::EventResponse;
+    /// use webpubsub_protocol::{Data, Metadata};
+    /// let r = EventResponse::Reply(Data::from("ok")).with_metadata(Metadata::from([("k", "v")]));
+    /// assert_eq!(
+    ///     r,
+    ///     EventResponse::ReplyWithMetadata {
+    ///         data: Some(Data::from("ok")),
+    ///         metadata: Metadata::from([("k", "v")]),
+    ///     }
+    /// );
+    /// ```
+    pub fn with_metadata(self, metadata: Metadata) -> EventResponse {
+        match self {
+            EventResponse::Accept => EventResponse::ReplyWithMetadata {
+                data: None,
+                metadata,
+            },
+            EventResponse::Reply(d) => EventResponse::ReplyWithMetadata {
+                data: (d != Data::Json(serde_json::Value::Null)).then_some(d),
+                metadata,
+            },
+            EventResponse::ReplyWithMetadata {
+                data,
+                metadata: mut mine,
+            } => {
+                for (k, v) in metadata.iter() {
+                    mine.insert(k, v);
+                }
+                EventResponse::ReplyWithMetadata {
+                    data,
+                    metadata: mine,
+                }
+            }
+            fail @ EventResponse::Fail(_) => fail,
+        }
+    }
 }
 
 /// The default handler: accepts events, echoes invoke data back.

@@ -2,19 +2,17 @@
 //! upstream events it recorded.
 //!
 //! Lock order: `Hub::tables` → a session's lock. Fan-out holds the tables while it hands
-//! one encoded frame to each member, so a member cannot leave halfway through a message.
+//! the message to each member, so a member cannot leave halfway through a message; the
+//! message is encoded (once per codec its receivers speak) during that pass.
 
+use crate::frames::Outgoing;
 use crate::odata::{Filter, Subject};
-use crate::session::{encode, Session, UnackedLimits};
+use crate::session::{Session, UnackedLimits};
 use crate::types::{ConnectionInfo, UpstreamEvent};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{
-    Data, Metadata, ServiceMessage, JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL,
-};
 
 /// Sessions whose unacked buffer overflowed while no socket was attached: they must be
 /// ended (which needs the emulator's observers, so the caller does it).
@@ -40,11 +38,7 @@ impl Entry {
             connection_id: self.session.id(),
             user_id: self.session.user_id(),
             groups: &self.groups,
-            protocol: if self.session.reliable() {
-                JSON_RELIABLE_SUBPROTOCOL
-            } else {
-                JSON_SUBPROTOCOL
-            },
+            protocol: self.session.subprotocol().name(),
         }
     }
 
@@ -115,10 +109,10 @@ impl Tables {
     }
 }
 
-/// Delivers `body` to each session not excluded; collects those that overflowed.
+/// Delivers `out` to each session not excluded; collects those that overflowed.
 fn fan_out<'a>(
     sessions: impl Iterator<Item = &'a Arc<Session>>,
-    body: &Utf8Bytes,
+    out: &Outgoing,
     excluded: &[&str],
     limits: &UnackedLimits,
 ) -> Overflowed {
@@ -127,19 +121,11 @@ fn fan_out<'a>(
         if excluded.contains(&s.id()) {
             continue;
         }
-        if s.deliver(body, limits) {
+        if s.deliver(out, limits) {
             overflowed.push(s.clone());
         }
     }
     Overflowed(overflowed)
-}
-
-fn server_message(data: Data) -> Utf8Bytes {
-    encode(&ServiceMessage::ServerMessage {
-        data,
-        sequence_id: None,
-        metadata: Metadata::new(),
-    })
 }
 
 impl Hub {
@@ -234,6 +220,7 @@ impl Hub {
                 user_id: e.session.user_id().map(str::to_owned),
                 groups: e.groups.iter().cloned().collect(),
                 connected: e.session.is_connected(),
+                subprotocol: e.session.subprotocol(),
             })
             .collect();
         v.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
@@ -331,70 +318,70 @@ impl Hub {
 
     // ---- messages ----
 
-    /// A server message to every session except the listed ones.
-    pub fn send_to_all(&self, data: Data, excluded: &[&str], limits: &UnackedLimits) -> Overflowed {
-        let body = server_message(data);
+    /// A message to every session except the listed ones.
+    pub fn send_to_all(
+        &self,
+        out: &Outgoing,
+        excluded: &[&str],
+        limits: &UnackedLimits,
+    ) -> Overflowed {
         let t = self.tables.lock();
         fan_out(
             t.sessions.values().map(|e| &e.session),
-            &body,
+            out,
             excluded,
             limits,
         )
     }
 
-    /// A server message to every session of a user.
-    pub fn send_to_user(&self, user: &str, data: Data, limits: &UnackedLimits) -> Overflowed {
-        let body = server_message(data);
+    /// A message to every session of a user.
+    pub fn send_to_user(&self, user: &str, out: &Outgoing, limits: &UnackedLimits) -> Overflowed {
         let t = self.tables.lock();
         let sessions: Vec<Arc<Session>> = t
             .user_connections(user)
             .iter()
             .filter_map(|id| t.session(id))
             .collect();
-        fan_out(sessions.iter(), &body, &[], limits)
+        fan_out(sessions.iter(), out, &[], limits)
     }
 
-    /// A server message to one session; `None` if it does not exist.
+    /// A message to one session; `None` if it does not exist.
     pub fn send_to_connection(
         &self,
         conn_id: &str,
-        data: Data,
+        out: &Outgoing,
         limits: &UnackedLimits,
     ) -> Option<Overflowed> {
-        let body = server_message(data);
         let s = self.session(conn_id)?;
-        Some(fan_out(std::iter::once(&s), &body, &[], limits))
+        Some(fan_out(std::iter::once(&s), out, &[], limits))
     }
 
-    /// `msg` (a group or server message without sequence id) to a group's members.
+    /// A message to a group's members.
     pub fn send_to_group(
         &self,
         group: &str,
-        msg: &ServiceMessage,
+        out: &Outgoing,
         excluded: &[&str],
         limits: &UnackedLimits,
     ) -> Overflowed {
-        let body = encode(msg);
         let t = self.tables.lock();
         match t.groups.get(group) {
-            Some(members) => fan_out(members.values(), &body, excluded, limits),
+            Some(members) => fan_out(members.values(), out, excluded, limits),
             None => Overflowed(Vec::new()),
         }
     }
 
-    /// `msg` (a server message without sequence id) to the sessions of `to` that pass
-    /// `filter`, except the listed ones. The filter sees each session as it is when the
-    /// message goes out, under the same lock.
+    /// `out` (a server message) to the sessions of `to` that pass `filter`, except the
+    /// listed ones. The filter sees each session as it is when the message goes out, under
+    /// the same lock.
     pub fn send_where(
         &self,
         to: Audience<'_>,
-        msg: &ServiceMessage,
+        out: &Outgoing,
         excluded: &[&str],
         filter: Option<&Filter>,
         limits: &UnackedLimits,
     ) -> Overflowed {
-        let body = encode(msg);
         let t = self.tables.lock();
         let ids: Vec<&str> = match to {
             Audience::All => t.sessions.keys().map(String::as_str).collect(),
@@ -420,7 +407,7 @@ impl Hub {
             .filter(|e| e.passes(filter))
             .map(|e| &e.session)
             .collect();
-        fan_out(selected.into_iter(), &body, excluded, limits)
+        fan_out(selected.into_iter(), out, excluded, limits)
     }
 
     /// Adds (`add`) or removes every session that passes `filter` to or from each group.

@@ -2,9 +2,10 @@
 //!
 //! One TCP port serves the client WebSocket endpoint (`/client/hubs/{hub}` and
 //! `/client/?hub={hub}`) and the server REST API (`/api/hubs/{hub}/...`, every operation of
-//! data-plane API 2024-12-01), over plain TCP or TLS. It speaks the two JSON subprotocols,
-//! with acks and their deduplication, sequence ids and session recovery, roles (wildcard
-//! ones too) and run-time permissions, and upstream events; it lets tests watch what happens
+//! data-plane API 2024-12-01), over plain TCP or TLS. It speaks the four PubSub
+//! subprotocols — JSON and protobuf, each plain and reliable — with acks and their
+//! deduplication, sequence ids and session recovery, roles (wildcard ones too) and run-time
+//! permissions, message metadata, and upstream events; it lets tests watch what happens
 //! ([`Emulator::observe`]) and inject faults ([`HubHandle`], or over HTTP from any language:
 //! [Faults over HTTP](#faults-over-http)).
 //!
@@ -100,6 +101,63 @@
 //! [`EmulatorBuilder`]. [`rest_token`] signs a token for calling the REST API with a
 //! plain HTTP client.
 //!
+//! # Subprotocols, and messages crossing them
+//!
+//! A connection speaks the first of `json.reliable.webpubsub.azure.v1`,
+//! `json.webpubsub.azure.v1`, `protobuf.reliable.webpubsub.azure.v1` and
+//! `protobuf.webpubsub.azure.v1` that it offers (names compared ignoring ASCII case, answered
+//! as the client spelled it): JSON in text frames, or protobuf in binary frames, one message
+//! per frame. Everything works the same in all four — acks, duplicates, roles, invoke, ping,
+//! the system messages, every fault; only the reliable ones carry sequence ids and recover
+//! (same URL parameters, same 1008 rule, same window). A frame of the other kind (text on
+//! protobuf, binary on JSON), one that does not decode, or a message of a kind the emulator
+//! does not know is logged and skipped; the connection stays. The 1 MB limit measures the
+//! received frame, text or binary.
+//!
+//! One group may mix all four. Each member receives a message in its own subprotocol, the
+//! payload unchanged in meaning, whoever sent it (a client of any subprotocol, or the
+//! application server):
+//!
+//! | payload | JSON receivers (`dataType`, `data`) | protobuf receivers (`MessageData`) |
+//! |---|---|---|
+//! | text | `text`, the string | `text_data` |
+//! | json | `json`, the value as is | `json_data`, the value serialised |
+//! | binary | `binary`, standard base64 | `binary_data`, the raw bytes |
+//! | protobuf | `protobuf`, base64 of the whole serialised `google.protobuf.Any` | `protobuf_data`, that `Any` |
+//!
+//! So a JSON client's `dataType: "protobuf"` data is the base64 of a serialised `Any`, and
+//! reaches protobuf clients as that `Any`; a `sendToGroup` whose protobuf payload is not one
+//! is refused with [`BAD_REQUEST`] (protobuf receivers read it as an embedded message).
+//! Protobuf `text_data` holding JSON is text, as it says (the .NET client sends json so: its
+//! receivers see text); only `json_data` is json. Protobuf has no `fromUserId`: JSON members
+//! get the publisher's user, protobuf members do not. A recovery must speak the subprotocol
+//! of its session (whose unacknowledged frames are in that codec); over another one it is
+//! refused with 1008. [`ConnectionInfo::subprotocol`] says which one a session speaks.
+//!
+//! # Metadata and TTL
+//!
+//! A `sendToGroup`, `event` or `invoke` may carry metadata, and a `sendToGroup` a
+//! `ttlSeconds` (PROTOCOL.md §11). They are checked with the protocol crate's rules
+//! ([`ClientMessage::check`](webpubsub_protocol::ClientMessage::check): keys of HTTP token
+//! characters up to 256 bytes, printable ASCII values up to 1024 bytes, 8 KiB in all; a TTL
+//! of 0 to 300 s): a refusal is the ack error [`BAD_REQUEST`] with the rule's message, or for
+//! an `invoke` a failed `invokeResponse` with that error, and the request does not run.
+//! Accepted metadata travels on:
+//! - the publisher's metadata is on every `message` the group's members receive, in JSON
+//!   (`"metadata":{…}` after `data`) and protobuf, and in recovery replays;
+//! - the event handler sees the metadata of `event`s and `invoke`s
+//!   ([`EventRequest::metadata`]; also [`UpstreamEvent::metadata`]), and may answer with its
+//!   own ([`EventResponse::with_metadata`]): an `invokeResponse` carries it, and so does the
+//!   server message that brings an event's reply back to its caller.
+//!
+//! A TTL is enforced where the emulator holds a message for a receiver that is away: a
+//! reliable session that recovers is not sent the messages whose TTL passed while it was
+//! dropped (it sees a gap in the sequence ids). A TTL of 0 thus reaches only the sessions
+//! connected at that moment. Messages queued for a connected socket (also while
+//! [`HubHandle::hold_outbound`] holds them) are written whatever their TTL. A JSON
+//! `ttlSeconds` that is not a whole number from 0 to 2³²−1 makes the frame malformed:
+//! logged and skipped, like any ill-typed field.
+//!
 //! # The binary
 //!
 //! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY] [--enable-faults]`
@@ -113,8 +171,8 @@
 //!
 //! The emulator's README lists every operation with its status next to Microsoft's
 //! emulator's. In short: sends to all, a user, a connection or a group take `excluded`
-//! (all, group), an OData `filter` (all, user, group), `messageTtlSeconds` (checked to be
-//! 0–300; delivery is immediate, so it never expires) and `X-WebPubSub-Metadata-<key>`
+//! (all, group), an OData `filter` (all, user, group), `messageTtlSeconds` (0–300,
+//! enforced as for WebSocket sends: see [Metadata and TTL](#metadata-and-ttl)) and `X-WebPubSub-Metadata-<key>`
 //! headers, which become the message's metadata (keys in lower case, checked with the
 //! protocol crate's rules). `:addToGroups` / `:removeFromGroups` take `{"groups": [...],
 //! "filter": "..."}`; `GET /groups/{group}/connections` pages with `maxpagesize`, `top` and
@@ -170,11 +228,13 @@
 //! ```
 //!
 //! # Choices where the service leaves room
-//! - Only `json.reliable.webpubsub.azure.v1` and `json.webpubsub.azure.v1` are served; an
-//!   upgrade that offers neither (protobuf, none, unknown) is refused with HTTP 400.
+//! - The four PubSub subprotocols are served, the first one offered winning; an upgrade
+//!   that offers none of them (a simple WebSocket client, or only unknown subprotocols) is
+//!   refused with HTTP 400 for now.
 //! - A refused token is HTTP 401 with the reason as a text body, never a WebSocket.
 //! - The rules are the protocol crate's, the client's own: a group name outside
-//!   1..=1024 characters, or a request frame over 1 MB
+//!   1..=1024 characters, an empty event name, metadata or a TTL outside the limits, a
+//!   `protobuf` payload to a group that is not a serialised `Any`, or a request frame over 1 MB
 //!   ([`MAX_MESSAGE_BYTES`](webpubsub_protocol::MAX_MESSAGE_BYTES), measured on the
 //!   received WebSocket frame as the client measures the frame it sends, and on the body of
 //!   a REST send), is answered with an ack error named [`BAD_REQUEST`] (`"BadRequest"`; a
@@ -184,7 +244,9 @@
 //!   buffer overflow) send `disconnected` then close code 1008, so clients do not try a
 //!   recovery that cannot succeed; [`Emulator::stop`] sends `disconnected` and 1001.
 //! - A client close frame ends its session; an abrupt drop keeps a reliable session for
-//!   the recovery window.
+//!   the recovery window. A recovery over another subprotocol than its session's is refused
+//!   (1008).
+//! - A TTL is enforced on recovery replays only (see [Metadata and TTL](#metadata-and-ttl)).
 //! - [`EventResponse::Reply`] to an `event` is sent back to the caller as a server message,
 //!   as the service does with an event handler's response body.
 //! - Every socket loss is reported as [`Observation::Dropped`]; a session that cannot be
@@ -194,7 +256,9 @@
 //! An accept thread, a reaper thread ending sessions whose recovery window passed, and a
 //! thread per TCP connection that waits on its socket and a wake-up (mio), reads and
 //! handles frames, and writes what other threads queued — many frames per flush. Fan-out
-//! encodes a message once; reliable receivers get the sequence id spliced in.
+//! encodes a message at most once per codec, JSON and protobuf, when it reaches the first
+//! receiver speaking it; reliable receivers get their sequence id spliced into that one
+//! encoding.
 //! Calls to app servers' HTTP event handlers ([`upstream`]) run on `webpubsub-upstream-N`
 //! worker threads, started when needed.
 //!
@@ -204,7 +268,7 @@
 //! (`session`, `hub`, `shared`) owns its transitions. Modules use only modules listed
 //! before them (`tests/architecture.rs` checks it):
 //!
-//! `{auth, checks, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
+//! `{auth, checks, frames, handler, http, odata, patterns, types, upstream, wake}` → `roles` →
 //! `session` → `hub` → `shared` → `{access, client_url}` →
 //! `{admission, exchange, handle, messages}` → `faults` → `rest` → `net` → `connection` →
 //! `upgrade` → `server` → `emulator`.
@@ -221,6 +285,7 @@ mod connection;
 mod emulator;
 mod exchange;
 mod faults;
+mod frames;
 mod handle;
 mod handler;
 mod http;

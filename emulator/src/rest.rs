@@ -210,15 +210,18 @@ fn filter_of(text: Option<&str>) -> Result<Option<Filter>, Reply> {
 // ---- sends ----
 
 fn send(c: &Call<'_>, to: Audience<'_>) -> Answer {
-    if let Some(ttl) = c
+    let ttl = match c
         .query
         .number("messageTtlSeconds", 0, u64::from(MAX_TTL_SECONDS))?
     {
-        // Delivery is immediate, so a TTL never expires here; it is only checked.
-        let ttl = u32::try_from(ttl).unwrap_or(u32::MAX);
-        check_ttl_seconds(ttl)
-            .map_err(|e| Reply::bad_request(e.to_string(), "messageTtlSeconds"))?;
-    }
+        Some(ttl) => {
+            let ttl = u32::try_from(ttl).unwrap_or(u32::MAX);
+            check_ttl_seconds(ttl)
+                .map_err(|e| Reply::bad_request(e.to_string(), "messageTtlSeconds"))?;
+            Some(Duration::from_secs(u64::from(ttl)))
+        }
+        None => None,
+    };
     let filter = match to {
         // Sends to one connection take no filter.
         Audience::Connection(_) => None,
@@ -240,7 +243,7 @@ fn send(c: &Call<'_>, to: Audience<'_>) -> Answer {
         _ => Vec::new(),
     };
     c.hub
-        .send_where(to, data, metadata, &excluded, filter.as_ref());
+        .send_where(to, data, metadata, ttl, &excluded, filter.as_ref());
     Ok(Reply::status(202))
 }
 

@@ -9,6 +9,7 @@
 //! out of the queues, never across I/O or a call into user code.
 
 // Re-exported: the connection code builds grants where it builds sessions.
+use crate::frames::{OutFrame, Outgoing};
 pub(crate) use crate::roles::Grants;
 use crate::types::Permission;
 use crate::wake::Link;
@@ -16,8 +17,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::Utf8Bytes;
-use webpubsub_protocol::{splice_sequence_id, AckError, ServiceMessage};
+use webpubsub_protocol::{AckError, ServiceMessage, Subprotocol};
 
 /// How many earlier reconnection tokens of a session stay valid besides the current one.
 const MAX_EARLIER_TOKENS: usize = 16;
@@ -76,11 +76,21 @@ pub(crate) enum AckedRun {
 #[derive(Debug)]
 pub(crate) struct TakenOver;
 
+/// A message sent to a reliable session and not yet sequence-acked.
+struct Unacked {
+    seq: u64,
+    frame: OutFrame,
+    /// Past this instant a recovery does not resend it (its time to live).
+    expires: Option<Instant>,
+}
+
 /// One connection session.
 pub(crate) struct Session {
     id: String,
     user_id: Option<String>,
-    reliable: bool,
+    /// Fixed for the session's life: every frame it queues is in this codec, and a recovery
+    /// must speak it too.
+    subprotocol: Subprotocol,
     /// Held while a socket's thread handles one client frame, and by a recovery while it
     /// attaches the new socket: a frame is handled by the socket that owns the session at
     /// that moment, never by a superseded socket concurrently with its successor (which
@@ -95,12 +105,12 @@ struct State {
     /// Ack ids whose request was executed.
     ack_ids: HashSet<u64>,
     next_seq: u64,
-    unacked: VecDeque<(u64, Utf8Bytes)>,
+    unacked: VecDeque<Unacked>,
     unacked_bytes: usize,
     /// Frames waiting to be written to the current socket.
-    pending: VecDeque<Utf8Bytes>,
+    pending: VecDeque<OutFrame>,
     /// Acks held back by `delay_acks`, with when they are due.
-    delayed: VecDeque<(Instant, Utf8Bytes)>,
+    delayed: VecDeque<(Instant, OutFrame)>,
     link: Option<Arc<Link>>,
     reconnection_token: String,
     /// Tokens issued before the current one. A token stays valid as long as its session (the
@@ -123,21 +133,15 @@ impl State {
     fn owned_by(&self, link: &Arc<Link>) -> bool {
         self.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link))
     }
-
-    fn connected(&self, id: &str, user_id: Option<&str>, token: Option<String>) -> Utf8Bytes {
-        encode(&ServiceMessage::Connected {
-            connection_id: id.to_owned(),
-            user_id: user_id.map(str::to_owned),
-            reconnection_token: token,
-        })
-    }
 }
 
-/// Encodes a service message as a text frame.
-pub(crate) fn encode(msg: &ServiceMessage) -> Utf8Bytes {
-    let mut out = String::with_capacity(96);
-    msg.encode_into(&mut out);
-    Utf8Bytes::from(out)
+/// The `connected` message of a session.
+fn connected(id: &str, user_id: Option<&str>, token: Option<String>) -> ServiceMessage {
+    ServiceMessage::Connected {
+        connection_id: id.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        reconnection_token: token,
+    }
 }
 
 impl Session {
@@ -145,7 +149,7 @@ impl Session {
     pub fn open(
         id: String,
         user_id: Option<String>,
-        reliable: bool,
+        subprotocol: Subprotocol,
         grants: Grants,
         reconnection_token: String,
         link: Arc<Link>,
@@ -166,13 +170,15 @@ impl Session {
             command: None,
             end_reason: None,
         };
-        let token = reliable.then(|| st.reconnection_token.clone());
-        let hello = st.connected(&id, user_id.as_deref(), token);
+        let token = subprotocol
+            .is_reliable()
+            .then(|| st.reconnection_token.clone());
+        let hello = OutFrame::encode(&connected(&id, user_id.as_deref(), token), subprotocol);
         st.pending.push_back(hello);
         Session {
             id,
             user_id,
-            reliable,
+            subprotocol,
             exec: Mutex::new(()),
             st: Mutex::new(st),
         }
@@ -188,18 +194,35 @@ impl Session {
         self.user_id.as_deref()
     }
 
-    /// Whether it speaks the reliable subprotocol.
+    /// Whether it speaks a reliable subprotocol.
     pub fn reliable(&self) -> bool {
-        self.reliable
+        self.subprotocol.is_reliable()
+    }
+
+    /// The subprotocol it speaks.
+    pub fn subprotocol(&self) -> Subprotocol {
+        self.subprotocol
+    }
+
+    /// `msg` encoded as this session speaks.
+    pub fn frame(&self, msg: &ServiceMessage) -> OutFrame {
+        OutFrame::encode(msg, self.subprotocol)
     }
 
     // ---- the socket that owns the session ----
 
-    /// Whether a recovery with `token` may take the session: reliable, not over, inside
+    /// Whether a recovery with `token` over `subprotocol` may take the session: reliable,
+    /// the subprotocol it speaks (its unacked frames are in that codec), not over, inside
     /// the recovery `window`, and a token it issued.
-    pub fn accepts_recovery(&self, token: &str, window: Duration) -> bool {
+    pub fn accepts_recovery(
+        &self,
+        token: &str,
+        subprotocol: Subprotocol,
+        window: Duration,
+    ) -> bool {
         let st = self.st.lock();
-        self.reliable
+        self.reliable()
+            && subprotocol == self.subprotocol
             && st.phase != Phase::Ended
             && !matches!(st.phase, Phase::Dropped(at) if at.elapsed() >= window)
             && std::iter::once(&st.reconnection_token)
@@ -208,9 +231,15 @@ impl Session {
     }
 
     /// A recovery attaches the socket of `link`: a fresh reconnection token, `connected`,
-    /// then everything not sequence-acked. A socket the session still thought alive is
-    /// woken to notice it lost the session.
+    /// then everything not sequence-acked whose time to live has not passed (those that
+    /// expired are forgotten: the client sees a gap in the sequence ids). A socket the
+    /// session still thought alive is woken to notice it lost the session.
     pub fn attach(&self, link: Arc<Link>, fresh_token: String) {
+        let hello = self.frame(&connected(
+            &self.id,
+            self.user_id.as_deref(),
+            Some(fresh_token.clone()),
+        ));
         // Waits for a frame the old socket's thread is handling.
         let _exec = self.exec.lock();
         let mut st = self.st.lock();
@@ -224,10 +253,18 @@ impl Session {
         st.pending.clear();
         st.delayed.clear();
         st.command = None;
-        let hello = st.connected(&self.id, self.user_id.as_deref(), Some(fresh_token));
         st.pending.push_back(hello);
-        let resend: Vec<Utf8Bytes> = st.unacked.iter().map(|(_, f)| f.clone()).collect();
-        st.pending.extend(resend);
+        let now = Instant::now();
+        let st = &mut *st;
+        st.unacked.retain(|u| {
+            let live = u.expires.is_none_or(|at| at > now);
+            if !live {
+                st.unacked_bytes -= u.frame.len();
+            }
+            live
+        });
+        st.pending
+            .extend(st.unacked.iter().map(|u| u.frame.clone()));
         if let Some(old) = old {
             old.wake();
         }
@@ -313,8 +350,9 @@ impl Session {
 
     // ---- outbound frames ----
 
-    /// Queues a control frame (pong, invoke response) for the current socket.
-    pub fn push_control(&self, frame: Utf8Bytes) {
+    /// Queues a control message (pong, invoke response) for the current socket.
+    pub fn push_control(&self, msg: &ServiceMessage) {
+        let frame = self.frame(msg);
         let mut st = self.st.lock();
         if st.phase == Phase::Live {
             st.pending.push_back(frame);
@@ -322,9 +360,18 @@ impl Session {
         }
     }
 
-    /// Queues an ack, held back if `delay_acks` asks so. Called on the socket's own
-    /// thread while it handles the request, so no wake-up is needed.
-    pub fn push_ack(&self, frame: Utf8Bytes) {
+    /// Queues the ack of `ack_id` for `result`, held back if `delay_acks` asks so. Called
+    /// on the socket's own thread while it handles the request, so no wake-up is needed.
+    pub fn push_ack(&self, ack_id: u64, result: Result<(), AckError>) {
+        let (success, error) = match result {
+            Ok(()) => (true, None),
+            Err(e) => (false, Some(e)),
+        };
+        let frame = self.frame(&ServiceMessage::Ack {
+            ack_id,
+            success,
+            error,
+        });
         let mut st = self.st.lock();
         let delay = st.faults.ack_delay;
         if delay.is_zero() {
@@ -334,21 +381,25 @@ impl Session {
         }
     }
 
-    /// Delivers a `message` whose encoding (`body`) has no sequence id.
+    /// Delivers a `message` in this session's subprotocol.
     ///
-    /// Reliable sessions splice in their next sequence id and keep the frame until it is
-    /// sequence-acked; a session whose unacked buffer overflows is closed for good.
-    /// Returns `true` when the session must now be ended (it overflowed while no socket
-    /// was attached).
-    pub fn deliver(&self, body: &Utf8Bytes, limits: &UnackedLimits) -> bool {
+    /// Reliable sessions splice their next sequence id into the shared encoding and keep
+    /// the frame until it is sequence-acked; a session whose unacked buffer overflows is
+    /// closed for good. Returns `true` when the session must now be ended (it overflowed
+    /// while no socket was attached).
+    pub fn deliver(&self, out: &Outgoing, limits: &UnackedLimits) -> bool {
+        let reliable = self.reliable();
+        // The first receiver of a codec encodes the message: before the lock, which the
+        // socket's thread needs to write.
+        let shared = out.frame(self.subprotocol);
         let mut st = self.st.lock();
         match st.phase {
             Phase::Ended => return false,
-            Phase::Dropped(_) if !self.reliable => return false,
+            Phase::Dropped(_) if !reliable => return false,
             _ => {}
         }
-        if !self.reliable {
-            st.pending.push_back(body.clone());
+        if !reliable {
+            st.pending.push_back(shared);
             st.wake();
             return false;
         }
@@ -357,11 +408,13 @@ impl Session {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let mut frame = String::with_capacity(body.len() + 24);
-        splice_sequence_id(body.as_str(), seq, &mut frame);
-        let frame = Utf8Bytes::from(frame);
+        let frame = out.sequenced(self.subprotocol, seq);
         st.unacked_bytes += frame.len();
-        st.unacked.push_back((seq, frame.clone()));
+        st.unacked.push_back(Unacked {
+            seq,
+            frame: frame.clone(),
+            expires: out.expires(),
+        });
         if st.unacked.len() > limits.messages || st.unacked_bytes > limits.bytes {
             return self.overflow(&mut st, limits);
         }
@@ -397,15 +450,15 @@ impl Session {
 
     /// The client acknowledged every message up to `seq` (reliable sessions only).
     pub fn sequence_ack(&self, seq: u64) {
-        if !self.reliable {
+        if !self.reliable() {
             return;
         }
         let mut st = self.st.lock();
-        while let Some((s, f)) = st.unacked.front() {
-            if *s > seq {
+        while let Some(u) = st.unacked.front() {
+            if u.seq > seq {
                 break;
             }
-            st.unacked_bytes -= f.len();
+            st.unacked_bytes -= u.frame.len();
             st.unacked.pop_front();
         }
     }
@@ -418,7 +471,7 @@ impl Session {
     /// Moves the frames due on the socket of `link` into `out`: held-back acks whose time
     /// came, then at most `max` queued frames. Returns whether more are queued. Nothing
     /// moves while outbound frames are held or another socket owns the session.
-    pub fn take_outbound(&self, link: &Arc<Link>, max: usize, out: &mut Vec<Utf8Bytes>) -> bool {
+    pub fn take_outbound(&self, link: &Arc<Link>, max: usize, out: &mut Vec<OutFrame>) -> bool {
         let mut st = self.st.lock();
         if !st.owned_by(link) || st.faults.hold_outbound {
             return false;
@@ -482,19 +535,6 @@ impl Session {
     }
 }
 
-/// An ack frame for `result`.
-pub(crate) fn ack_frame(ack_id: u64, result: Result<(), AckError>) -> Utf8Bytes {
-    let (success, error) = match result {
-        Ok(()) => (true, None),
-        Err(e) => (false, Some(e)),
-    };
-    encode(&ServiceMessage::Ack {
-        ack_id,
-        success,
-        error,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +546,9 @@ mod tests {
         ))
     }
 
+    const JR: Subprotocol = Subprotocol::JsonReliable;
+    const WINDOW: Duration = Duration::from_secs(30);
+
     const LIMITS: UnackedLimits = UnackedLimits {
         messages: 2,
         bytes: usize::MAX,
@@ -514,7 +557,20 @@ mod tests {
     fn frames(s: &Session, l: &Arc<Link>) -> Vec<String> {
         let mut out = Vec::new();
         s.take_outbound(l, usize::MAX, &mut out);
-        out.iter().map(|f| f.as_str().to_owned()).collect()
+        out.iter()
+            .map(|f| match f {
+                OutFrame::Text(t) => t.as_str().to_owned(),
+                OutFrame::Binary(b) => panic!("a JSON session queued a binary frame: {b:?}"),
+            })
+            .collect()
+    }
+
+    fn server_message() -> Outgoing {
+        Outgoing::new(ServiceMessage::ServerMessage {
+            data: "x".into(),
+            sequence_id: None,
+            metadata: Default::default(),
+        })
     }
 
     #[test]
@@ -523,23 +579,23 @@ mod tests {
         let s = Session::open(
             "c".into(),
             None,
-            true,
+            Subprotocol::JsonReliable,
             Grants::default(),
             "t1".into(),
             a.clone(),
         );
-        let body = encode(&ServiceMessage::ServerMessage {
-            data: "x".into(),
-            sequence_id: None,
-            metadata: Default::default(),
-        });
+        let body = server_message();
         assert!(!s.deliver(&body, &LIMITS));
         assert!(!s.deliver(&body, &LIMITS));
         s.sequence_ack(1);
         assert!(s.detach(&a, true));
         assert!(!s.is_connected());
-        assert!(s.accepts_recovery("t1", Duration::from_secs(30)));
-        assert!(!s.accepts_recovery("t2", Duration::from_secs(30)));
+        assert!(s.accepts_recovery("t1", JR, WINDOW));
+        assert!(!s.accepts_recovery("t2", JR, WINDOW));
+        assert!(
+            !s.accepts_recovery("t1", Subprotocol::ProtobufReliable, WINDOW),
+            "a recovery speaks the session's subprotocol"
+        );
         s.attach(b.clone(), "t2".into());
         let sent = frames(&s, &b);
         assert_eq!(sent.len(), 2, "{sent:?}");
@@ -550,23 +606,89 @@ mod tests {
             "the old socket lost it"
         );
         assert!(
-            s.accepts_recovery("t1", Duration::from_secs(30)),
+            s.accepts_recovery("t1", JR, WINDOW),
             "earlier tokens stay valid"
         );
     }
 
     #[test]
+    fn a_recovery_does_not_resend_messages_whose_time_to_live_passed() {
+        // PROTOCOL.md §11: the service may drop a message not delivered in time.
+        let (a, b) = (link(), link());
+        let s = Session::open(
+            "c".into(),
+            None,
+            JR,
+            Grants::default(),
+            "t".into(),
+            a.clone(),
+        );
+        let past = Instant::now() - Duration::from_millis(1);
+        let later = Instant::now() + Duration::from_secs(300);
+        assert!(!s.deliver(&server_message().expiring_at(Some(past)), &LIMITS));
+        assert!(!s.deliver(&server_message().expiring_at(Some(later)), &LIMITS));
+        assert!(s.detach(&a, true));
+        s.attach(b.clone(), "t2".into());
+        let sent = frames(&s, &b);
+        assert_eq!(
+            sent.len(),
+            2,
+            "connected, then the unexpired message: {sent:?}"
+        );
+        assert!(sent[1].contains(r#""sequenceId":2"#), "{sent:?}");
+        assert_eq!(
+            s.st.lock().unacked_bytes,
+            sent[1].len(),
+            "the expired one is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_protobuf_session_queues_binary_frames_and_splices_its_sequence_ids() {
+        let a = link();
+        let p = Subprotocol::ProtobufReliable;
+        let s = Session::open(
+            "c".into(),
+            None,
+            p,
+            Grants::default(),
+            "t".into(),
+            a.clone(),
+        );
+        assert!(!s.deliver(&server_message(), &LIMITS));
+        s.push_ack(7, Ok(()));
+        let mut out = Vec::new();
+        s.take_outbound(&a, usize::MAX, &mut out);
+        let decoded: Vec<ServiceMessage> = out
+            .into_iter()
+            .map(|f| match f {
+                OutFrame::Binary(b) => ServiceMessage::decode_protobuf(&b).unwrap(),
+                OutFrame::Text(t) => panic!("a protobuf session queued text: {t}"),
+            })
+            .collect();
+        assert!(matches!(
+            &decoded[0],
+            ServiceMessage::Connected { reconnection_token: Some(t), .. } if t == "t"
+        ));
+        assert_eq!(decoded[1].sequence_id(), Some(1));
+        assert!(matches!(
+            decoded[2],
+            ServiceMessage::Ack {
+                ack_id: 7,
+                success: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn an_overflow_while_dropped_ends_the_session_and_while_live_closes_it() {
         let a = link();
-        let body = encode(&ServiceMessage::ServerMessage {
-            data: "x".into(),
-            sequence_id: None,
-            metadata: Default::default(),
-        });
+        let body = server_message();
         let live = Session::open(
             "c".into(),
             None,
-            true,
+            Subprotocol::JsonReliable,
             Grants::default(),
             "t".into(),
             a.clone(),
@@ -582,7 +704,7 @@ mod tests {
         let dropped = Session::open(
             "d".into(),
             None,
-            true,
+            Subprotocol::JsonReliable,
             Grants::default(),
             "t".into(),
             a.clone(),
@@ -600,7 +722,7 @@ mod tests {
         let s = Session::open(
             "c".into(),
             None,
-            false,
+            Subprotocol::Json,
             Grants::default(),
             "t".into(),
             link(),
@@ -625,7 +747,7 @@ mod tests {
         let s = Session::open(
             "c".into(),
             None,
-            false,
+            Subprotocol::Json,
             Grants::from_roles(&roles),
             "t".into(),
             link(),

@@ -1,7 +1,7 @@
 //! The public value types: what tests observe, what the server API reports, and the
 //! run-time permissions of a connection.
 
-use webpubsub_protocol::{ClientMessage, Data};
+use webpubsub_protocol::{ClientMessage, Data, Metadata, Subprotocol};
 
 /// Something that happened in the emulator, for tests to wait on
 /// ([`Emulator::observe`](crate::Emulator::observe)).
@@ -18,7 +18,7 @@ pub enum Observation {
         connection_id: String,
         /// The token's `sub`, if any.
         user_id: Option<String>,
-        /// Whether it speaks the reliable subprotocol.
+        /// Whether it speaks a reliable subprotocol (JSON or protobuf).
         reliable: bool,
     },
     /// A dropped session was recovered on a new socket.
@@ -118,6 +118,8 @@ pub struct ConnectionInfo {
     pub groups: Vec<String>,
     /// `true` while a socket is attached; `false` while waiting for recovery.
     pub connected: bool,
+    /// The subprotocol it speaks (a recovery must speak the same).
+    pub subprotocol: Subprotocol,
 }
 
 /// An upstream `event` a client sent, as recorded by
@@ -133,4 +135,6 @@ pub struct UpstreamEvent {
     pub event: String,
     /// The payload.
     pub data: Data,
+    /// The metadata the client sent with it (empty: none).
+    pub metadata: Metadata,
 }

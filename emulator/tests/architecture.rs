@@ -8,7 +8,8 @@ use std::path::Path;
 /// module that touches a socket (`net` and up), so it cannot reach for one.
 const LAYERS: &[&[&str]] = &[
     &[
-        "auth", "checks", "handler", "http", "odata", "patterns", "types", "upstream", "wake",
+        "auth", "checks", "frames", "handler", "http", "odata", "patterns", "types", "upstream",
+        "wake",
     ],
     &["roles"],
     &["session"],

@@ -1,4 +1,8 @@
 //! The emulator's reliable sessions: sequence ids, recovery, buffer limits, and faults.
+//!
+//! Every test runs over both reliable subprotocols, JSON and protobuf (PROTOBUF.md: only the
+//! reliable variants recover, with the same URL parameters, 1008 rule and window; B42), and
+//! the plain-session test over both plain ones.
 
 mod support;
 
@@ -6,7 +10,50 @@ use std::time::{Duration, Instant};
 use support::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 use webpubsub_emulator::{Emulator, Observation};
-use webpubsub_protocol::{ClientMessage, Data, ServiceMessage};
+use webpubsub_protocol::{ClientMessage, Data, ServiceMessage, Subprotocol};
+
+/// One `#[test]` per subprotocol for each listed `fn name(p: Subprotocol)`, in a module of
+/// that name: `name::json_reliable`, `name::protobuf_reliable` (or the plain twins).
+macro_rules! over {
+    (reliable: $($name:ident),* $(,)?) => {
+        over!(@ [json_reliable JsonReliable, protobuf_reliable ProtobufReliable] $($name),*);
+    };
+    (plain: $($name:ident),* $(,)?) => {
+        over!(@ [json Json, protobuf Protobuf] $($name),*);
+    };
+    (@ $variants:tt $($name:ident),*) => {
+        $( over!(@@ $variants $name); )*
+    };
+    (@@ [$($test:ident $p:ident),*] $name:ident) => {
+        mod $name {
+            $(
+                #[test]
+                fn $test() {
+                    super::$name(webpubsub_protocol::Subprotocol::$p)
+                }
+            )*
+        }
+    };
+}
+
+over!(reliable:
+    recovery_resends_what_was_not_sequence_acked_and_continues_the_sequence,
+    duplicate_ack_ids_are_detected_across_a_recovery,
+    a_lost_ack_means_executed_then_dropped_and_the_retry_is_a_duplicate,
+    failed_acks_are_internal_server_errors_and_not_executed,
+    held_outbound_frames_get_sequence_ids_and_flow_when_released,
+    delayed_acks_arrive_after_the_delay_and_after_later_frames,
+    a_drop_mid_frame_leaves_a_truncated_frame_and_a_recoverable_session,
+    bad_recovery_tokens_are_closed_with_1008,
+    an_earlier_reconnection_token_still_recovers_its_session,
+    refused_recoveries_are_closed_with_1008,
+    sessions_end_after_the_recovery_window,
+    a_client_close_frame_ends_the_session,
+    unacked_buffer_overflow_closes_the_session_for_good,
+    unacked_byte_limit_applies_to_dropped_sessions_too,
+    a_recovery_must_speak_the_subprotocol_of_its_session,
+);
+over!(plain: plain_sessions_end_when_the_socket_drops);
 
 fn seqs(msgs: &[ServiceMessage]) -> Vec<u64> {
     msgs.iter()
@@ -14,15 +61,16 @@ fn seqs(msgs: &[ServiceMessage]) -> Vec<u64> {
         .collect()
 }
 
+/// Recovers `c`'s session over its own subprotocol.
 fn recover(url: &str, c: &Ws) -> Ws {
-    let r = connect(&recovery_url(url, c));
+    let r = connect_as(c.subprotocol, &recovery_url(url, c));
     assert_eq!(r.connection_id, c.connection_id, "same session");
     assert_ne!(r.reconnection_token, c.reconnection_token, "fresh token");
     r
 }
 
-fn expect_1008(url: &str) {
-    let mut r = open_raw(url, RELIABLE);
+fn expect_1008(p: Subprotocol, url: &str) {
+    let mut r = open_raw(url, p.name());
     match r.read() {
         Ok(tungstenite::Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Policy),
         other => panic!("expected close 1008, got {other:?}"),
@@ -36,13 +84,12 @@ fn join_ack(g: &str, id: u64) -> ClientMessage {
     }
 }
 
-#[test]
-fn recovery_resends_what_was_not_sequence_acked_and_continues_the_sequence() {
+fn recovery_resends_what_was_not_sequence_acked_and_continues_the_sequence(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let hub = emu.hub("chat");
     let url = emu.client_url("chat").group("g").build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     for i in 1..=3 {
         hub.send_to_group("g", format!("m{i}"));
     }
@@ -68,15 +115,14 @@ fn recovery_resends_what_was_not_sequence_acked_and_continues_the_sequence() {
     assert!(hub.connections()[0].connected);
 }
 
-#[test]
-fn duplicate_ack_ids_are_detected_across_a_recovery() {
+fn duplicate_ack_ids_are_detected_across_a_recovery(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu
         .client_url("chat")
         .role("webpubsub.joinLeaveGroup")
         .build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     a.send(join_ack("g", 5));
     assert_eq!(a.ack(5), (true, None));
     emu.hub("chat").drop_connection(&a.connection_id);
@@ -86,15 +132,14 @@ fn duplicate_ack_ids_are_detected_across_a_recovery() {
     assert_eq!(r.ack(5), (false, Some("Duplicate".into())));
 }
 
-#[test]
-fn a_lost_ack_means_executed_then_dropped_and_the_retry_is_a_duplicate() {
+fn a_lost_ack_means_executed_then_dropped_and_the_retry_is_a_duplicate(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
     let url = emu
         .client_url("chat")
         .role("webpubsub.joinLeaveGroup")
         .build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     assert!(hub.lose_next_ack(&a.connection_id));
     a.send(join_ack("g", 1));
     let (code, seen) = a.closed();
@@ -109,11 +154,11 @@ fn a_lost_ack_means_executed_then_dropped_and_the_retry_is_a_duplicate() {
     assert_eq!(r.ack(2), (true, None), "only the next ack was lost");
 }
 
-#[test]
-fn failed_acks_are_internal_server_errors_and_not_executed() {
+fn failed_acks_are_internal_server_errors_and_not_executed(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
-    let mut a = connect(
+    let mut a = connect_as(
+        p,
         &emu.client_url("chat")
             .role("webpubsub.joinLeaveGroup")
             .build(),
@@ -133,11 +178,10 @@ fn failed_acks_are_internal_server_errors_and_not_executed() {
     assert!(hub.group_exists("g"));
 }
 
-#[test]
-fn held_outbound_frames_get_sequence_ids_and_flow_when_released() {
+fn held_outbound_frames_get_sequence_ids_and_flow_when_released(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
-    let mut a = connect(&emu.client_url("chat").build());
+    let mut a = connect_as(p, &emu.client_url("chat").build());
     let id = a.connection_id.clone();
     assert!(hub.hold_outbound(&id, true));
     for i in 0..3 {
@@ -162,11 +206,11 @@ fn held_outbound_frames_get_sequence_ids_and_flow_when_released() {
     assert_eq!(got[3], ServiceMessage::Pong);
 }
 
-#[test]
-fn delayed_acks_arrive_after_the_delay_and_after_later_frames() {
+fn delayed_acks_arrive_after_the_delay_and_after_later_frames(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");
-    let mut a = connect(
+    let mut a = connect_as(
+        p,
         &emu.client_url("chat")
             .role("webpubsub.joinLeaveGroup")
             .build(),
@@ -182,12 +226,11 @@ fn delayed_acks_arrive_after_the_delay_and_after_later_frames() {
     assert!(hub.group_exists("g"));
 }
 
-#[test]
-fn a_drop_mid_frame_leaves_a_truncated_frame_and_a_recoverable_session() {
+fn a_drop_mid_frame_leaves_a_truncated_frame_and_a_recoverable_session(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     assert!(emu.hub("chat").drop_connection_mid_frame(&a.connection_id));
     match a.ws.read() {
         Err(tungstenite::Error::Protocol(_)) | Err(tungstenite::Error::Io(_)) => {}
@@ -197,21 +240,24 @@ fn a_drop_mid_frame_leaves_a_truncated_frame_and_a_recoverable_session() {
     let _r = recover(&url, &a);
 }
 
-#[test]
-fn bad_recovery_tokens_are_closed_with_1008() {
+fn bad_recovery_tokens_are_closed_with_1008(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let a = connect(&url);
+    let a = connect_as(p, &url);
     emu.hub("chat").drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
-    expect_1008(&format!(
-        "{url}&awps_connection_id={}&awps_reconnection_token=wrong",
-        a.connection_id
-    ));
-    expect_1008(&format!(
-        "{url}&awps_connection_id=unknown&awps_reconnection_token=wrong"
-    ));
+    expect_1008(
+        p,
+        &format!(
+            "{url}&awps_connection_id={}&awps_reconnection_token=wrong",
+            a.connection_id
+        ),
+    );
+    expect_1008(
+        p,
+        &format!("{url}&awps_connection_id=unknown&awps_reconnection_token=wrong"),
+    );
     wait_for(&obs, |o| {
         matches!(o, Observation::RecoveryRefused { .. }).then_some(())
     });
@@ -219,14 +265,13 @@ fn bad_recovery_tokens_are_closed_with_1008() {
     let _r = recover(&url, &a);
 }
 
-#[test]
-fn an_earlier_reconnection_token_still_recovers_its_session() {
+fn an_earlier_reconnection_token_still_recovers_its_session(p: Subprotocol) {
     // A recovery's `connected` message (with the fresh token) can be lost in a cut; the
     // service's tokens live as long as the session, so the previous one must still work.
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let first = connect(&url);
+    let first = connect_as(p, &url);
     let hub = emu.hub("chat");
     hub.drop_connection(&first.connection_id);
     wait_dropped(&obs, &first.connection_id);
@@ -237,39 +282,40 @@ fn an_earlier_reconnection_token_still_recovers_its_session() {
     let third = recover(&url, &first);
     assert_eq!(third.connection_id, first.connection_id);
     // A token of another session still does not.
-    let other = connect(&url);
+    let other = connect_as(p, &url);
     hub.drop_connection(&third.connection_id);
     wait_dropped(&obs, &third.connection_id);
-    expect_1008(&format!(
-        "{url}&awps_connection_id={}&awps_reconnection_token={}",
-        first.connection_id,
-        other.reconnection_token.as_deref().unwrap()
-    ));
+    expect_1008(
+        p,
+        &format!(
+            "{url}&awps_connection_id={}&awps_reconnection_token={}",
+            first.connection_id,
+            other.reconnection_token.as_deref().unwrap()
+        ),
+    );
 }
 
-#[test]
-fn refused_recoveries_are_closed_with_1008() {
+fn refused_recoveries_are_closed_with_1008(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let a = connect(&url);
+    let a = connect_as(p, &url);
     emu.hub("chat").drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
     emu.refuse_recoveries(true);
-    expect_1008(&recovery_url(&url, &a));
+    expect_1008(p, &recovery_url(&url, &a));
     emu.refuse_recoveries(false);
     let _r = recover(&url, &a);
 }
 
-#[test]
-fn sessions_end_after_the_recovery_window() {
+fn sessions_end_after_the_recovery_window(p: Subprotocol) {
     let emu = Emulator::builder()
         .recovery_window(Duration::from_millis(200))
         .start()
         .unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let a = connect(&url);
+    let a = connect_as(p, &url);
     emu.hub("chat").drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
     assert_eq!(
@@ -277,37 +323,34 @@ fn sessions_end_after_the_recovery_window() {
         "recovery window expired"
     );
     assert!(!emu.hub("chat").connection_exists(&a.connection_id));
-    expect_1008(&recovery_url(&url, &a));
+    expect_1008(p, &recovery_url(&url, &a));
 }
 
-#[test]
-fn plain_json_sessions_end_when_the_socket_drops() {
+fn plain_sessions_end_when_the_socket_drops(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
-    let a = connect_plain(&emu.client_url("chat").build());
+    let a = connect_as(p, &emu.client_url("chat").build());
     emu.hub("chat").drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
     wait_ended(&obs, &a.connection_id);
 }
 
-#[test]
-fn a_client_close_frame_ends_the_session() {
+fn a_client_close_frame_ends_the_session(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     a.ws.close(None).unwrap();
     let _ = a.closed();
     assert_eq!(wait_ended(&obs, &a.connection_id), "closed by the client");
-    expect_1008(&recovery_url(&url, &a));
+    expect_1008(p, &recovery_url(&url, &a));
 }
 
-#[test]
-fn unacked_buffer_overflow_closes_the_session_for_good() {
+fn unacked_buffer_overflow_closes_the_session_for_good(p: Subprotocol) {
     let emu = Emulator::builder().max_unacked_messages(5).start().unwrap();
     let obs = emu.observe();
     let url = emu.client_url("chat").build();
-    let mut a = connect(&url);
+    let mut a = connect_as(p, &url);
     let hub = emu.hub("chat");
     for i in 0..5 {
         hub.send_to_connection(&a.connection_id, format!("{i}"));
@@ -326,14 +369,13 @@ fn unacked_buffer_overflow_closes_the_session_for_good() {
         "{seen:?}"
     );
     wait_ended(&obs, &a.connection_id);
-    expect_1008(&recovery_url(&url, &a));
+    expect_1008(p, &recovery_url(&url, &a));
 }
 
-#[test]
-fn unacked_byte_limit_applies_to_dropped_sessions_too() {
+fn unacked_byte_limit_applies_to_dropped_sessions_too(p: Subprotocol) {
     let emu = Emulator::builder().max_unacked_bytes(1000).start().unwrap();
     let obs = emu.observe();
-    let a = connect(&emu.client_url("chat").build());
+    let a = connect_as(p, &emu.client_url("chat").build());
     let hub = emu.hub("chat");
     hub.drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
@@ -341,4 +383,22 @@ fn unacked_byte_limit_applies_to_dropped_sessions_too() {
     assert!(hub.connection_exists(&a.connection_id));
     hub.send_to_connection(&a.connection_id, "x".repeat(600));
     wait_ended(&obs, &a.connection_id);
+}
+
+fn a_recovery_must_speak_the_subprotocol_of_its_session(p: Subprotocol) {
+    // Its unacknowledged frames are in the codec of its subprotocol: a recovery over the
+    // other reliable one is refused like any recovery that cannot succeed.
+    let emu = Emulator::start().unwrap();
+    let obs = emu.observe();
+    let url = emu.client_url("chat").build();
+    let a = connect_as(p, &url);
+    emu.hub("chat").drop_connection(&a.connection_id);
+    wait_dropped(&obs, &a.connection_id);
+    let other = if p.is_binary() {
+        Subprotocol::JsonReliable
+    } else {
+        Subprotocol::ProtobufReliable
+    };
+    expect_1008(other, &recovery_url(&url, &a));
+    let _r = recover(&url, &a);
 }

@@ -1,6 +1,8 @@
 //! The workloads with this crate's `WebPubSubClient`, as an application would write them.
 
 use crate::common::*;
+use crate::scale::ScaleConfig;
+use crate::scale_child;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -193,4 +195,24 @@ pub fn child_idle(url: &str) -> R<Idle> {
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
         Ok(())
     })
+}
+
+/// (scale) in the child process: `cfg.n` clients built by `build` (from the access URL),
+/// each counting its server messages, started from `CONNECTING` threads. The clients'
+/// threads and memory are what the driver reads; a client mode that shares threads between
+/// clients is another `build`.
+pub fn child_scale(cfg: &ScaleConfig, build: impl Fn(&str) -> R<WebPubSubClient> + Sync) {
+    scale_child::child(cfg, |deliveries| {
+        let (connected, clients) = scale_child::connect_all(cfg, || {
+            let client = build(&cfg.url)?;
+            let d = deliveries.clone();
+            let _sub = client.on_server_message(move |m| {
+                if let Data::Text(t) = &m.data {
+                    d.on_message(t.len());
+                }
+            });
+            client.start().map_err(|e| e.to_string())
+        });
+        (connected, Box::new(clients))
+    });
 }

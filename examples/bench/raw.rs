@@ -12,7 +12,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 use webpubsub_emulator::Emulator;
 
-const SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
+pub const SUBPROTOCOL: &str = "json.reliable.webpubsub.azure.v1";
 const ACK_EVERY: u64 = 256;
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -44,7 +44,7 @@ fn field_str<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// `"key":123` → 123.
-fn field_u64(text: &str, key: &str) -> Option<u64> {
+pub fn field_u64(text: &str, key: &str) -> Option<u64> {
     let pat = format!("\"{key}\":");
     let start = text.find(&pat)? + pat.len();
     let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
@@ -52,22 +52,37 @@ fn field_u64(text: &str, key: &str) -> Option<u64> {
 }
 
 fn dial(url: &str) -> R<(WebSocket<TcpStream>, String, String)> {
+    dial_within(url, WAIT)
+}
+
+/// Connects and reads up to the `connected` message, each step bounded by `timeout`.
+/// Returns the socket (with a short read timeout), the connection id and the reconnection
+/// token.
+pub fn dial_within(url: &str, timeout: Duration) -> R<(WebSocket<TcpStream>, String, String)> {
     let u = url::Url::parse(url).map_err(|e| e.to_string())?;
-    let addr = format!(
-        "{}:{}",
-        u.host_str().unwrap_or("127.0.0.1"),
-        u.port().unwrap_or(80)
-    );
-    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let host = u.host_str().unwrap_or("127.0.0.1");
+    let port = u.port().unwrap_or(80);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    tcp.set_read_timeout(Some(WAIT))
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
     req.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         SUBPROTOCOL.parse().expect("valid"),
     );
-    let (mut ws, _) = tungstenite::client(req, tcp).map_err(|e| e.to_string())?;
+    let (mut ws, _) = tungstenite::client(req, tcp).map_err(|e| match e {
+        tungstenite::HandshakeError::Interrupted(_) => {
+            format!("upgrade: no answer within {timeout:?}")
+        }
+        tungstenite::HandshakeError::Failure(e) => e.to_string(),
+    })?;
     loop {
         match ws.read().map_err(|e| e.to_string())? {
             Message::Text(t) if t.contains("\"event\":\"connected\"") => {
@@ -205,10 +220,12 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
         let r = receive(emu, out);
         record("raw", out, "b.cb", r);
     }
-    out.insert(
-        "b.rx",
-        Val::Na("no Receiver: the reading loop is the callback".into()),
-    );
+    if enabled("b") {
+        out.insert(
+            "b.rx",
+            Val::Na("no Receiver: the reading loop is the callback".into()),
+        );
+    }
     if enabled("c") {
         let r = recovery(emu, out);
         record("raw", out, "c.lost", r);

@@ -2,13 +2,15 @@
 //! target for this crate.
 
 use crate::common::{Figures, Val};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Client {
     Ours,
     Raw,
     Python,
+    Js,
 }
 
 /// A target for this crate: checked against its figure and the raw client's.
@@ -159,48 +161,124 @@ const FIGURES: &[Figure] = &[
     },
 ];
 
+/// The scale rows, once per number of clients (`{n}` in the label is that number).
+const SCALE_FIGURES: &[Figure] = &[
+    Figure {
+        id: "scale.connect",
+        label: "(scale) {n} clients: connect all, s",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "scale.threads",
+        label: "(scale) {n} clients: threads of the process",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "scale.rss",
+        label: "(scale) {n} clients: RSS per client, KiB",
+        ratio: true,
+        target: "≤ 64 KiB",
+        check: Some(|o, _| o <= 64.0),
+    },
+    Figure {
+        id: "scale.rss_burst",
+        label: "(scale) {n} clients: RSS per client after a 256 KiB message each, KiB",
+        ratio: true,
+        target: "≤ 64 KiB",
+        check: Some(|o, _| o <= 64.0),
+    },
+    Figure {
+        id: "scale.broadcast",
+        label: "(scale) {n} clients: one broadcast to all, ms",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+];
+
+/// The columns in the order printed, with their headers; a client with a `×raw` column
+/// after its own. A column without any figure in a run is left out.
+const COLUMNS: &[(Client, &str, bool)] = &[
+    (Client::Ours, "webpubsub-client", true),
+    (Client::Raw, "raw tungstenite", false),
+    (Client::Python, "Python SDK 1.1.0", true),
+    (Client::Js, "JS SDK 1.1.0", true),
+];
+
 pub struct Table {
-    ours: Figures,
-    raw: Figures,
-    py: Figures,
+    columns: BTreeMap<Client, Figures>,
+    /// Per number of clients, the scale figures of each client.
+    scale: BTreeMap<usize, BTreeMap<Client, Figures>>,
+    notes: Vec<String>,
 }
 
 impl Table {
     pub fn new() -> Table {
         Table {
-            ours: Figures::new(),
-            raw: Figures::new(),
-            py: Figures::new(),
+            columns: BTreeMap::new(),
+            scale: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
     pub fn column(&mut self, c: Client) -> &mut Figures {
-        match c {
-            Client::Ours => &mut self.ours,
-            Client::Raw => &mut self.raw,
-            Client::Python => &mut self.py,
-        }
+        self.columns.entry(c).or_default()
+    }
+
+    /// The scale figures of client `c` with `n` clients.
+    pub fn scale_column(&mut self, n: usize, c: Client) -> &mut Figures {
+        self.scale.entry(n).or_default().entry(c).or_default()
+    }
+
+    /// A line printed under the table.
+    pub fn note(&mut self, line: String) {
+        self.notes.push(line);
     }
 
     pub fn markdown(&self, machine: &str, took: Duration) -> String {
+        let empty = Figures::new();
+        let has = |c: Client| {
+            self.columns.get(&c).is_some_and(|f| !f.is_empty())
+                || self
+                    .scale
+                    .values()
+                    .any(|m| m.get(&c).is_some_and(|f| !f.is_empty()))
+        };
+        let shown: Vec<&(Client, &str, bool)> = COLUMNS.iter().filter(|c| has(c.0)).collect();
         let mut s = String::new();
         s.push_str(&format!(
             "Machine: {machine}. Run took {:.0} s.\n\n",
             took.as_secs_f64()
         ));
-        s.push_str("| figure | webpubsub-client | ×raw | raw tungstenite | Python SDK 1.1.0 | ×raw | target | met |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---|:-:|\n");
-        for f in FIGURES {
-            let (o, r, p) = (self.ours.get(f.id), self.raw.get(f.id), self.py.get(f.id));
-            if o.is_none() && r.is_none() && p.is_none() {
-                continue;
+        s.push_str("| figure |");
+        let mut rule = String::from("|---|");
+        for (_, header, ratio) in &shown {
+            s.push_str(&format!(" {header} |"));
+            rule.push_str("---:|");
+            if *ratio {
+                s.push_str(" ×raw |");
+                rule.push_str("---:|");
             }
-            let raw_num = num(r);
+        }
+        s.push_str(" target | met |\n");
+        rule.push_str("---|:-:|\n");
+        s.push_str(&rule);
+        let mut rows = |f: &Figure, label: &str, cols: &BTreeMap<Client, Figures>| {
+            let get = |c: Client| cols.get(&c).unwrap_or(&empty).get(f.id);
+            if shown.iter().all(|c| get(c.0).is_none()) {
+                return;
+            }
+            let raw_num = num(get(Client::Raw));
             let ratio = |v: Option<&Val>| match (f.ratio, num(v), raw_num) {
                 (true, Some(v), Some(r)) if r > 0.0 => fmt_ratio(v / r),
                 _ => String::new(),
             };
-            let met = match (f.check, num(o)) {
+            let ours = get(Client::Ours);
+            let met = match (f.check, num(ours)) {
                 (Some(check), Some(v)) => {
                     if check(v, raw_num) {
                         "yes"
@@ -208,20 +286,32 @@ impl Table {
                         "**no**"
                     }
                 }
-                (Some(_), None) => "?",
-                (None, _) => "",
+                (Some(_), None) if ours.is_some() => "?",
+                _ => "",
             };
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f.label,
-                cell(o),
-                ratio(o),
-                cell(r),
-                cell(p),
-                ratio(p),
-                f.target,
-                met
-            ));
+            s.push_str(&format!("| {label} |"));
+            for (c, _, with_ratio) in &shown {
+                let v = get(*c);
+                s.push_str(&format!(" {} |", cell(v)));
+                if *with_ratio {
+                    s.push_str(&format!(" {} |", ratio(v)));
+                }
+            }
+            s.push_str(&format!(" {} | {met} |\n", f.target));
+        };
+        for f in FIGURES {
+            rows(f, f.label, &self.columns);
+        }
+        for (n, cols) in &self.scale {
+            for f in SCALE_FIGURES {
+                rows(f, &f.label.replace("{n}", &fmt_num(*n as f64)), cols);
+            }
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+            for line in &self.notes {
+                s.push_str(&format!("- {line}\n"));
+            }
         }
         s
     }

@@ -10,10 +10,12 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 use webpubsub_emulator::{Emulator, Observation};
-use webpubsub_protocol::{ClientMessage, ServiceMessage};
+use webpubsub_protocol::{ClientMessage, ServiceMessage, Subprotocol};
 
 pub const RELIABLE: &str = "json.reliable.webpubsub.azure.v1";
 pub const PLAIN: &str = "json.webpubsub.azure.v1";
+pub const PROTOBUF_RELIABLE: &str = "protobuf.reliable.webpubsub.azure.v1";
+pub const PROTOBUF: &str = "protobuf.webpubsub.azure.v1";
 /// Bound of every wait in the tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -21,9 +23,13 @@ pub fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
 
-/// A raw WebSocket client over a blocking TcpStream (or TLS).
+/// A raw WebSocket client over a blocking TcpStream (or TLS), speaking one subprotocol:
+/// it encodes what it sends and decodes what it receives in that codec, and fails the test
+/// on a frame of the other kind (text on protobuf, binary on JSON).
 pub struct Ws<S: Read + Write = TcpStream> {
     pub ws: WebSocket<S>,
+    /// The subprotocol it offered (JSON when it offered none it knows).
+    pub subprotocol: Subprotocol,
     /// From the first `connected` message.
     pub connection_id: String,
     pub user_id: Option<String>,
@@ -73,14 +79,25 @@ pub fn try_connect(
     handshake(request(url, subprotocol, bearer), stream)
 }
 
+/// The subprotocol a `Sec-WebSocket-Protocol` request header offers first.
+fn offered(req: &tungstenite::handshake::client::Request) -> Subprotocol {
+    req.headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').find_map(|p| Subprotocol::from_name(p.trim())))
+        .unwrap_or(Subprotocol::Json)
+}
+
 pub fn handshake<S: Read + Write>(
     req: tungstenite::handshake::client::Request,
     stream: S,
 ) -> Result<Ws<S>, Refused> {
+    let subprotocol = offered(&req);
     match tungstenite::client(req, stream) {
         Ok((ws, _resp)) => {
             let mut c = Ws {
                 ws,
+                subprotocol,
                 connection_id: String::new(),
                 user_id: None,
                 reconnection_token: None,
@@ -115,6 +132,28 @@ pub fn connect_plain(url: &str) -> Ws {
     try_connect(url, Some(PLAIN), None).expect("upgrade accepted")
 }
 
+/// Connects speaking `subprotocol`.
+pub fn connect_as(subprotocol: Subprotocol, url: &str) -> Ws {
+    try_connect(url, Some(subprotocol.name()), None).expect("upgrade accepted")
+}
+
+/// One client per subprotocol ([`Subprotocol::ALL`]'s order) in hub `chat` and group `g`,
+/// user `u-<subprotocol>`, allowed to publish to groups.
+pub fn one_per_subprotocol(emu: &Emulator) -> Vec<Ws> {
+    Subprotocol::ALL
+        .iter()
+        .map(|&p| {
+            let url = emu
+                .client_url("chat")
+                .user_id(format!("u-{p}"))
+                .role("webpubsub.sendToGroup")
+                .group("g")
+                .build();
+            connect_as(p, &url)
+        })
+        .collect()
+}
+
 /// The recovery URL of a connection.
 pub fn recovery_url(url: &str, c: &Ws) -> String {
     format!(
@@ -132,25 +171,70 @@ pub fn open_raw(url: &str, subprotocol: &str) -> WebSocket<TcpStream> {
 }
 
 impl<S: Read + Write> Ws<S> {
+    /// Sends `msg` in the client's subprotocol.
     pub fn send(&mut self, msg: ClientMessage) {
-        self.ws.send(Message::text(msg.encode())).expect("send");
+        let frame = msg.encode_frame(self.subprotocol);
+        let message = if frame.is_binary() {
+            Message::binary(frame.into_bytes())
+        } else {
+            Message::text(String::from_utf8(frame.into_bytes()).unwrap())
+        };
+        self.ws.send(message).expect("send");
     }
 
     pub fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send");
     }
 
+    pub fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws.send(Message::binary(bytes.to_vec())).expect("send");
+    }
+
+    /// A data frame decoded in the client's subprotocol; `None` for control frames. Fails
+    /// the test on a frame of the other kind or one that does not decode.
+    fn decode(&self, m: &Message) -> Option<ServiceMessage> {
+        let binary = match m {
+            Message::Text(_) => false,
+            Message::Binary(_) => true,
+            _ => return None,
+        };
+        assert_eq!(
+            binary,
+            self.subprotocol.is_binary(),
+            "a {} client got a {} frame: {m:?}",
+            self.subprotocol,
+            if binary { "binary" } else { "text" }
+        );
+        let payload = m.clone().into_data();
+        Some(
+            ServiceMessage::decode_frame(self.subprotocol, &payload)
+                .unwrap_or_else(|e| panic!("bad frame {m:?}: {e}")),
+        )
+    }
+
     /// The next protocol message (bounded by the socket's read timeout).
     pub fn recv(&mut self) -> ServiceMessage {
         loop {
             match self.ws.read() {
-                Ok(Message::Text(t)) => {
-                    return ServiceMessage::decode(&t)
-                        .unwrap_or_else(|e| panic!("bad frame {t}: {e}"))
-                }
                 Ok(Message::Close(f)) => panic!("closed while waiting for a message: {f:?}"),
-                Ok(_) => {}
+                Ok(m) => {
+                    if let Some(msg) = self.decode(&m) {
+                        return msg;
+                    }
+                }
                 Err(e) => panic!("read failed while waiting for a message: {e}"),
+            }
+        }
+    }
+
+    /// The next data frame as it came off the wire (text or binary), unparsed.
+    pub fn recv_raw(&mut self) -> Message {
+        loop {
+            match self.ws.read() {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => return m,
+                Ok(Message::Close(f)) => panic!("closed while waiting for a frame: {f:?}"),
+                Ok(_) => {}
+                Err(e) => panic!("read failed while waiting for a frame: {e}"),
             }
         }
     }
@@ -197,14 +281,13 @@ impl<S: Read + Write> Ws<S> {
         let mut seen = Vec::new();
         loop {
             match self.ws.read() {
-                Ok(Message::Text(t)) => seen.push(ServiceMessage::decode(&t).unwrap()),
                 Ok(Message::Close(f)) => {
                     // Sends the close reply tungstenite queued, so the server's closing
                     // handshake ends now rather than at its timeout.
                     let _ = self.ws.flush();
                     return (f.map(|f| f.code), seen);
                 }
-                Ok(_) => {}
+                Ok(m) => seen.extend(self.decode(&m)),
                 Err(tungstenite::Error::Io(e))
                     if matches!(
                         e.kind(),
