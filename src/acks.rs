@@ -126,9 +126,9 @@ impl AckCanceller {
     /// returns [`Error::Cancelled`] at once, and no further attempt is made (a retry
     /// backoff is cut short). The request's outcome stays unknown, as the error says: if it
     /// went out, the service may execute it, and its ack is then dropped; if it had not
-    /// gone out yet (the client was recovering), it is not sent. An ack that arrived before
-    /// the cancel wins: the wait returns it. Idempotent; does nothing for a
-    /// fire-and-forget request.
+    /// gone out yet (the client was recovering), it is not sent. An answer that arrived
+    /// before the cancel wins — the wait returns it — unless it is a transient failure, whose
+    /// retry the cancel refuses. Idempotent; does nothing for a fire-and-forget request.
     pub fn cancel(&self) {
         let Some(rx) = &self.rx else { return };
         let cancelled = Err(Error::Cancelled(Cancelled::Request {
@@ -236,7 +236,12 @@ impl AckHandle {
             self.core
                 .park(self.ack_id, self.kind.clone(), self.frame.clone(), waiter)?;
             match rx.recv_timeout(delay) {
-                Ok(r) => early = Some(r),
+                Ok(r) => {
+                    // Resolved while parked (a stop, a cancel, a late ack of an earlier
+                    // attempt): nothing is left to send.
+                    self.core.abandon(self.ack_id);
+                    early = Some(r);
+                }
                 Err(RecvError::Timeout) => self.core.unpark(self.ack_id),
                 Err(RecvError::Disconnected) => return Err(Error::Stopped),
             }

@@ -179,14 +179,12 @@ impl<T> SlotReceiver<T> {
         true
     }
 
-    /// Cancels (B39): a waiting slot gets `result` and every waiter returns at once; a slot
-    /// between two attempts can no longer be [re-armed](Self::rearm). `true` if the slot
-    /// was waiting; a result that arrived first stays.
+    /// Cancels (B39): a waiting slot gets `result` and every waiter returns at once; from
+    /// now on the slot cannot be [re-armed](Self::rearm), so no further attempt is made. A
+    /// result that arrived first stays for the waiter (if it is a transient failure, the
+    /// retry it would ask for is refused). `true` if the slot was waiting.
     pub(crate) fn cancel(&self, result: T) -> bool {
         let mut state = self.0.state.lock();
-        if matches!(state.phase, Phase::Done(_)) {
-            return false;
-        }
         state.cancelled = true;
         if !matches!(state.phase, Phase::Waiting) {
             return false;
@@ -310,11 +308,13 @@ mod tests {
     }
 
     #[test]
-    fn a_result_that_came_first_survives_a_cancel() {
+    fn a_result_that_came_first_survives_a_cancel_but_no_retry_follows() {
         let (tx, rx) = waiter::<u32>();
         assert!(tx.try_send(5).is_ok());
         assert!(!rx.cancel(0));
         assert_eq!(rx.try_recv(), Some(5));
+        // Had it been a transient failure, its retry is refused.
+        assert!(rx.rearm().is_none());
     }
 
     #[test]

@@ -96,7 +96,6 @@ macro_rules! per_protocol {
             )*
             $(
                 #[test]
-                #[ignore = "pending: the emulator's protobuf subprotocols"]
                 fn $pb() {
                     with_protocol($crate::support::Protocol::$pv)
                 }
