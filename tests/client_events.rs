@@ -224,3 +224,41 @@ per_protocol! {
         );
     }
 }
+
+per_protocol! {
+    fn a_group_message_carries_its_publishers_metadata(p: Protocol) {
+        // B41: through the service, whatever the receiver's subprotocol.
+        let emu = Emulator::start().unwrap();
+        let publisher = started_with(&emu, "pub", p);
+        let receivers: Vec<_> = Protocol::ALL
+            .into_iter()
+            .map(|q| started_with(&emu, "sub", q))
+            .collect();
+        let streams: Vec<_> = receivers.iter().map(|r| r.events()).collect();
+        for r in &receivers {
+            r.join_group("g").unwrap();
+        }
+        let meta = Metadata::new().with("trace-id", "abc").with("origin", "test");
+        let opts = webpubsub_client::RequestOptions::new()
+            .metadata(meta.clone())
+            .ttl_seconds(60);
+        publisher.send_to_group_with("g", "with", &opts).unwrap();
+        publisher.send_to_group("g", "without").unwrap();
+        for (events, q) in streams.iter().zip(Protocol::ALL) {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Event::GroupMessage(m) = recv(events) {
+                    got.push((m.data, m.metadata));
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    (Data::from("with"), meta.clone()),
+                    (Data::from("without"), Metadata::new())
+                ],
+                "received over {q:?}"
+            );
+        }
+    }
+}

@@ -24,6 +24,8 @@ use webpubsub_emulator::{Emulator, EventKind, EventRequest, EventResponse, Obser
 struct Gate {
     entered: Receiver<Data>,
     release: Sender<EventResponse>,
+    /// Every `event` (not invoke) the handler got: its name and metadata.
+    events: Receiver<(String, Metadata)>,
 }
 
 impl Gate {
@@ -42,13 +44,19 @@ impl Gate {
 fn emulator() -> (Emulator, Gate) {
     let (entered_tx, entered) = crossbeam_channel::unbounded();
     let (release, release_rx) = crossbeam_channel::unbounded::<EventResponse>();
+    let (events_tx, events) = crossbeam_channel::unbounded();
     let emu = Emulator::builder()
         .event_handler(move |req: &EventRequest| {
             if req.kind != EventKind::Invoke {
+                let _ = events_tx.send((req.event.clone(), req.metadata.clone()));
                 return EventResponse::Accept;
             }
             match req.event.as_str() {
                 "accept" => EventResponse::Accept,
+                // Echoes the data and the metadata it was sent.
+                "meta" => {
+                    EventResponse::Reply(req.data.clone()).with_metadata(req.metadata.clone())
+                }
                 "fail" => EventResponse::Fail("the handler says no".into()),
                 "slow" => {
                     let _ = entered_tx.send(req.data.clone());
@@ -62,11 +70,12 @@ fn emulator() -> (Emulator, Gate) {
         })
         .start()
         .unwrap();
-    (emu, gate_of(entered, release))
-}
-
-fn gate_of(entered: Receiver<Data>, release: Sender<EventResponse>) -> Gate {
-    Gate { entered, release }
+    let gate = Gate {
+        entered,
+        release,
+        events,
+    };
+    (emu, gate)
 }
 
 fn is_cancel_of(id: u64) -> impl Fn(&ClientMessage) -> bool {
@@ -309,16 +318,30 @@ per_protocol! {
             c.invoke_event("echo", vec![0u8; 1 << 20]),
             Err(Error::InvalidInput(InvalidInput::PayloadTooLarge { .. }))
         ));
-        // Metadata within the limits goes out with the invocation.
+        // Metadata within the limits goes out with the invocation, reaches the handler, and
+        // comes back with its answer (B41).
         let meta = Metadata::new().with("trace-id", "t1");
         let r = c
-            .invoke_event_with("echo", "ok", &InvokeOptions::new().metadata(meta.clone()))
+            .invoke_event_with("meta", "ok", &InvokeOptions::new().metadata(meta.clone()))
             .unwrap();
         assert_eq!(r.data_type(), Some(DataType::Text));
+        assert_eq!(r.metadata, meta);
         let sent = next_request(&obs, |m| matches!(m, ClientMessage::Invoke { .. }));
         assert_eq!(sent.metadata(), &meta);
         assert_eq!(invocation_ids(&obs), Vec::<String>::new(), "nothing else was sent");
         c.stop();
         assert_eq!(c.invoke_event("echo", "x").unwrap_err(), Error::Stopped);
+    }
+
+    fn an_events_metadata_reaches_the_event_handler(p: Protocol) {
+        // B41
+        let (emu, gate) = emulator();
+        let c = started_with(&emu, "a", p);
+        let meta = Metadata::new().with("trace-id", "ev-1");
+        c.send_event_with("audit", "x", &RequestOptions::new().metadata(meta.clone()))
+            .unwrap();
+        c.send_event("plain", "y").unwrap();
+        assert_eq!(recv(&gate.events), ("audit".to_owned(), meta));
+        assert_eq!(recv(&gate.events), ("plain".to_owned(), Metadata::new()));
     }
 }
