@@ -1,11 +1,11 @@
 //! The ack table: the requests waiting for their ack, by ack id (B21, B24, B27).
 //!
-//! The table is plain data inside the session (`state.rs`); what a caller waits on is in
+//! The table is plain data inside the session (`state/`); what a caller waits on is in
 //! `waiter.rs`, and the handle with the retry loop in `acks.rs`.
 
+use crate::wire::WireFrame;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use tungstenite::Utf8Bytes;
 
 /// A request the service acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub(crate) enum RequestKind {
 #[derive(Debug)]
 pub(crate) struct Pending<W> {
     /// The encoded frame, kept for a resend after recovery (B21).
-    pub frame: Utf8Bytes,
+    pub frame: WireFrame,
     pub kind: RequestKind,
     /// Written to the current connection session.
     pub sent: bool,
@@ -41,6 +41,9 @@ pub(crate) struct Pending<W> {
 /// multiply instead of SipHash.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
+
+/// A map keyed by ack ids or invocation ids, hashed with [`IdHasher`].
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -65,7 +68,7 @@ impl Hasher for IdHasher {
 /// loss, stop) sort by ack id so that resends keep the original order.
 #[derive(Debug)]
 pub(crate) struct AckTable<W> {
-    map: HashMap<u64, Pending<W>, BuildHasherDefault<IdHasher>>,
+    map: IdMap<Pending<W>>,
 }
 
 impl<W> Default for AckTable<W> {
@@ -110,8 +113,8 @@ impl<W> AckTable<W> {
     }
 
     /// Frames already written to the session, in ack id order (for a resend after recovery).
-    pub(crate) fn sent_frames(&self) -> impl Iterator<Item = &Utf8Bytes> {
-        let mut sent: Vec<(u64, &Utf8Bytes)> = self
+    pub(crate) fn sent_frames(&self) -> impl Iterator<Item = &WireFrame> {
+        let mut sent: Vec<(u64, &WireFrame)> = self
             .map
             .iter()
             .filter(|(_, p)| p.sent)
@@ -147,9 +150,13 @@ impl<W> AckTable<W> {
 mod tests {
     use super::*;
 
+    fn text(s: &str) -> WireFrame {
+        WireFrame::Text(s.to_owned().into())
+    }
+
     fn pending(sent: bool) -> Pending<u8> {
         Pending {
-            frame: Utf8Bytes::from("f"),
+            frame: text("f"),
             kind: RequestKind::Other,
             sent,
             waiter: Some(0),
@@ -173,10 +180,10 @@ mod tests {
         let mut t = AckTable::default();
         for id in [5, 1, 3] {
             let mut p = pending(true);
-            p.frame = Utf8Bytes::from(id.to_string());
+            p.frame = text(&id.to_string());
             t.insert(id, p);
         }
-        let order: Vec<&str> = t.sent_frames().map(|f| f.as_str()).collect();
+        let order: Vec<&str> = t.sent_frames().filter_map(WireFrame::as_text).collect();
         assert_eq!(order, ["1", "3", "5"]);
     }
 

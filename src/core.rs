@@ -8,17 +8,17 @@
 use crate::ack_table::RequestKind;
 use crate::error::Result;
 use crate::events::Registry;
+use crate::invocations::InvokeResult;
 use crate::options::Options;
 use crate::state::Session;
-use crate::waiter::{AckReceiver, Waiter};
-use crossbeam_channel::{Receiver, Sender};
+use crate::waiter::{AckResult, SlotReceiver, Waiter};
+use crate::wire::WireFrame;
 use parking_lot::{Condvar, Mutex};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tungstenite::Utf8Bytes;
 
 /// Everything a client's threads share.
 ///
@@ -38,9 +38,14 @@ pub(crate) struct Core {
     tls: Mutex<Option<native_tls::TlsConnector>>,
 }
 
+/// What waits for an ack.
+pub(crate) type AckWaiter = Waiter<AckResult>;
+/// What waits for an invocation's response.
+pub(crate) type InvokeWaiter = Waiter<InvokeResult>;
+
 /// The state request threads and the I/O thread share, behind `Core::shared`.
 pub(crate) struct Shared {
-    pub(crate) session: Session<Waiter>,
+    pub(crate) session: Session<AckWaiter, InvokeWaiter>,
     pub(crate) run: Option<Arc<RunCtl>>,
 }
 
@@ -57,9 +62,6 @@ impl Shared {
 pub(crate) struct RunCtl {
     pub(crate) waker: mio::Waker,
     stop_requested: AtomicBool,
-    stop_tx: Mutex<Option<Sender<()>>>,
-    /// Disconnected (never sent to) once a stop is requested: backoff waits select on it.
-    pub(crate) stop_rx: Receiver<()>,
     pub(crate) start: StartSignal,
 }
 
@@ -70,19 +72,15 @@ thread_local! {
 
 impl RunCtl {
     pub(crate) fn new(waker: mio::Waker) -> RunCtl {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         RunCtl {
             waker,
             stop_requested: AtomicBool::new(false),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            stop_rx,
             start: StartSignal::default(),
         }
     }
 
     pub(crate) fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
-        self.stop_tx.lock().take();
         let _ = self.waker.wake();
     }
 
@@ -147,10 +145,11 @@ impl StartSignal {
 impl Core {
     pub(crate) fn new(options: Options) -> Core {
         let auto_rejoin = options.auto_rejoin_groups;
+        let subprotocol = options.protocol.subprotocol();
         Core {
             options,
             shared: Mutex::new(Shared {
-                session: Session::new(auto_rejoin),
+                session: Session::new(auto_rejoin, subprotocol),
                 run: None,
             }),
             registry: Arc::default(),
@@ -169,10 +168,6 @@ impl Core {
     /// Marks the calling thread as one of this client's threads.
     pub(crate) fn mark_own_thread(&self) {
         OWN_CLIENT.with(|c| c.set(self as *const Core as usize));
-    }
-
-    fn run(&self) -> Option<Arc<RunCtl>> {
-        self.shared.lock().run.clone()
     }
 
     /// Makes `run` the current run. A stop requested since `begin_start` (before the run
@@ -232,29 +227,60 @@ impl Core {
         &self,
         ack_id: u64,
         kind: RequestKind,
-        frame: Utf8Bytes,
-    ) -> Result<AckReceiver> {
+        frame: WireFrame,
+    ) -> Result<SlotReceiver<AckResult>> {
         let (tx, rx) = crate::waiter::waiter();
-        let wake = {
-            let mut sh = self.shared.lock();
-            let wake = sh.session.register(ack_id, kind, frame, tx)?;
-            if wake {
-                sh.run.clone()
-            } else {
-                None
-            }
-        };
-        if let Some(run) = wake {
-            let _ = run.waker.wake();
-        }
+        self.with_session_wake(|sh| sh.session.register(ack_id, kind, frame, tx))?;
         Ok(rx)
     }
 
+    /// Parks a request between two attempts (see [`Session::park`]).
+    pub(crate) fn park(
+        &self,
+        ack_id: u64,
+        kind: RequestKind,
+        frame: WireFrame,
+        waiter: AckWaiter,
+    ) -> Result<()> {
+        self.shared.lock().session.park(ack_id, kind, frame, waiter)
+    }
+
+    /// The backoff of a parked request is over: it goes out again.
+    pub(crate) fn unpark(&self, ack_id: u64) {
+        let _ = self.with_session_wake(|sh| Ok(sh.session.unpark(ack_id)));
+    }
+
     /// Queues a fire-and-forget frame (B28).
-    pub(crate) fn queue_frame(&self, frame: Utf8Bytes) -> Result<()> {
+    pub(crate) fn queue_frame(&self, frame: WireFrame) -> Result<()> {
+        self.with_session_wake(|sh| sh.session.queue_frame(frame))
+    }
+
+    /// The next invocation id (B40).
+    pub(crate) fn new_invocation_id(&self) -> Result<u64> {
+        self.shared.lock().session.new_invocation_id()
+    }
+
+    /// Registers an invocation and queues its frame; the returned receiver gets the response.
+    pub(crate) fn register_invocation(
+        &self,
+        invocation_id: u64,
+        frame: WireFrame,
+    ) -> Result<SlotReceiver<InvokeResult>> {
+        let (tx, rx) = crate::waiter::waiter();
+        self.with_session_wake(|sh| sh.session.register_invocation(invocation_id, frame, tx))?;
+        Ok(rx)
+    }
+
+    /// Forgets a cancelled invocation and sends `cancelInvocation` if it went out (B39).
+    pub(crate) fn cancel_invocation(&self, invocation_id: u64) {
+        let _ = self.with_session_wake(|sh| Ok(sh.session.cancel_invocation(invocation_id)));
+    }
+
+    /// Runs `f` on the session; wakes the I/O thread (outside the lock) if it says so.
+    fn with_session_wake(&self, f: impl FnOnce(&mut Shared) -> Result<bool>) -> Result<()> {
         let wake = {
             let mut sh = self.shared.lock();
-            if sh.session.queue_frame(frame)? {
+            if f(&mut sh)? {
                 sh.run.clone()
             } else {
                 None
@@ -268,21 +294,6 @@ impl Core {
 
     pub(crate) fn abandon(&self, ack_id: u64) {
         self.shared.lock().session.abandon(ack_id);
-    }
-
-    /// Waits until `deadline`; `false` if the client stopped first (B5: backoff waits are
-    /// interruptible).
-    pub(crate) fn wait_unless_stopped(&self, deadline: Instant) -> bool {
-        let Some(run) = self.run() else {
-            return false;
-        };
-        if run.stop_requested() {
-            return false;
-        }
-        matches!(
-            run.stop_rx.recv_deadline(deadline),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout)
-        )
     }
 }
 

@@ -7,7 +7,7 @@
 //! thread, a handler may block on a client request (or call `stop()`) without deadlocking.
 
 use crate::error::Error;
-use crate::protocol::Data;
+use crate::protocol::{Data, Metadata};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,10 +21,13 @@ pub struct GroupMessage {
     pub group: String,
     /// The payload.
     pub data: Data,
-    /// The publisher's user id, if it had one.
+    /// The publisher's user id, if it had one (the JSON subprotocols only: protobuf does
+    /// not carry it).
     pub from_user_id: Option<String>,
     /// The sequence id (reliable protocol only).
     pub sequence_id: Option<u64>,
+    /// The metadata the publisher attached (empty: none; B41).
+    pub metadata: Metadata,
 }
 
 /// A message from the application server (REST: to all, a user, a connection or a group).
@@ -34,6 +37,9 @@ pub struct ServerMessage {
     pub data: Data,
     /// The sequence id (reliable protocol only).
     pub sequence_id: Option<u64>,
+    /// The metadata the application server sent (REST `X-WebPubSub-Metadata-*` headers;
+    /// empty: none; B41).
+    pub metadata: Metadata,
 }
 
 /// Something that happened to the client.

@@ -3,6 +3,10 @@
 //!
 //! [Azure Web PubSub]: https://learn.microsoft.com/azure/azure-web-pubsub/
 //!
+//! It speaks the four Web PubSub subprotocols — JSON and protobuf, each plain or reliable —
+//! with acks, recovery without loss, request/response with your event handler
+//! ([`invoke_event`](WebPubSubClient::invoke_event)) and message metadata.
+//!
 //! # Quick start
 //!
 //! ```no_run
@@ -228,7 +232,8 @@
 //! thread stops reading the socket until the callbacks and receivers catch up.
 //!
 //! To keep many requests in flight from one thread, use the `*_nowait` variants, which return
-//! an [`AckHandle`] to wait on later.
+//! an [`AckHandle`] to wait on later (or an [`InvokeHandle`] for an invocation). A wait can be
+//! stopped from another thread: [`AckHandle::canceller`], [`InvokeHandle::cancel`].
 //!
 //! # Errors
 //!
@@ -237,22 +242,38 @@
 //! [`Error::Connect`] (with the HTTP status of a refused upgrade, TLS, I/O, WebSocket, close
 //! code, or the proxy's failure: [`ConnectError::Proxy`]), [`Error::Timeout`] (which one: [`TimeoutKind`]), [`Error::Ack`] (the service's
 //! error name, e.g. `Forbidden`), [`Error::ConnectionLost`] (outcome unknown; carries the ack
-//! id so a retry stays idempotent), [`Error::Stopped`] and [`Error::State`]. Where a lower
+//! id so a retry stays idempotent), [`Error::Stopped`] and [`Error::State`]; for invocations,
+//! [`Error::Invoke`] (the event handler failed: the service's error name and message),
+//! [`Error::InvocationLost`] (the connection dropped: outcome unknown) and
+//! [`TimeoutKind::Invoke`]; and [`Error::Cancelled`] when a caller stopped a wait (outcome
+//! unknown). Where a lower
 //! layer failed (an I/O, TLS or WebSocket error, your credential provider's error), the error
 //! keeps it as its [`source()`](std::error::Error::source), as a [`Cause`] you can downcast.
-//! [`Error::is_retryable`] says whether trying again may help; it is also the rule of the
-//! client's own retries. Requests retry transient failures with the *same* ack id (see
+//! [`Error::is_retryable`] says whether trying again may help and is safe; it is also the rule
+//! of the client's own retries. It is never true for an invocation: nothing deduplicates one,
+//! so trying again may run the event handler twice (B40) — that decision is yours. Requests retry transient failures with the *same* ack id (see
 //! [`WebPubSubClientBuilder::message_retry`]); a `Duplicate` answer counts as success
 //! ([`AckOutcome::duplicate`]). No error, log line or `Debug` output contains a token.
 //!
 //! # Recovery and reconnect
 //!
 //! With the default reliable protocol, a dropped connection is *recovered*: the client reopens
-//! the same session (every `recovery_retry_interval`, for at most `recovery_window`), keeps its
-//! groups and its place in the message sequence, drops redelivered messages, and resends the
-//! requests still waiting for acks with their ack ids (the service deduplicates). Requests made
-//! meanwhile wait for the connection. No `connected` event fires for a recovery; the optional
-//! `recovering`/`recovered` events mark the episode.
+//! the same session, keeps its groups and its place in the message sequence, drops redelivered
+//! messages, and resends the requests still waiting for acks with their ack ids (the service
+//! deduplicates). Requests made meanwhile wait for the connection. No `connected` event fires
+//! for a recovery; the optional `recovering`/`recovered` events mark the episode.
+//!
+//! The first recovery attempt follows the drop at once. A failed attempt is tried again after
+//! 5 ms, then 10 ms, 20 ms, 40 ms, … doubling up to
+//! [`recovery_retry_interval`](WebPubSubClientBuilder::recovery_retry_interval) (1 s by
+//! default), for at most [`recovery_window`](WebPubSubClientBuilder::recovery_window) (30 s);
+//! each pause counts from the start of the attempt it follows (B46). So a cut during a
+//! recovery's own handshake costs milliseconds, while a service that stays away is tried about
+//! once per interval. (A fixed one-second pause, as the protocol's reference describes, made
+//! such a cut cost a second: `tests/chaos.rs` prints the worst acked send.)
+//!
+//! Invocations are the exception: an invocation written to a connection that drops fails with
+//! [`Error::InvocationLost`], even when the session is recovered, and is never resent (B40).
 //!
 //! If the session cannot be recovered (close code 1008, window over, or the plain JSON
 //! protocol), `disconnected` fires, requests written to the lost session fail with
@@ -391,6 +412,104 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Invoke the event handler (request/response)
+//!
+//! [`invoke_event`](WebPubSubClient::invoke_event) sends an `invoke` to your application
+//! server's event handler and waits for its answer (B38): an [`InvokeResponse`] with the
+//! handler's data (if any), its data type and its metadata. Every wait is bounded, by the ack
+//! timeout unless [`InvokeOptions::timeout`] says otherwise. A failure is a typed error:
+//! [`Error::Invoke`] with the service's error name (`InvocationFailed`) and the handler's
+//! message, [`TimeoutKind::Invoke`], or [`Error::InvocationLost`] when the connection
+//! dropped meanwhile. Invocations are never retried or resent (B40): the handler's side
+//! effects are yours to reason about. Invocation ids count from 1 and never repeat within a
+//! client's life, across reconnects and restarts.
+//!
+//! ```
+//! use webpubsub_client::{Data, Error, WebPubSubClient};
+//! use webpubsub_emulator::{Emulator, EventResponse};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The emulator plays your application server: its handler adds numbers.
+//! let emu = Emulator::builder()
+//!     .event_handler(|req| match (req.event.as_str(), req.data.as_json()) {
+//!         ("add", Some(serde_json::Value::Array(xs))) => {
+//!             let sum: i64 = xs.iter().filter_map(|x| x.as_i64()).sum();
+//!             EventResponse::Reply(Data::from(serde_json::json!(sum)))
+//!         }
+//!         _ => EventResponse::Fail("I only add".into()),
+//!     })
+//!     .start()?;
+//! let client = WebPubSubClient::new(&emu.client_url("chat").build())?;
+//! let _running = client.start()?;
+//!
+//! let answer = client.invoke_event("add", serde_json::json!([1, 2, 3]))?;
+//! assert_eq!(answer.data, Some(Data::from(serde_json::json!(6))));
+//!
+//! match client.invoke_event("multiply", serde_json::json!([2, 3])) {
+//!     Err(Error::Invoke(failure)) => {
+//!         assert_eq!(failure.name, "InvocationFailed");
+//!         assert_eq!(failure.message, "I only add");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! **Cancelling** (B39): [`invoke_event_nowait`](WebPubSubClient::invoke_event_nowait)
+//! returns an [`InvokeHandle`]; a clone of it can cancel from any thread — a GUI's cancel
+//! button while a worker waits. The waiter returns [`Error::Cancelled`] at once, the client
+//! sends `cancelInvocation`, and a late response is dropped. A timeout cancels the same way.
+//! **Dropping the last clone of a pending handle cancels it too** (nobody can receive the
+//! answer); to have the handler run without waiting, send an event instead.
+//!
+//! ```no_run
+//! # use webpubsub_client::{Error, InvokeOptions, WebPubSubClient};
+//! # fn main() -> Result<(), Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! let handle = client.invoke_event_nowait("report", "2026-Q4", &InvokeOptions::new())?;
+//! let cancel_button = handle.clone();
+//! let worker = std::thread::spawn(move || handle.wait());
+//! cancel_button.cancel(); // the user changed their mind
+//! match worker.join().unwrap() {
+//!     Err(Error::Cancelled(_)) => println!("cancelled; the handler may still have run"),
+//!     Ok(report) => println!("it was faster: {:?}", report.data),
+//!     Err(e) => println!("{e}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! An acked request's wait can be stopped the same way ([`AckHandle::canceller`]): the
+//! waiter returns [`Error::Cancelled`], whose text says the outcome is unknown.
+//!
+//! ## Metadata and time to live
+//!
+//! A `send_to_group`, a `send_event` and an invocation can carry [`Metadata`] — string keys to
+//! string values, such as a trace id — and a `send_to_group` a time to live in seconds, after
+//! which the service may drop the message for a receiver that has not got it (B41):
+//! [`RequestOptions::metadata`], [`RequestOptions::ttl_seconds`], [`InvokeOptions::metadata`].
+//! Received [`GroupMessage`]s, [`ServerMessage`]s and [`InvokeResponse`]s expose the
+//! publisher's metadata. The service's limits are checked before anything is sent, each a
+//! typed [`InvalidInput::Rule`] carrying the protocol's [`RuleError`](protocol::RuleError):
+//! keys of 1 to 256 HTTP token characters (letters, digits, ``!#$%&'*+-.^_`|~``), values of
+//! at most 1024 bytes of printable ASCII, 8 KiB in all, a time to live of 0 to 300 s.
+//! Joins and leaves carry neither ([`InvalidInput::Options`]).
+//!
+//! ```no_run
+//! use webpubsub_client::{Metadata, RequestOptions, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! let options = RequestOptions::new()
+//!     .metadata(Metadata::new().with("trace-id", "4bf92f35"))
+//!     .ttl_seconds(60);
+//! client.send_to_group_with("room", "hello", &options)?;
+//! client.on_group_message(|m| {
+//!     if let Some(trace) = m.metadata.get("trace-id") {
+//!         println!("{trace}: {:?}", m.data);
+//!     }
+//! });
+//! # Ok(()) }
+//! ```
+//!
 //! ## Events
 //!
 //! Callbacks run on the dispatcher thread, in the order things happened. The same events can be
@@ -424,8 +543,28 @@
 //! [`Protocol::JsonReliable`] (`json.reliable.webpubsub.azure.v1`, the default) numbers every
 //! message so that a dropped connection is recovered without loss or repetition.
 //! [`Protocol::Json`] (`json.webpubsub.azure.v1`) is lighter but every drop is a new
-//! connection: messages sent meanwhile are lost and groups are rejoined. The protobuf
-//! subprotocols are not supported.
+//! connection: messages sent meanwhile are lost and groups are rejoined.
+//!
+//! [`Protocol::ProtobufReliable`] and [`Protocol::Protobuf`]
+//! (`protobuf.reliable.webpubsub.azure.v1`, `protobuf.webpubsub.azure.v1`) are their twins in
+//! protobuf binary frames (B42): the same operations, events, errors, recovery (the reliable
+//! one only) and limits, checked by the same tests. Binary payloads travel as raw bytes rather
+//! than base64, so a frame of binary data is about a quarter smaller, and the 1 MB limit
+//! leaves room for about 1 MB of bytes instead of about 750 KB. What protobuf cannot say: a
+//! group message has no [`from_user_id`](GroupMessage::from_user_id) (always `None`), and json
+//! sent by the .NET client arrives as text (it sends json as `text_data`). `ping` is encoded
+//! too, so keep-alive works (the JS protobuf codec cannot encode it). A frame of the wrong
+//! kind (text on protobuf, binary on JSON), an unknown or preview `oneof` case, or bytes that
+//! are not protobuf are logged and skipped, never fatal (B34).
+//!
+//! ```no_run
+//! use webpubsub_client::{Protocol, WebPubSubClient};
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! let client = WebPubSubClient::builder("<client-access-url>")
+//!     .protocol(Protocol::ProtobufReliable)
+//!     .build()?;
+//! # Ok(()) }
+//! ```
 //!
 //! ## Logging
 //!
@@ -457,7 +596,10 @@
 //! | wrong or missing proxy credentials | at `start()`: [`ConnectError::Proxy`] with [`ProxyErrorKind::Status`] 407 |
 //! | group name empty, or over 1024 characters | [`InvalidInput::GroupName`] |
 //! | event name empty | [`InvalidInput::EventName`] |
-//! | encoded message over 1 MB (base64 counts) | [`InvalidInput::PayloadTooLarge`] with the size and the limit |
+//! | encoded message over 1 MB (base64 counts in JSON) | [`InvalidInput::PayloadTooLarge`] with the size and the limit |
+//! | metadata key, value or total over the limits; time to live over 300 s | [`InvalidInput::Rule`] with the protocol's `RuleError` |
+//! | a `protobuf` payload that is not a serialised `google.protobuf.Any` | [`InvalidInput::Rule`] (`InvalidProtobufPayload`) |
+//! | metadata or a time to live on a join or leave; a time to live on an event | [`InvalidInput::Options`] |
 //! | fire-and-forget with an ack id | [`InvalidInput::Options`] |
 //! | an ack id still in flight, given again | [`InvalidInput::AckIdInUse`] |
 //! | a request while stopped (before `start()`, after `stop()`) | [`Error::Stopped`] |
@@ -519,15 +661,18 @@
 //!    `error`;
 //! 2. `endpoint` (access URLs, redaction), `proxy` (which proxy a connection takes, the
 //!    environment's rules, and the `CONNECT` exchange), `retry` (retry policies), `timers`
-//!    (recovery, reconnect and sequence-ack timing, pure), `ack_table` (requests waiting for
-//!    acks), `waiter` (the one-shot slot a caller waits on), `events` (event types, handler
-//!    registry, the dispatcher thread);
+//!    (recovery, reconnect and sequence-ack timing, pure), `wire` (an encoded frame: text for
+//!    JSON, binary for protobuf), `ack_table` (requests waiting for acks), `invocations`
+//!    (invocations waiting for their response, and [`InvokeResponse`]), `waiter` (the one-shot
+//!    slot a caller waits on, cancellable), `events` (event types, handler registry, the
+//!    dispatcher thread);
 //! 3. `state`: the session state machine, pure — it owns every transition;
 //! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, proxy
 //!    tunnel, TLS and WebSocket dialing), then `core` (what the threads share: the session
 //!    behind its mutex, the run's controls);
-//! 5. `acks` ([`AckHandle`] and its retries) and `io` (the I/O thread; `io/receive` has one
-//!    handler per message kind, `io/ended` decides between recovery, reconnect and stop);
+//! 5. `acks` ([`AckHandle`] and its retries), `invoke` ([`InvokeHandle`]) and `io` (the I/O
+//!    thread; `io/receive` has one handler per message kind, `io/ended` decides between
+//!    recovery, reconnect and stop);
 //! 6. `client`: the handle, its operations and the `on_*` registrations.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -539,6 +684,8 @@ mod core;
 mod endpoint;
 mod error;
 mod events;
+mod invocations;
+mod invoke;
 mod io;
 mod options;
 mod proxy;
@@ -547,20 +694,23 @@ mod state;
 mod timers;
 mod transport;
 mod waiter;
+mod wire;
 
 /// The wire protocol (the `webpubsub-protocol` crate): message types, codecs and limits.
 pub use webpubsub_protocol as protocol;
 
 pub use ack_table::AckOutcome;
-pub use acks::{AckHandle, RequestOptions};
+pub use acks::{AckCanceller, AckHandle, RequestOptions};
 pub use client::{StartGuard, WebPubSubClient};
 pub use error::{
-    AckFailure, Cause, ConnectError, Error, InvalidInput, ProxyError, ProxyErrorKind, Result,
-    StateError, TimeoutKind,
+    AckFailure, Cancelled, Cause, ConnectError, Error, InvalidInput, InvokeFailure, ProxyError,
+    ProxyErrorKind, Result, StateError, TimeoutKind,
 };
 pub use events::{Event, GroupMessage, ServerMessage, Subscription};
+pub use invocations::InvokeResponse;
+pub use invoke::{InvokeHandle, InvokeOptions};
 pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
-pub use protocol::{Data, DataType};
+pub use protocol::{Data, DataType, Metadata};
 pub use proxy::Proxy;
 pub use retry::{RetryMode, RetryPolicy};
 pub use state::ClientState;
@@ -574,6 +724,9 @@ const _: () = {
     assert_send_sync::<WebPubSubClient>();
     assert_send_sync::<StartGuard>();
     assert_send_sync::<AckHandle>();
+    assert_send_sync::<AckCanceller>();
+    assert_send_sync::<InvokeHandle>();
+    assert_send_sync::<InvokeResponse>();
     assert_send_sync::<Error>();
     assert_send_sync::<Event>();
     assert_send_sync::<Credential>();

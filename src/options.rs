@@ -3,6 +3,7 @@
 
 use crate::endpoint::AccessUrl;
 use crate::error::{Cause, ConnectError, Error, Result};
+use crate::protocol::Subprotocol;
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::retry::RetryPolicy;
 use std::fmt;
@@ -10,7 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The WebSocket subprotocol the client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The four behave the same (B42): the same operations, events, acks and errors; only the
+/// encoding differs (JSON text frames or protobuf binary frames), and only the reliable ones
+/// recover a dropped connection. See the crate docs' "Subprotocols".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Protocol {
     /// `json.reliable.webpubsub.azure.v1`: sequence ids and session recovery — a dropped
     /// connection is recovered without losing messages. The default.
@@ -18,20 +24,51 @@ pub enum Protocol {
     JsonReliable,
     /// `json.webpubsub.azure.v1`: no recovery; a drop means a new connection.
     Json,
+    /// `protobuf.reliable.webpubsub.azure.v1`: the reliable protocol in protobuf binary
+    /// frames — binary payloads travel as raw bytes instead of base64.
+    ProtobufReliable,
+    /// `protobuf.webpubsub.azure.v1`: protobuf binary frames, no recovery.
+    Protobuf,
 }
 
 impl Protocol {
+    /// All four, the default first.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::JsonReliable,
+        Protocol::Json,
+        Protocol::ProtobufReliable,
+        Protocol::Protobuf,
+    ];
+
     /// The subprotocol's name on the wire.
     pub fn name(self) -> &'static str {
+        self.subprotocol().name()
+    }
+
+    /// The protocol crate's subprotocol: which codec the frames use.
+    pub fn subprotocol(self) -> Subprotocol {
         match self {
-            Protocol::JsonReliable => crate::protocol::JSON_RELIABLE_SUBPROTOCOL,
-            Protocol::Json => crate::protocol::JSON_SUBPROTOCOL,
+            Protocol::JsonReliable => Subprotocol::JsonReliable,
+            Protocol::Json => Subprotocol::Json,
+            Protocol::ProtobufReliable => Subprotocol::ProtobufReliable,
+            Protocol::Protobuf => Subprotocol::Protobuf,
         }
     }
 
     /// Whether the protocol supports recovery.
     pub fn is_reliable(self) -> bool {
-        self == Protocol::JsonReliable
+        self.subprotocol().is_reliable()
+    }
+
+    /// Whether it speaks protobuf in binary frames (else JSON in text frames).
+    pub fn is_binary(self) -> bool {
+        self.subprotocol().is_binary()
+    }
+}
+
+impl From<Protocol> for Subprotocol {
+    fn from(p: Protocol) -> Subprotocol {
+        p.subprotocol()
     }
 }
 
@@ -270,7 +307,10 @@ impl WebPubSubClientBuilder {
         self
     }
 
-    /// The pause between recovery attempts. Defaults to 1 s.
+    /// The longest pause between two recovery attempts (B46). The first attempt follows the
+    /// drop at once; after a failed one the client tries again after 5 ms, then 10 ms,
+    /// 20 ms, … doubling up to this interval, so that a cut during a recovery handshake
+    /// costs milliseconds while a service that stays away is not hammered. Defaults to 1 s.
     pub fn recovery_retry_interval(mut self, interval: Duration) -> Self {
         self.options.recovery_retry_interval = interval;
         self

@@ -1,24 +1,47 @@
-//! The I/O thread's timers, pure: when to try recovering again (B18), when to try a new
+//! The I/O thread's timers, pure: when to try recovering again (B18, B46), when to try a new
 //! connection (B22), and when to acknowledge sequence ids (B20, B31). Values driven by the
 //! current time, unit-tested without sockets or clocks.
 
 use crate::retry::RetryPolicy;
 use std::time::{Duration, Instant};
 
-/// Timing of one recovery episode (B18): first try at once, then every `interval`, for at
-/// most `window`; a close code 1008 ends it at once.
+/// The pause after the first failed recovery attempt (B46); each later one doubles, up to
+/// the recovery interval.
+pub(crate) const RECOVERY_FIRST_PAUSE: Duration = Duration::from_millis(5);
+
+/// Timing of one recovery episode (B18, B46): first try at once; after a failed attempt,
+/// the next one after 5 ms, then 10 ms, 20 ms, … doubling up to `interval`, so that a cut
+/// during a recovery handshake costs milliseconds while a service that stays away is tried
+/// about once per `interval`; for at most `window`; a close code 1008 ends it at once.
 #[derive(Debug, Clone)]
 pub(crate) struct RecoveryPlan {
+    began: Instant,
     deadline: Instant,
     interval: Duration,
+    /// Attempts failed so far in this episode.
+    failures: u32,
 }
 
 impl RecoveryPlan {
     pub(crate) fn new(now: Instant, window: Duration, interval: Duration) -> RecoveryPlan {
         RecoveryPlan {
+            began: now,
             deadline: now + window,
             interval,
+            failures: 0,
         }
+    }
+
+    /// The pause after the `failures`-th failed attempt (from 1): 5 ms doubling, capped at
+    /// `interval`.
+    fn pause(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        (RECOVERY_FIRST_PAUSE * (1u32 << doublings)).min(self.interval)
+    }
+
+    /// How long the episode has lasted, and how many of its attempts failed (for the log).
+    pub(crate) fn progress(&self, now: Instant) -> (Duration, u32) {
+        (now.saturating_duration_since(self.began), self.failures)
     }
 
     /// The deadline of the whole episode; an attempt still dialing then is abandoned.
@@ -26,10 +49,11 @@ impl RecoveryPlan {
         self.deadline
     }
 
-    /// After a failed attempt that started at `attempt_start`: when to try again, or `None`
-    /// to give up.
+    /// After a failed attempt that started at `attempt_start`: when to try again (the
+    /// pause counts from the attempt's start, so an attempt that took longer than its pause
+    /// to fail is followed at once), or `None` to give up.
     pub(crate) fn next_try(
-        &self,
+        &mut self,
         attempt_start: Instant,
         now: Instant,
         close_code: Option<u16>,
@@ -37,7 +61,8 @@ impl RecoveryPlan {
         if close_code == Some(1008) {
             return None;
         }
-        let next = (attempt_start + self.interval).max(now);
+        self.failures = self.failures.saturating_add(1);
+        let next = (attempt_start + self.pause(self.failures)).max(now);
         (next < self.deadline).then_some(next)
     }
 }
@@ -213,31 +238,62 @@ mod tests {
     }
 
     #[test]
-    fn recovery_retries_every_interval_within_the_window() {
-        // B18
+    fn recovery_pauses_grow_from_milliseconds_to_the_interval() {
+        // B46: 5 ms, 10 ms, 20 ms, ... doubling, capped at the interval.
         let t0 = Instant::now();
-        let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        let mut plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+        let pauses: Vec<Duration> = (0..12)
+            .map(|_| plan.next_try(t0, t0, None).unwrap() - t0)
+            .collect();
         assert_eq!(
-            plan.next_try(t0, t0 + Duration::from_millis(10), None),
-            Some(t0 + Duration::from_secs(1))
+            pauses,
+            [
+                ms(5),
+                ms(10),
+                ms(20),
+                ms(40),
+                ms(80),
+                ms(160),
+                ms(320),
+                ms(640),
+                ms(1000),
+                ms(1000),
+                ms(1000),
+                ms(1000)
+            ]
         );
+        // A short interval caps the very first pause.
+        let mut plan = RecoveryPlan::new(t0, Duration::from_secs(30), ms(3));
+        assert_eq!(plan.next_try(t0, t0, None), Some(t0 + ms(3)));
+        // Many failures do not overflow.
+        let mut plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+        for _ in 0..100 {
+            assert!(plan.next_try(t0, t0, None).unwrap() <= t0 + Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn recovery_pauses_count_from_the_attempt_and_end_with_the_window() {
+        // B18, B46
+        let t0 = Instant::now();
+        let mut plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+        assert_eq!(
+            plan.next_try(t0, t0 + Duration::from_millis(1), None),
+            Some(t0 + Duration::from_millis(5))
+        );
+        // An attempt that took longer than its pause to fail is followed at once.
         let late = t0 + Duration::from_secs(5);
         assert_eq!(plan.next_try(t0, late, Some(1006)), Some(late));
-        assert_eq!(
-            plan.next_try(
-                t0 + Duration::from_secs(29),
-                t0 + Duration::from_secs(29),
-                None
-            ),
-            None
-        );
+        let end = t0 + Duration::from_secs(29) + Duration::from_millis(999);
+        assert_eq!(plan.next_try(end, end, None), None, "past the window");
     }
 
     #[test]
     fn recovery_not_tried_after_close_1008() {
         // B18
         let t0 = Instant::now();
-        let plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
+        let mut plan = RecoveryPlan::new(t0, Duration::from_secs(30), Duration::from_secs(1));
         assert_eq!(plan.next_try(t0, t0, Some(1008)), None);
     }
 

@@ -10,7 +10,9 @@ const LAYERS: &[&[&str]] = &[
         "proxy",
         "retry",
         "timers",
+        "wire",
         "ack_table",
+        "invocations",
         "waiter",
         "events",
     ],
@@ -18,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["options"],
     &["transport"],
     &["core"],
-    &["acks", "io"],
+    &["acks", "invoke", "io"],
     &["client"],
 ];
 

@@ -47,42 +47,6 @@ fn group_text(e: &Event) -> Option<String> {
     }
 }
 
-#[test]
-fn ws_connection_and_its_recovery_go_through_an_explicit_proxy() {
-    // B43
-    webpubsub_testkit::log_capture::install();
-    let Some(python) =
-        pproxy::python("ws_connection_and_its_recovery_go_through_an_explicit_proxy")
-    else {
-        return;
-    };
-    let emu = Emulator::start().unwrap();
-    let mut proxy = Pproxy::start(&python, 0, None);
-    let client = builder(url(&emu, "a"))
-        .proxy(Proxy::new(&proxy.url()).unwrap())
-        .build()
-        .unwrap();
-    let events = client.events();
-    let _g = client.start().unwrap();
-    assert_eq!(proxy.wait_tunnels_to(&target(&emu), 1), 1);
-    client.join_group("g").unwrap();
-    client.send_to_group("g", "hello").unwrap();
-    recv_until(&events, |e| {
-        group_text(e).is_some_and(|t| t.contains("hello"))
-    });
-
-    // The recovery takes the same proxy.
-    assert!(emu
-        .hub(HUB)
-        .drop_connection(client.connection_id().unwrap()));
-    recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
-    assert_eq!(proxy.wait_tunnels_to(&target(&emu), 2), 2);
-    client.send_to_group("g", "after recovery").unwrap();
-    recv_until(&events, |e| {
-        group_text(e).is_some_and(|t| t.contains("after recovery"))
-    });
-}
-
 /// A CA and a certificate it signed for `localhost` only: a client that checked the
 /// certificate against the proxy's address (127.0.0.1) would refuse it.
 fn tls_emulator_for_localhost() -> (Emulator, Certificate) {
@@ -104,6 +68,83 @@ fn tls_emulator_for_localhost() -> (Emulator, Certificate) {
         .expect("identity");
     let emu = Emulator::builder().tls(identity).start().unwrap();
     (emu, Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+}
+
+/// A connected client whose proxy comes back with other credentials: the next attempt
+/// (recovery with the reliable protocol, reconnect with the plain one) gets a 407.
+fn refusal_after_a_drop_stops_the_client_without_retrying(protocol: Protocol, test: &str) {
+    webpubsub_testkit::log_capture::install();
+    let Some(python) = pproxy::python(test) else {
+        return;
+    };
+    let emu = Emulator::start().unwrap();
+    let first = Pproxy::start(&python, 0, Some("alice:old"));
+    let port = first.port;
+    let client = builder(url(&emu, "a"))
+        .protocol(protocol)
+        .recovery_window(Duration::from_secs(30))
+        // Room for a Python process to start again; without the rule under test this would
+        // retry for far longer than the test waits.
+        .reconnect_retry(RetryPolicy::fixed(Duration::from_millis(50), 1000))
+        .proxy(Proxy::new(&first.url_with("alice:old")).unwrap())
+        .build()
+        .unwrap();
+    let events = client.events();
+    let _g = client.start().unwrap();
+    first.kill();
+    let mut second = Pproxy::start(&python, port, Some("alice:new"));
+    // Attempts while no proxy listened were retried (connection refused is transient); the
+    // 407 of the proxy that is back ends the run.
+    let mut disconnected = 0;
+    recv_until(&events, |e| {
+        disconnected += usize::from(matches!(e, Event::Disconnected { .. }));
+        matches!(e, Event::Stopped)
+    });
+    assert_eq!(disconnected, 1, "one `disconnected` for the session");
+    assert_eq!(client.state(), ClientState::Stopped);
+    second.fence(1, Some("alice:new"));
+    assert_eq!(second.refusals(), 1, "{:?}", second.lines());
+    assert_eq!(second.tunnels_to(&target(&emu)), 0);
+}
+
+per_protocol! {
+    reliable;
+
+    fn ws_connection_and_its_recovery_go_through_an_explicit_proxy(p: Protocol) {
+        // B43
+        webpubsub_testkit::log_capture::install();
+        let Some(python) =
+            pproxy::python("ws_connection_and_its_recovery_go_through_an_explicit_proxy")
+        else {
+            return;
+        };
+        let emu = Emulator::start().unwrap();
+        let mut proxy = Pproxy::start(&python, 0, None);
+        let client = builder(url(&emu, "a"))
+            .protocol(p)
+            .proxy(Proxy::new(&proxy.url()).unwrap())
+            .build()
+            .unwrap();
+        let events = client.events();
+        let _g = client.start().unwrap();
+        assert_eq!(proxy.wait_tunnels_to(&target(&emu), 1), 1);
+        client.join_group("g").unwrap();
+        client.send_to_group("g", "hello").unwrap();
+        recv_until(&events, |e| {
+            group_text(e).is_some_and(|t| t.contains("hello"))
+        });
+
+        // The recovery takes the same proxy.
+        assert!(emu
+            .hub(HUB)
+            .drop_connection(client.connection_id().unwrap()));
+        recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
+        assert_eq!(proxy.wait_tunnels_to(&target(&emu), 2), 2);
+        client.send_to_group("g", "after recovery").unwrap();
+        recv_until(&events, |e| {
+            group_text(e).is_some_and(|t| t.contains("after recovery"))
+        });
+    }
 }
 
 #[test]
@@ -386,43 +427,6 @@ fn a_proxy_that_dies_mid_session_is_recovered_through_when_it_is_back_with_nothi
     assert_none_within(&events, Duration::from_millis(200), |e| {
         group_text(e).is_some()
     });
-}
-
-/// A connected client whose proxy comes back with other credentials: the next attempt
-/// (recovery with the reliable protocol, reconnect with the plain one) gets a 407.
-fn refusal_after_a_drop_stops_the_client_without_retrying(protocol: Protocol, test: &str) {
-    webpubsub_testkit::log_capture::install();
-    let Some(python) = pproxy::python(test) else {
-        return;
-    };
-    let emu = Emulator::start().unwrap();
-    let first = Pproxy::start(&python, 0, Some("alice:old"));
-    let port = first.port;
-    let client = builder(url(&emu, "a"))
-        .protocol(protocol)
-        .recovery_window(Duration::from_secs(30))
-        // Room for a Python process to start again; without the rule under test this would
-        // retry for far longer than the test waits.
-        .reconnect_retry(RetryPolicy::fixed(Duration::from_millis(50), 1000))
-        .proxy(Proxy::new(&first.url_with("alice:old")).unwrap())
-        .build()
-        .unwrap();
-    let events = client.events();
-    let _g = client.start().unwrap();
-    first.kill();
-    let mut second = Pproxy::start(&python, port, Some("alice:new"));
-    // Attempts while no proxy listened were retried (connection refused is transient); the
-    // 407 of the proxy that is back ends the run.
-    let mut disconnected = 0;
-    recv_until(&events, |e| {
-        disconnected += usize::from(matches!(e, Event::Disconnected { .. }));
-        matches!(e, Event::Stopped)
-    });
-    assert_eq!(disconnected, 1, "one `disconnected` for the session");
-    assert_eq!(client.state(), ClientState::Stopped);
-    second.fence(1, Some("alice:new"));
-    assert_eq!(second.refusals(), 1, "{:?}", second.lines());
-    assert_eq!(second.tunnels_to(&target(&emu)), 0);
 }
 
 #[test]

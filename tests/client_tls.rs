@@ -28,6 +28,31 @@ fn tls_emulator() -> (Emulator, Certificate) {
     (emu, Certificate::from_pem(ca.pem().as_bytes()).unwrap())
 }
 
+per_protocol! {
+    reliable;
+
+    fn certificate_is_accepted_when_its_root_is_added(p: Protocol) {
+        // B36
+        let (emu, root) = tls_emulator();
+        let client = builder(url(&emu, "a").as_str())
+            .protocol(p)
+            .add_root_certificate(root)
+            .build()
+            .unwrap();
+        let _g = client.start().unwrap();
+        client.join_group("g").unwrap();
+        client.send_to_group("g", "over tls").unwrap();
+        // Recovery over TLS too.
+        let events = client.events();
+        emu.hub(HUB)
+            .drop_connection(client.connection_id().unwrap());
+        recv_until(&events, |e| {
+            matches!(e, webpubsub_client::Event::Recovered { .. })
+        });
+        client.send_to_group("g", "after recovery").unwrap();
+    }
+}
+
 #[test]
 fn untrusted_certificate_is_refused_by_default() {
     // B36
@@ -41,27 +66,6 @@ fn untrusted_certificate_is_refused_by_default() {
         "{err:?}"
     );
     assert_eq!(client.state(), ClientState::Stopped);
-}
-
-#[test]
-fn certificate_is_accepted_when_its_root_is_added() {
-    // B36
-    let (emu, root) = tls_emulator();
-    let client = builder(url(&emu, "a").as_str())
-        .add_root_certificate(root)
-        .build()
-        .unwrap();
-    let _g = client.start().unwrap();
-    client.join_group("g").unwrap();
-    client.send_to_group("g", "over tls").unwrap();
-    // Recovery over TLS too.
-    let events = client.events();
-    emu.hub(HUB)
-        .drop_connection(client.connection_id().unwrap());
-    recv_until(&events, |e| {
-        matches!(e, webpubsub_client::Event::Recovered { .. })
-    });
-    client.send_to_group("g", "after recovery").unwrap();
 }
 
 #[test]

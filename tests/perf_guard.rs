@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use webpubsub_client::protocol::ClientMessage;
-use webpubsub_client::{RequestOptions, WebPubSubClient};
+use webpubsub_client::{Protocol, RequestOptions, WebPubSubClient};
 use webpubsub_emulator::{Emulator, Observation};
 use webpubsub_testkit::chaos_proxy::{ChaosProxy, Schedule};
 use webpubsub_testkit::process;
@@ -52,6 +52,9 @@ const HUB: &str = "guard";
 const WAIT: Duration = Duration::from_secs(10);
 /// Burst size of the batching, sequence-ack and allocation checks.
 const BURST: usize = 1_000;
+/// Bounds of the protobuf rows (see their tests).
+const PROTOBUF_RECEIVE_BOUND: f64 = 3.0;
+const PROTOBUF_ACK_BOUND: f64 = 13.5;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -69,7 +72,12 @@ fn client_url(emu: &Emulator, group: &str) -> String {
 }
 
 fn client(url: &str) -> WebPubSubClient {
+    client_with(url, Protocol::JsonReliable)
+}
+
+fn client_with(url: &str, protocol: Protocol) -> WebPubSubClient {
     WebPubSubClient::builder(url)
+        .protocol(protocol)
         .start_timeout(Duration::from_secs(5))
         .ack_timeout(Duration::from_secs(5))
         .recovery_retry_interval(Duration::from_millis(50))
@@ -79,12 +87,14 @@ fn client(url: &str) -> WebPubSubClient {
 
 /// The tests of this file: the harness names each test's thread after it (the kernel keeps
 /// 15 bytes), and may start one while another test holds `SERIAL`.
-const TESTS: [&str; 5] = [
+const TESTS: [&str; 7] = [
     "a_started_client_runs_exactly_two_threads",
     "queued_fire_and_forget_sends_go_out_in_a_few_writes",
     "a_burst_of_received_messages_gets_few_sequence_acks",
     "receiving_a_message_costs_a_bounded_number_of_allocations",
     "an_acked_request_costs_a_bounded_number_of_allocations",
+    "receiving_a_protobuf_message_costs_a_bounded_number_of_allocations",
+    "an_acked_protobuf_request_costs_a_bounded_number_of_allocations",
 ];
 
 /// Threads that are neither the emulator's (whose connection threads come and go with
@@ -315,13 +325,35 @@ fn a_burst_of_received_messages_gets_few_sequence_acks() {
 #[test]
 fn receiving_a_message_costs_a_bounded_number_of_allocations() {
     // Catches: per-message allocation growth on the receive path (a JSON tree per frame, a
-    // clone per handler, a buffer per read). The messages are queued in the emulator first
-    // (hold_outbound), so the counted window holds the emulator writing them out and the
-    // client's I/O and dispatcher threads handling them — the whole process, so the bound
-    // has headroom for the emulator's share.
+    // clone per handler, a buffer per read).
+    // 1.1 measured with the one-pass decoder; the two-pass decoder (two `String`s for
+    // `type` and `from` per frame) measured 4.1.
+    let per_message = allocations_per_received_message(Protocol::JsonReliable);
+    assert!(
+        per_message <= 2.0,
+        "{per_message:.1} allocations per received message"
+    );
+}
+
+#[test]
+fn receiving_a_protobuf_message_costs_a_bounded_number_of_allocations() {
+    // The same over protobuf.reliable (B42). 2.0 measured: the payload's `String`, and the
+    // `from` field, which prost decodes into a `String` where the JSON one-pass decoder
+    // compares it in place.
+    let per_message = allocations_per_received_message(Protocol::ProtobufReliable);
+    assert!(
+        per_message <= PROTOBUF_RECEIVE_BOUND,
+        "{per_message:.1} allocations per received protobuf message"
+    );
+}
+
+/// The messages are queued in the emulator first (hold_outbound), so the counted window
+/// holds the emulator writing them out and the client's I/O and dispatcher threads handling
+/// them — the whole process, so the bounds have headroom for the emulator's share.
+fn allocations_per_received_message(protocol: Protocol) -> f64 {
     let _s = serial();
     let emu = Emulator::start().unwrap();
-    let c = client(&client_url(&emu, "g"));
+    let c = client_with(&client_url(&emu, "g"), protocol);
     let guard = c.start().unwrap();
     let conn = guard.connection_id().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
@@ -342,26 +374,47 @@ fn receiving_a_message_costs_a_bounded_number_of_allocations() {
     assert!(hub.hold_outbound(&conn, false));
     done_rx.recv_timeout(WAIT).expect("the burst arrived");
     let per_message = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / BURST as f64;
-    eprintln!("allocations per received message (whole process): {per_message:.1}");
-    // 1.1 measured with the one-pass decoder; the two-pass decoder (two `String`s for
-    // `type` and `from` per frame) measured 4.1.
-    assert!(
-        per_message <= 2.0,
-        "{per_message:.1} allocations per received message"
+    eprintln!(
+        "allocations per received message over {} (whole process): {per_message:.1}",
+        protocol.name()
     );
+    per_message
 }
 
 #[test]
 fn an_acked_request_costs_a_bounded_number_of_allocations() {
     // Catches: per-request allocation growth on the acked-send path (a channel per waiter,
     // tree nodes in the ack table, a frame buffer that grows by reallocation, a JSON tree per
-    // ack). BURST acked sends, pipelined from one thread, to a group without members: the
-    // window holds the caller's encoding and registering, the I/O thread writing frames and
-    // resolving acks, and the emulator decoding each request and encoding its ack — the whole
-    // process, so the bound has headroom for the emulator's share.
+    // ack).
+    // 12.0 measured, most of it the emulator's (17.0 with its earlier two-pass request
+    // decoder). A crossbeam
+    // `bounded(1)` channel per waiter (two allocations instead of one) makes 18; that and
+    // a frame `String` grown by reallocation, as before, made 21-22.
+    let per_request = allocations_per_acked_request(Protocol::JsonReliable);
+    assert!(
+        per_request <= 17.5,
+        "{per_request:.1} allocations per acked request"
+    );
+}
+
+#[test]
+fn an_acked_protobuf_request_costs_a_bounded_number_of_allocations() {
+    // The same over protobuf.reliable (B42). 12.0 measured, as for JSON.
+    let per_request = allocations_per_acked_request(Protocol::ProtobufReliable);
+    assert!(
+        per_request <= PROTOBUF_ACK_BOUND,
+        "{per_request:.1} allocations per acked protobuf request"
+    );
+}
+
+/// BURST acked sends, pipelined from one thread, to a group without members: the window
+/// holds the caller's encoding and registering, the I/O thread writing frames and resolving
+/// acks, and the emulator decoding each request and encoding its ack — the whole process, so
+/// the bounds have headroom for the emulator's share.
+fn allocations_per_acked_request(protocol: Protocol) -> f64 {
     let _s = serial();
     let emu = Emulator::start().unwrap();
-    let c = client(&client_url(&emu, "g"));
+    let c = client_with(&client_url(&emu, "g"), protocol);
     let guard = c.start().unwrap();
     let payload = "x".repeat(100);
     let opts = RequestOptions::new().no_echo(true);
@@ -389,12 +442,9 @@ fn an_acked_request_costs_a_bounded_number_of_allocations() {
         h.wait().unwrap();
     }
     let per_request = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / BURST as f64;
-    eprintln!("allocations per acked request (whole process): {per_request:.1}");
-    // 17.0 measured, most of it the emulator's (its two-pass request decoder). A crossbeam
-    // `bounded(1)` channel per waiter (two allocations instead of one) makes 18; that and
-    // a frame `String` grown by reallocation, as before, made 21-22.
-    assert!(
-        per_request <= 17.5,
-        "{per_request:.1} allocations per acked request"
+    eprintln!(
+        "allocations per acked request over {} (whole process): {per_request:.1}",
+        protocol.name()
     );
+    per_request
 }

@@ -22,7 +22,8 @@ impl IoThread {
             .shared
             .lock()
             .session
-            .on_socket_closed(code, self.reliable);
+            .on_socket_closed(code, self.subprotocol.is_reliable());
+        self.fail_lost_invocations();
         // B43: a proxy's final refusal (its credentials, its policy, a malformed answer) is not
         // retried like a failure of the service: another attempt or a fresh token cannot
         // change it, and repeating bad proxy credentials can lock the account. The client
@@ -56,6 +57,16 @@ impl IoThread {
         }
     }
 
+    /// B40: invocations written to the connection that ended have an unknown outcome, even
+    /// if the session is recovered next; their callers learn it now.
+    fn fail_lost_invocations(&mut self) {
+        let lost = self.core.shared.lock().session.take_lost_invocations();
+        for (invocation_id, waiter) in lost {
+            log::debug!("invocation {invocation_id} lost with the connection");
+            let _ = waiter.try_send(Err(Error::InvocationLost { invocation_id }));
+        }
+    }
+
     /// B14, B18: a recovery episode begins, its first attempt at once.
     fn begin_recovery(&mut self, code: Option<u16>, cause: &Error, now: Instant) {
         log::info!("connection dropped ({cause}); recovering the session");
@@ -74,10 +85,11 @@ impl IoThread {
 
     /// B18: try again within the window, or the session is lost.
     fn recovery_attempt_failed(&mut self, code: Option<u16>, cause: &Error, now: Instant) {
+        let began = self.attempt_began;
         let next = self
             .recovery
-            .as_ref()
-            .and_then(|p| p.next_try(self.attempt_began, now, code));
+            .as_mut()
+            .and_then(|p| p.next_try(began, now, code));
         match next {
             Some(t) => {
                 log::debug!("recovery attempt failed ({cause}); trying again");
@@ -142,12 +154,15 @@ impl IoThread {
         }
         let event = {
             let mut sh = self.core.shared.lock();
-            let (waiters, event) = sh.session.finish(close_code);
-            for w in waiters {
+            let ended = sh.session.finish(close_code);
+            for w in ended.waiters {
+                let _ = w.try_send(Err(Error::Stopped));
+            }
+            for w in ended.invocations {
                 let _ = w.try_send(Err(Error::Stopped));
             }
             sh.detach_run(&self.run);
-            event
+            ended.event
         };
         if self.started {
             self.release_held();

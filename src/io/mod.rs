@@ -11,16 +11,17 @@ use crate::core::{Core, RunCtl};
 use crate::endpoint::AccessUrl;
 use crate::error::{Cause, ConnectError, Error, Result, TimeoutKind};
 use crate::events::{run_dispatcher, Event};
-use crate::protocol::ClientMessage;
+use crate::protocol::{ClientMessage, Subprotocol};
 use crate::timers::{ReconnectPlan, RecoveryPlan, Sequence};
 use crate::transport::{Dialer, Stream};
+use crate::wire::WireFrame;
 use crossbeam_channel::Sender;
 use mio::{Events, Poll, Token, Waker};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::{Message, Utf8Bytes, WebSocket};
+use tungstenite::WebSocket;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -144,7 +145,8 @@ struct IoThread {
     run: Arc<RunCtl>,
     poll: Poll,
     events: Sender<Event>,
-    reliable: bool,
+    /// The codec of every frame, and whether the session recovers.
+    subprotocol: Subprotocol,
     conn: Conn,
     seq: Sequence,
     attempt: Attempt,
@@ -159,9 +161,9 @@ struct IoThread {
     started: bool,
     exit: bool,
     exit_error: Option<Error>,
-    out: Vec<Utf8Bytes>,
+    out: Vec<WireFrame>,
     /// The keep-alive frame, encoded once.
-    ping: Utf8Bytes,
+    ping: WireFrame,
     /// Messages of a new connection received before its `Connected` event (which waits for
     /// the rejoin to settle, B9): handed over right after it, in order.
     held: Option<Vec<Event>>,
@@ -169,13 +171,13 @@ struct IoThread {
 
 impl IoThread {
     fn new(core: Arc<Core>, run: Arc<RunCtl>, poll: Poll, events: Sender<Event>) -> IoThread {
-        let reliable = core.options.protocol.is_reliable();
+        let subprotocol = core.options.protocol.subprotocol();
         IoThread {
             core,
             run,
             poll,
             events,
-            reliable,
+            subprotocol,
             conn: Conn::Idle,
             seq: Sequence::default(),
             attempt: Attempt::Start,
@@ -189,7 +191,8 @@ impl IoThread {
             exit: false,
             exit_error: None,
             out: Vec::with_capacity(64),
-            ping: ClientMessage::Ping.encode().into(),
+            // B32: the protobuf codec encodes `ping` too (the JS protobuf codec cannot).
+            ping: WireFrame::encode(&ClientMessage::Ping, subprotocol),
             held: None,
         }
     }
@@ -360,7 +363,7 @@ impl IoThread {
         let mut out = std::mem::take(&mut self.out);
         let ready = self.core.shared.lock().session.drain_outbox(&mut out);
         for f in out.drain(..) {
-            write(o, f);
+            write(o, &f);
         }
         self.out = out;
         ready
@@ -368,7 +371,7 @@ impl IoThread {
 
     fn timers(&mut self, o: &mut Open, ready: bool, now: Instant) {
         if ready {
-            if self.reliable {
+            if self.subprotocol.is_reliable() {
                 self.sequence_ack(o, now);
             }
             self.ping(o, now);
@@ -381,10 +384,13 @@ impl IoThread {
     /// B31: the largest sequence id seen, when due.
     fn sequence_ack(&mut self, o: &mut Open, now: Instant) {
         if let Some(sequence_id) = self.seq.ack_due(now) {
-            let frame = ClientMessage::SequenceAck { sequence_id }.encode();
+            let frame = WireFrame::encode(
+                &ClientMessage::SequenceAck { sequence_id },
+                self.subprotocol,
+            );
             // If the write fails the connection ends, and the ack is sent again after the
             // recovery.
-            if write(o, frame.into()) {
+            if write(o, &frame) {
                 log::trace!("sequenceAck {sequence_id}");
                 self.seq.acked(sequence_id);
             }
@@ -394,7 +400,7 @@ impl IoThread {
     /// B32: a `ping` every keep-alive interval.
     fn ping(&mut self, o: &mut Open, now: Instant) {
         if let Some(at) = o.next_ping.filter(|t| *t <= now) {
-            write(o, self.ping.clone());
+            write(o, &self.ping);
             o.next_ping = Some(at.max(now) + self.core.options.keep_alive_interval);
         }
     }
@@ -414,9 +420,10 @@ impl IoThread {
     }
 }
 
-/// Queues a frame; `false` if the connection failed (recorded in `o.ended`).
-fn write(o: &mut Open, frame: Utf8Bytes) -> bool {
-    match o.ws.write(Message::Text(frame)) {
+/// Queues a frame (sharing its bytes); `false` if the connection failed (recorded in
+/// `o.ended`).
+fn write(o: &mut Open, frame: &WireFrame) -> bool {
+    match o.ws.write(frame.to_message()) {
         Ok(()) => {
             o.dirty = true;
             true

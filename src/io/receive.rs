@@ -4,8 +4,8 @@
 use super::{write, ws_error, IoThread, Open};
 use crate::error::{ConnectError, Error};
 use crate::events::{Event, GroupMessage, ServerMessage};
-use crate::protocol::{AckError, Data, ServiceMessage};
-use crate::state::{AckResolution, ConnectedOutcome};
+use crate::protocol::{AckError, Data, Metadata, ProtocolError, ServiceMessage};
+use crate::state::{AckResolution, ConnectedOutcome, InvokeResolution};
 use std::io::ErrorKind;
 use std::time::Instant;
 use tungstenite::Message;
@@ -18,9 +18,16 @@ impl IoThread {
     pub(super) fn read(&mut self, o: &mut Open, now: Instant) {
         for _ in 0..READ_BUDGET {
             match o.ws.read() {
-                Ok(Message::Text(text)) => {
+                Ok(Message::Text(text)) if !self.subprotocol.is_binary() => {
                     o.last_recv = now;
-                    self.on_text(o, &text, now);
+                    self.on_message(o, ServiceMessage::decode(&text), now);
+                    if o.ended.is_some() {
+                        return;
+                    }
+                }
+                Ok(Message::Binary(bytes)) if self.subprotocol.is_binary() => {
+                    o.last_recv = now;
+                    self.on_message(o, ServiceMessage::decode_protobuf(&bytes), now);
                     if o.ended.is_some() {
                         return;
                     }
@@ -32,9 +39,23 @@ impl IoThread {
                     o.ended = Some((code, Error::Connect(ConnectError::Closed { code, reason })));
                     return;
                 }
-                Ok(Message::Binary(_)) => {
+                Ok(Message::Text(_) | Message::Binary(_)) => {
+                    // B34: the wrong kind of frame for the subprotocol is skipped.
                     o.last_recv = now;
-                    log::debug!("skipping a binary frame: the JSON subprotocols use text frames");
+                    log::debug!(
+                        "skipping a {} frame: {} uses {} frames",
+                        if self.subprotocol.is_binary() {
+                            "text"
+                        } else {
+                            "binary"
+                        },
+                        self.subprotocol,
+                        if self.subprotocol.is_binary() {
+                            "binary"
+                        } else {
+                            "text"
+                        }
+                    );
                 }
                 Ok(_) => {
                     // Ping (tungstenite queued the pong: flush it), pong, raw frame.
@@ -54,9 +75,14 @@ impl IoThread {
         // Budget spent: `readable` stays set, so the loop comes back without waiting.
     }
 
-    /// One text frame: decoded, then handed to the handler of its kind.
-    fn on_text(&mut self, o: &mut Open, text: &str, now: Instant) {
-        let msg = match ServiceMessage::decode(text) {
+    /// One decoded frame, handed to the handler of its kind.
+    fn on_message(
+        &mut self,
+        o: &mut Open,
+        decoded: Result<ServiceMessage, ProtocolError>,
+        now: Instant,
+    ) {
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
                 // B34: logged and skipped; the connection stays up.
@@ -70,11 +96,29 @@ impl IoThread {
                 data,
                 from_user_id,
                 sequence_id,
-                ..
-            } => self.on_group_message(group, data, from_user_id, sequence_id, now),
+                metadata,
+            } => self.on_group_message(
+                GroupMessage {
+                    group,
+                    data,
+                    from_user_id,
+                    sequence_id,
+                    metadata,
+                },
+                now,
+            ),
             ServiceMessage::ServerMessage {
-                data, sequence_id, ..
-            } => self.on_server_message(data, sequence_id, now),
+                data,
+                sequence_id,
+                metadata,
+            } => self.on_server_message(
+                ServerMessage {
+                    data,
+                    sequence_id,
+                    metadata,
+                },
+                now,
+            ),
             ServiceMessage::Ack {
                 ack_id,
                 success,
@@ -86,6 +130,13 @@ impl IoThread {
                 reconnection_token,
             } => self.on_connected(o, connection_id, user_id, reconnection_token, now),
             ServiceMessage::Disconnected { message } => self.on_disconnected(message),
+            ServiceMessage::InvokeResponse {
+                invocation_id,
+                success,
+                data,
+                error,
+                metadata,
+            } => self.on_invoke_response(&invocation_id, success, data, error, metadata),
             ServiceMessage::Pong => {}
             ServiceMessage::Unknown { kind, sequence_id } => {
                 self.on_unknown(&kind, sequence_id, now)
@@ -95,30 +146,18 @@ impl IoThread {
     }
 
     /// B12, B20: in order, once; a redelivery is dropped.
-    fn on_group_message(
-        &mut self,
-        group: String,
-        data: Data,
-        from_user_id: Option<String>,
-        sequence_id: Option<u64>,
-        now: Instant,
-    ) {
-        if !self.seq.on_message(sequence_id, now) {
-            log::debug!("dropping redelivered message {sequence_id:?}");
+    fn on_group_message(&mut self, m: GroupMessage, now: Instant) {
+        if !self.seq.on_message(m.sequence_id, now) {
+            log::debug!("dropping redelivered message {:?}", m.sequence_id);
         } else if self.core.registry.has_listeners() {
-            self.emit_message(Event::GroupMessage(GroupMessage {
-                group,
-                data,
-                from_user_id,
-                sequence_id,
-            }));
+            self.emit_message(Event::GroupMessage(m));
         }
     }
 
-    fn on_server_message(&mut self, data: Data, sequence_id: Option<u64>, now: Instant) {
+    fn on_server_message(&mut self, m: ServerMessage, now: Instant) {
         // Counted as received either way; handed over only if someone listens.
-        if self.seq.on_message(sequence_id, now) && self.core.registry.has_listeners() {
-            self.emit_message(Event::ServerMessage(ServerMessage { data, sequence_id }));
+        if self.seq.on_message(m.sequence_id, now) && self.core.registry.has_listeners() {
+            self.emit_message(Event::ServerMessage(m));
         }
     }
 
@@ -142,6 +181,33 @@ impl IoThread {
         }
     }
 
+    /// B38: the invocation's waiter gets its result here, on the I/O thread. A response no
+    /// invocation waits for (cancelled, timed out, failed by a drop) is dropped (B39, B40).
+    fn on_invoke_response(
+        &mut self,
+        invocation_id: &str,
+        success: bool,
+        data: Option<Data>,
+        error: Option<AckError>,
+        metadata: Metadata,
+    ) {
+        let r = self.core.shared.lock().session.on_invoke_response(
+            invocation_id,
+            success,
+            data,
+            error,
+            metadata,
+        );
+        match r {
+            InvokeResolution::Caller(waiter, result) => {
+                let _ = waiter.try_send(result);
+            }
+            InvokeResolution::Unknown => {
+                log::debug!("dropping the response of invocation {invocation_id:?}: none waits")
+            }
+        }
+    }
+
     /// The session is ready: a recovery resends (B21), a new connection rejoins (B23).
     fn on_connected(
         &mut self,
@@ -157,12 +223,17 @@ impl IoThread {
             user_id,
             reconnection_token,
         );
-        self.recovery = None;
+        let episode = self.recovery.take().map(|p| p.progress(now));
         match outcome {
             ConnectedOutcome::Recovered { resend, event } => {
-                log::info!("session recovered; resending {} request(s)", resend.len());
+                let (took, failed) = episode.unwrap_or_default();
+                log::info!(
+                    "session recovered after {took:?} ({failed} failed attempt(s)); resending {} \
+                     request(s)",
+                    resend.len()
+                );
                 self.seq.on_recovered(now);
-                for f in resend {
+                for f in &resend {
                     write(o, f);
                 }
                 self.emit(event);
@@ -171,7 +242,7 @@ impl IoThread {
                 self.reconnect = None;
                 self.drop_code = None;
                 self.seq.reset();
-                for f in rejoin {
+                for f in &rejoin {
                     write(o, f);
                 }
                 if connected.is_none() {

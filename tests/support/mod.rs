@@ -2,7 +2,9 @@
 //! Every test file includes it with `mod support;`; what the other crates' tests need too (the
 //! relay, the log capture, the thread counter, child processes) is in `webpubsub-testkit`.
 //!
-//! - this file: the emulator URL and client builder with test timings, bounded receives;
+//! - this file: the emulator URL and client builder with test timings, bounded receives, and
+//!   the protocol parameterisation: [`per_protocol!`] makes one `#[test]` per subprotocol
+//!   for each behaviour (B42: every behaviour holds on all four);
 //! - [`scripted_server`]: a scripted WebSocket "service" for hostile input.
 #![allow(dead_code)]
 
@@ -12,6 +14,7 @@ pub mod scripted_server;
 use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 use webpubsub_client::protocol::ClientMessage;
+pub use webpubsub_client::Protocol;
 use webpubsub_client::{Event, RetryPolicy, WebPubSubClient, WebPubSubClientBuilder};
 use webpubsub_emulator::{Emulator, Observation};
 
@@ -20,7 +23,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const HUB: &str = "hub";
 
 pub fn init_log() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    let _ = env_logger::builder()
+        .is_test(true)
+        .format_timestamp_micros()
+        .try_init();
 }
 
 /// A client access URL with the roles to join, leave and publish.
@@ -49,8 +55,58 @@ pub fn builder(url: impl Into<webpubsub_client::Credential>) -> WebPubSubClientB
 
 /// A started client (detached from its guard: stopped by `drop`).
 pub fn started(emu: &Emulator, user: &str) -> WebPubSubClient {
+    started_with(emu, user, Protocol::default())
+}
+
+/// A started client speaking `protocol`.
+pub fn started_with(emu: &Emulator, user: &str, protocol: Protocol) -> WebPubSubClient {
     init_log();
-    start(builder(url(emu, user)).build().unwrap())
+    start(builder(url(emu, user)).protocol(protocol).build().unwrap())
+}
+
+/// Makes one `#[test]` per subprotocol for each function (B42): `fn name(p: Protocol)
+/// { … }` becomes the module `name` with the tests `json_reliable`, `json`,
+/// `protobuf_reliable` and `protobuf`, each calling the body with its protocol. Begin the
+/// list with `reliable;` for behaviours of the reliable protocols only (recovery), or with
+/// `plain;` for those of the others (a drop is a new connection).
+#[macro_export]
+macro_rules! per_protocol {
+    (reliable; $($(#[$meta:meta])* fn $name:ident($p:ident: Protocol) $body:block)*) => {
+        $( $crate::per_protocol!(@one [json_reliable JsonReliable] [protobuf_reliable ProtobufReliable]
+            $(#[$meta])* fn $name($p) $body); )*
+    };
+    (plain; $($(#[$meta:meta])* fn $name:ident($p:ident: Protocol) $body:block)*) => {
+        $( $crate::per_protocol!(@one [json Json] [protobuf Protobuf]
+            $(#[$meta])* fn $name($p) $body); )*
+    };
+    (@one [$($json:ident $jv:ident),*] [$($pb:ident $pv:ident),*]
+        $(#[$meta:meta])* fn $name:ident($p:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn with_protocol($p: $crate::support::Protocol) $body
+
+            $(
+                #[test]
+                fn $json() {
+                    with_protocol($crate::support::Protocol::$jv)
+                }
+            )*
+            $(
+                #[test]
+                fn $pb() {
+                    with_protocol($crate::support::Protocol::$pv)
+                }
+            )*
+        }
+    };
+    ($($(#[$meta:meta])* fn $name:ident($p:ident: Protocol) $body:block)*) => {
+        $( $crate::per_protocol!(@one [json_reliable JsonReliable, json Json]
+            [protobuf_reliable ProtobufReliable, protobuf Protobuf]
+            $(#[$meta])* fn $name($p) $body); )*
+    };
 }
 
 /// Starts `client` and waits until its `Connected` event was dispatched, so that receivers
@@ -134,4 +190,25 @@ pub fn assert_client_threads(n: usize) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The application server's REST send to one connection, with message metadata as
+/// `X-WebPubSub-Metadata-<key>` headers (PROTOCOL.md §10, §11), through a real HTTP client.
+pub fn rest_send_to_connection(
+    emu: &Emulator,
+    connection_id: &str,
+    text: &str,
+    metadata: &[(&str, &str)],
+) {
+    let path = format!("/api/hubs/{HUB}/connections/{connection_id}/:send");
+    let url = format!("{}{path}", emu.endpoint());
+    let token = webpubsub_emulator::rest_token(emu.access_key(), &url, Duration::from_secs(60));
+    let mut req = ureq::post(format!("{url}?api-version=2024-12-01"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "text/plain");
+    for (k, v) in metadata {
+        req = req.header(format!("X-WebPubSub-Metadata-{k}"), *v);
+    }
+    let resp = req.send(text).expect("the REST send");
+    assert_eq!(resp.status().as_u16(), 202);
 }

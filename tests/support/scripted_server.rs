@@ -1,6 +1,7 @@
 //! A tiny scripted WebSocket "service" for hostile-input tests: it accepts connections on
-//! `127.0.0.1:0`, echoes the reliable subprotocol, and sends whatever the test says —
-//! including bytes no real service would send (raw frames written by hand).
+//! `127.0.0.1:0`, answers with one subprotocol (the reliable JSON one unless the test picks
+//! another), and sends whatever the test says — including bytes no real service would send
+//! (raw frames written by hand).
 //!
 //! Every wait is bounded: accepts go through a channel read with a timeout, reads use a
 //! socket read timeout.
@@ -17,6 +18,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
 pub const RELIABLE: &str = "json.reliable.webpubsub.azure.v1";
+pub const PROTOBUF_RELIABLE: &str = "protobuf.reliable.webpubsub.azure.v1";
 /// The access token in [`Server::url`]: a test can look for it in logs.
 pub const ACCESS_TOKEN: &str = "hostile-access-token-0123456789";
 
@@ -36,6 +38,11 @@ pub struct Conn {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(RELIABLE)
+    }
+
+    /// A server that accepts with `subprotocol`.
+    pub fn start_with(subprotocol: &'static str) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, accepted) = crossbeam_channel::unbounded();
@@ -67,7 +74,7 @@ impl Server {
                             uri = req.uri().to_string();
                             resp.headers_mut().insert(
                                 "Sec-WebSocket-Protocol",
-                                HeaderValue::from_static(RELIABLE),
+                                HeaderValue::from_static(subprotocol),
                             );
                             Ok(resp)
                         });
@@ -138,6 +145,27 @@ impl Conn {
         self.text(&format!(
             r#"{{"type":"message","from":"server","dataType":"text","data":"{data}","sequenceId":{seq}}}"#
         ));
+    }
+
+    pub fn binary(&mut self, bytes: &[u8]) {
+        self.ws.send(Message::binary(bytes.to_vec())).unwrap();
+    }
+
+    /// The next binary frame from the client within `timeout`.
+    pub fn read_binary(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            if left.is_zero() {
+                return None;
+            }
+            self.ws.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Binary(b)) => return Some(b.to_vec()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
     }
 
     /// Writes bytes straight to the socket (hand-made frames; server frames are unmasked).

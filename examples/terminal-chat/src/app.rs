@@ -587,6 +587,7 @@ mod tests {
                 data: Data::Text("hi".into()),
                 from_user_id: Some("alice".into()),
                 sequence_id: Some(1),
+                metadata: Default::default(),
             }),
             ClientState::Connected,
         );

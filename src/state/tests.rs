@@ -1,11 +1,13 @@
 //! Behaviour of the session state machine, without sockets.
 
 use super::*;
+use crate::error::InvalidInput;
+use crate::protocol::{AckError, Metadata};
 
 type S = Session<u32>;
 
 fn started(auto_rejoin: bool) -> S {
-    let mut s = S::new(auto_rejoin);
+    let mut s = S::new(auto_rejoin, Subprotocol::JsonReliable);
     s.begin_start().unwrap();
     s
 }
@@ -14,14 +16,16 @@ fn connect(s: &mut S, id: &str) -> ConnectedOutcome {
     s.on_connected(id.into(), Some("alice".into()), Some("tok".into()))
 }
 
-fn frame(s: &str) -> Utf8Bytes {
-    Utf8Bytes::from(s.to_owned())
+fn frame(s: &str) -> WireFrame {
+    WireFrame::Text(s.to_owned().into())
 }
 
 fn drain(s: &mut S) -> Vec<String> {
     let mut out = Vec::new();
     s.drain_outbox(&mut out);
-    out.into_iter().map(|f| f.as_str().to_owned()).collect()
+    out.into_iter()
+        .map(|f| f.as_text().expect("a JSON frame").to_owned())
+        .collect()
 }
 
 /// A connected session with one group joined through an ack.
@@ -53,7 +57,7 @@ fn start_is_refused_unless_stopped() {
 
 #[test]
 fn requests_are_refused_when_stopped() {
-    let mut s = S::new(true);
+    let mut s = S::new(true, Subprotocol::JsonReliable);
     assert_eq!(
         s.register(1, RequestKind::Other, frame("x"), 0),
         Err(Error::Stopped)
@@ -124,10 +128,11 @@ fn connected_fires_after_rejoin_settles() {
         panic!("expected a new connection")
     };
     assert_eq!(rejoin.len(), 1);
-    assert!(rejoin[0].as_str().contains("\"group\":\"g\""));
+    assert!(rejoin[0].as_text().unwrap().contains("\"group\":\"g\""));
     assert_eq!(connected, None, "not before the rejoin is acked");
     assert_eq!(s.state(), ClientState::Connecting);
-    let id: u64 = serde_json::from_str::<serde_json::Value>(rejoin[0].as_str()).unwrap()["ackId"]
+    let id: u64 = serde_json::from_str::<serde_json::Value>(rejoin[0].as_text().unwrap()).unwrap()
+        ["ackId"]
         .as_u64()
         .unwrap();
     let AckResolution::Rejoin { failed, connected } = s.on_ack(id, true, None) else {
@@ -147,7 +152,8 @@ fn failed_rejoin_fires_an_event_and_forgets_the_group() {
     let ConnectedOutcome::New { rejoin, .. } = connect(&mut s, "c2") else {
         panic!()
     };
-    let id = serde_json::from_str::<serde_json::Value>(rejoin[0].as_str()).unwrap()["ackId"]
+    let id = serde_json::from_str::<serde_json::Value>(rejoin[0].as_text().unwrap()).unwrap()
+        ["ackId"]
         .as_u64()
         .unwrap();
     let AckResolution::Rejoin { failed, connected } =
@@ -176,7 +182,7 @@ fn leave_forgets_the_group_and_failed_join_is_not_remembered() {
 
 #[test]
 fn auto_rejoin_off_rejoins_nothing() {
-    let mut s = S::new(false);
+    let mut s = S::new(false, Subprotocol::JsonReliable);
     s.begin_start().unwrap();
     connect(&mut s, "c1");
     s.register(1, RequestKind::Join("g".into()), frame("j"), 0)
@@ -342,7 +348,7 @@ fn disconnected_fires_once_per_session() {
     s.on_socket_closed(None, false);
     assert!(s.lose_session(None).1.is_some());
     assert!(s.lose_session(None).1.is_none());
-    assert!(s.finish(None).1.is_none());
+    assert!(s.finish(None).event.is_none());
 }
 
 #[test]
@@ -350,7 +356,7 @@ fn stop_fails_every_waiting_request_and_remembers_groups() {
     // B5, B7
     let mut s = connected_in_group("g");
     s.register(3, RequestKind::Other, frame("x"), 33).unwrap();
-    let (waiters, event) = s.finish(Some(1000));
+    let Ended { waiters, event, .. } = s.finish(Some(1000));
     assert_eq!(waiters, vec![33]);
     assert!(matches!(
         event,
@@ -403,7 +409,7 @@ fn a_stop_is_not_undone_by_the_io_threads_late_transitions() {
 
 #[test]
 fn stop_on_a_stopped_client_changes_nothing() {
-    let mut s = S::new(true);
+    let mut s = S::new(true, Subprotocol::JsonReliable);
     s.request_stop(false);
     assert_eq!(s.state(), ClientState::Stopped);
     s.begin_start().unwrap();
@@ -474,4 +480,163 @@ fn an_asynchronous_stop_lets_the_stopped_callback_start_again() {
     s.request_stop(false);
     s.finish(Some(1000));
     s.begin_start().unwrap();
+}
+
+// ----- invocations (B38-B40) and parked retries (B26, B39) -----
+
+fn invoke(s: &mut S, waiter: u32) -> u64 {
+    let id = s.new_invocation_id().unwrap();
+    s.register_invocation(id, frame(&format!("invoke {id}")), waiter)
+        .unwrap();
+    id
+}
+
+#[test]
+fn invocation_ids_never_repeat_across_sessions_and_restarts() {
+    // B40
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    let a = invoke(&mut s, 1);
+    s.on_socket_closed(None, false);
+    s.lose_session(None);
+    connect(&mut s, "c2");
+    let b = invoke(&mut s, 2);
+    s.finish(None);
+    s.begin_start().unwrap();
+    connect(&mut s, "c3");
+    let c = invoke(&mut s, 3);
+    assert!(a < b && b < c, "{a} {b} {c}");
+    assert_eq!(s.next_id(), 1, "ack ids count apart");
+}
+
+#[test]
+fn an_invocation_written_to_a_dropped_connection_is_lost_even_if_recovered() {
+    // B40
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    let sent = invoke(&mut s, 7);
+    assert_eq!(drain(&mut s), [format!("invoke {sent}")]);
+    assert_eq!(s.on_socket_closed(Some(1006), true), AfterClose::Recover);
+    let queued = invoke(&mut s, 8);
+    assert_eq!(s.take_lost_invocations(), [(sent, 7)]);
+    assert!(s.take_lost_invocations().is_empty(), "once");
+    let out = s.on_connected("c1".into(), None, Some("tok2".into()));
+    let ConnectedOutcome::Recovered { resend, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert!(resend.is_empty(), "an invocation is never resent");
+    assert_eq!(
+        drain(&mut s),
+        [format!("invoke {queued}")],
+        "one not yet written goes out on the recovered connection"
+    );
+    // The lost one's late response finds nobody; the queued one's finds its caller.
+    let late = s.on_invoke_response(&sent.to_string(), true, None, None, Metadata::new());
+    assert!(matches!(late, InvokeResolution::Unknown));
+    let r = s.on_invoke_response(&queued.to_string(), true, None, None, Metadata::new());
+    assert!(matches!(r, InvokeResolution::Caller(8, Ok(ref x)) if x.invocation_id == queued));
+}
+
+#[test]
+fn a_cancelled_invocation_sends_cancel_only_if_it_went_out() {
+    // B39
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    let sent = invoke(&mut s, 1);
+    drain(&mut s);
+    let queued = invoke(&mut s, 2);
+    assert!(
+        !s.cancel_invocation(queued),
+        "never written: nothing to tell"
+    );
+    s.cancel_invocation(sent);
+    assert_eq!(
+        drain(&mut s),
+        [format!(
+            r#"{{"type":"cancelInvocation","invocationId":"{sent}"}}"#
+        )],
+        "the queued invocation is not written, the cancel is"
+    );
+    assert!(!s.cancel_invocation(sent), "idempotent");
+    let late = s.on_invoke_response(&sent.to_string(), true, None, None, Metadata::new());
+    assert!(
+        matches!(late, InvokeResolution::Unknown),
+        "a late response is dropped"
+    );
+}
+
+#[test]
+fn a_failed_invocation_carries_the_service_error_and_foreign_ids_are_dropped() {
+    // B38
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    let id = invoke(&mut s, 1);
+    drain(&mut s);
+    assert!(matches!(
+        s.on_invoke_response("not-ours", true, None, None, Metadata::new()),
+        InvokeResolution::Unknown
+    ));
+    let r = s.on_invoke_response(
+        &id.to_string(),
+        false,
+        None,
+        Some(AckError::new("InvocationFailed", "handler said no")),
+        Metadata::new(),
+    );
+    let InvokeResolution::Caller(1, Err(Error::Invoke(f))) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        (f.invocation_id, f.name.as_str(), f.message.as_str()),
+        (id, "InvocationFailed", "handler said no")
+    );
+}
+
+#[test]
+fn stop_fails_every_waiting_invocation() {
+    // B5
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    invoke(&mut s, 1);
+    drain(&mut s);
+    invoke(&mut s, 2);
+    let ended = s.finish(None);
+    assert_eq!(ended.invocations, [1, 2]);
+    assert_eq!(s.new_invocation_id(), Err(Error::Stopped));
+}
+
+#[test]
+fn a_parked_retry_waits_unwritten_until_unparked() {
+    // B26, B39: a request in its backoff is registered (a stop fails it) but not written,
+    // not resent by a recovery, and not lost with a session.
+    let mut s = started(true);
+    connect(&mut s, "c1");
+    s.park(4, RequestKind::Other, frame("retry"), 44).unwrap();
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(
+        s.park(4, RequestKind::Other, frame("again"), 45),
+        Err(Error::InvalidInput(InvalidInput::AckIdInUse(4)))
+    );
+    s.on_socket_closed(None, true);
+    let out = s.on_connected("c1".into(), None, Some("t".into()));
+    assert!(matches!(out, ConnectedOutcome::Recovered { ref resend, .. } if resend.is_empty()));
+    s.on_socket_closed(None, false);
+    assert!(s.lose_session(None).0.is_empty(), "not written: not lost");
+    connect(&mut s, "c2");
+    s.unpark(4);
+    assert_eq!(drain(&mut s), ["retry"]);
+    // A late ack of an earlier attempt resolves a parked request.
+    s.park(5, RequestKind::Other, frame("r5"), 55).unwrap();
+    assert!(matches!(
+        s.on_ack(5, true, None),
+        AckResolution::Caller(55, Ok(_))
+    ));
+    assert!(!s.unpark(5), "nothing left to write");
+    assert!(drain(&mut s).is_empty());
+    s.park(6, RequestKind::Other, frame("r6"), 66).unwrap();
+    assert_eq!(s.finish(None).waiters, [66]);
+    assert_eq!(
+        s.park(7, RequestKind::Other, frame("r7"), 77),
+        Err(Error::Stopped)
+    );
 }

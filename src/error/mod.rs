@@ -15,6 +15,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod proxy;
+pub use proxy::{ProxyError, ProxyErrorKind};
+
 /// `Result<T, webpubsub_client::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -39,6 +42,27 @@ pub enum Error {
     ConnectionLost {
         /// The request's ack id.
         ack_id: u64,
+    },
+    /// The caller stopped waiting for a request (B39): an invocation's
+    /// [`InvokeHandle::cancel`] or an acked request's [`AckCanceller::cancel`], from any
+    /// thread. The request's outcome is unknown — it may have been executed — and a late
+    /// answer is dropped.
+    ///
+    ///
+    /// [`InvokeHandle::cancel`]: crate::InvokeHandle::cancel
+    /// [`AckCanceller::cancel`]: crate::AckCanceller::cancel
+    Cancelled(Cancelled),
+    /// The service's event handler answered an invocation with an error (B38): the
+    /// invocation ran (or was refused) and failed. Never retried by the client.
+    Invoke(InvokeFailure),
+    /// The connection dropped while an invocation waited for its response (B40): its
+    /// outcome is unknown — the event handler may have run. The client fails it even when the
+    /// session is then recovered, because nothing in the protocol resends an invocation or
+    /// its response after a drop, and it never tries again by itself: the side effects are
+    /// the application server's.
+    InvocationLost {
+        /// The invocation's id.
+        invocation_id: u64,
     },
     /// The client is stopped, or was stopped while the request waited.
     Stopped,
@@ -73,6 +97,10 @@ pub enum InvalidInput {
     Options(String),
     /// A payload could not be serialised.
     Serialize(String),
+    /// A value the wire's rules refuse (B35, B41): message metadata (keys, values, their
+    /// size), a `sendToGroup`'s time to live, or a `protobuf` payload that is not a
+    /// serialised `google.protobuf.Any`. The protocol's [`RuleError`] says which and why.
+    Rule(RuleError),
     /// The proxy URL given to [`Proxy::new`](crate::Proxy::new) is unusable: bad syntax, or a
     /// scheme other than `http` (`https://` and `socks5://` proxies are not supported). The
     /// message never contains the password.
@@ -145,6 +173,12 @@ pub enum TimeoutKind {
     /// No frame arrived from the service for the keep-alive timeout: the connection was
     /// considered dead and closed (B32).
     KeepAlive,
+    /// An invocation's response did not arrive in time (B38). The client sent
+    /// `cancelInvocation` and drops a late response; the outcome is unknown.
+    Invoke {
+        /// The invocation's id.
+        invocation_id: u64,
+    },
 }
 
 /// A request the service answered with `success: false`.
@@ -157,6 +191,35 @@ pub struct AckFailure {
     pub name: String,
     /// The service's explanation, possibly empty.
     pub message: String,
+}
+
+/// An invocation the service answered with `success: false` (B38).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeFailure {
+    /// The invocation's id.
+    pub invocation_id: u64,
+    /// The service's error name: `InvocationFailed` (the event handler failed or refused
+    /// it), or another name the service gives.
+    pub name: String,
+    /// The service's explanation (the event handler's message), possibly empty.
+    pub message: String,
+}
+
+/// Which request a caller stopped waiting for (B39).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cancelled {
+    /// An acked request ([`AckCanceller::cancel`](crate::AckCanceller::cancel)).
+    Request {
+        /// The request's ack id.
+        ack_id: u64,
+    },
+    /// An invocation ([`InvokeHandle::cancel`](crate::InvokeHandle::cancel)); the client
+    /// sent `cancelInvocation` if the invocation had gone out.
+    Invocation {
+        /// The invocation's id.
+        invocation_id: u64,
+    },
 }
 
 /// An operation called in a state that does not allow it.
@@ -237,16 +300,25 @@ impl PartialEq for Cause {
 impl Eq for Cause {}
 
 impl Error {
-    /// Whether trying the same operation again may succeed: timeouts, lost connections, the
-    /// service's transient `InternalServerError`, and connection failures other than a refused
-    /// authentication or a TLS or handshake failure; for a proxy's failure,
-    /// [`ProxyError::is_retryable`]. Invalid input, `Forbidden` and other definite rejections,
-    /// state errors and `Stopped` are not retryable.
+    /// Whether trying the same operation again may succeed and is safe: timeouts, lost
+    /// connections, the service's transient `InternalServerError`, and connection failures
+    /// other than a refused authentication or a TLS or handshake failure; for a proxy's
+    /// failure, [`ProxyError::is_retryable`]. Invalid input, `Forbidden` and other definite
+    /// rejections, state errors, `Stopped` and a [cancel](Error::Cancelled) are not
+    /// retryable; neither is any failure of an invocation ([`Error::Invoke`],
+    /// [`Error::InvocationLost`], [`TimeoutKind::Invoke`]), because nothing deduplicates
+    /// an invocation: trying again may run the event handler twice (B40).
     ///
     /// This is also the rule by which requests retry on their own
     /// ([`message_retry`](crate::WebPubSubClientBuilder::message_retry), B26).
     pub fn is_retryable(&self) -> bool {
         match self {
+            // B40: no protocol deduplicates an invocation, so another try may run the event
+            // handler twice; whether that is safe is the application's to decide.
+            Error::Timeout(TimeoutKind::Invoke { .. })
+            | Error::Invoke(_)
+            | Error::InvocationLost { .. }
+            | Error::Cancelled(_) => false,
             Error::Timeout(_) | Error::ConnectionLost { .. } => true,
             Error::Ack(a) => a.name == AckError::INTERNAL_SERVER_ERROR,
             Error::Connect(c) => match c {
@@ -270,6 +342,18 @@ impl Error {
             Error::ConnectionLost { ack_id } => Some(*ack_id),
             Error::Timeout(TimeoutKind::Ack { ack_id }) => Some(*ack_id),
             Error::InvalidInput(InvalidInput::AckIdInUse(id)) => Some(*id),
+            Error::Cancelled(Cancelled::Request { ack_id }) => Some(*ack_id),
+            _ => None,
+        }
+    }
+
+    /// The id of the invocation this error belongs to, if any.
+    pub fn invocation_id(&self) -> Option<u64> {
+        match self {
+            Error::Invoke(f) => Some(f.invocation_id),
+            Error::InvocationLost { invocation_id }
+            | Error::Timeout(TimeoutKind::Invoke { invocation_id })
+            | Error::Cancelled(Cancelled::Invocation { invocation_id }) => Some(*invocation_id),
             _ => None,
         }
     }
@@ -303,8 +387,12 @@ impl From<RuleError> for Error {
                 size,
                 max: MAX_MESSAGE_BYTES,
             },
-            // The group name rules, and any the protocol adds later, say what they refused.
-            other => InvalidInput::GroupName(other.to_string()),
+            e @ (RuleError::EmptyGroupName | RuleError::GroupNameTooLong { .. }) => {
+                // The rule says what it refused ("group name is empty").
+                InvalidInput::GroupName(e.to_string())
+            }
+            // Metadata, TTL, protobuf payloads, and any rule the protocol adds later.
+            other => InvalidInput::Rule(other),
         })
     }
 }
@@ -326,6 +414,27 @@ impl fmt::Display for Error {
             Error::ConnectionLost { ack_id } => write!(
                 f,
                 "connection lost while request {ack_id} waited for its ack (outcome unknown)"
+            ),
+            Error::Cancelled(Cancelled::Request { ack_id }) => write!(
+                f,
+                "stopped waiting for the ack of request {ack_id} (cancelled; outcome unknown)"
+            ),
+            Error::Cancelled(Cancelled::Invocation { invocation_id }) => write!(
+                f,
+                "invocation {invocation_id} was cancelled (outcome unknown)"
+            ),
+            Error::Invoke(i) => write!(
+                f,
+                "invocation {} failed: {}{}{}",
+                i.invocation_id,
+                i.name,
+                if i.message.is_empty() { "" } else { ": " },
+                i.message
+            ),
+            Error::InvocationLost { invocation_id } => write!(
+                f,
+                "connection lost while invocation {invocation_id} waited for its response \
+                 (outcome unknown; invocations are not resent)"
             ),
             Error::Stopped => f.write_str("the client is stopped"),
             Error::State(s) => f.write_str(match s {
@@ -355,6 +464,11 @@ impl fmt::Display for TimeoutKind {
             TimeoutKind::KeepAlive => f.write_str(
                 "no frame from the service within the keep-alive timeout: the connection is dead",
             ),
+            TimeoutKind::Invoke { invocation_id } => write!(
+                f,
+                "timed out waiting for the response of invocation {invocation_id} (cancelled; \
+                 outcome unknown)"
+            ),
         }
     }
 }
@@ -381,6 +495,7 @@ impl fmt::Display for InvalidInput {
             InvalidInput::Options(why) => write!(f, "options: {why}"),
             InvalidInput::Serialize(why) => write!(f, "payload cannot be serialised: {why}"),
             InvalidInput::Proxy(why) => write!(f, "proxy URL: {why}"),
+            InvalidInput::Rule(e) => fmt::Display::fmt(e, f),
         }
     }
 }
@@ -426,116 +541,8 @@ impl std::error::Error for Error {
                 | ConnectError::WebSocket(cause)
                 | ConnectError::Credential(cause),
             ) => Some(cause.get_ref()),
+            Error::InvalidInput(InvalidInput::Rule(e)) => Some(e),
             _ => None,
-        }
-    }
-}
-
-/// A failure of the HTTP proxy between the client and the service (B43): which proxy, and
-/// what it did. Never contains the proxy's password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProxyError {
-    /// The proxy as `host:port`, without credentials; for an unusable proxy URL from the
-    /// environment, the variable it came from (for example `HTTPS_PROXY`).
-    pub proxy: String,
-    /// What went wrong.
-    pub kind: ProxyErrorKind,
-}
-
-/// What the proxy did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProxyErrorKind {
-    /// The proxy answered the `CONNECT` with this status: 407 (it wants credentials, or those
-    /// in the proxy URL are wrong), 403 (its policy forbids the service), 502 or 504 (it could
-    /// not reach the service), ...
-    Status {
-        /// The HTTP status code.
-        status: u16,
-        /// The reason phrase the proxy gave, possibly empty.
-        reason: String,
-    },
-    /// Resolving the proxy's host name, connecting to it, or talking to it failed.
-    Io {
-        /// The I/O error's kind.
-        kind: std::io::ErrorKind,
-        /// The I/O error's text.
-        message: String,
-    },
-    /// The proxy closed the connection before answering the `CONNECT` (some proxies do so
-    /// when they cannot reach the service).
-    Closed,
-    /// The proxy's answer was not an HTTP response, was too large, or was followed by bytes
-    /// before the client had sent anything through the tunnel.
-    Malformed(String),
-    /// The proxy URL from the environment uses a scheme other than `http` (`socks5`,
-    /// `https`, ...): this client speaks HTTP `CONNECT` only.
-    UnsupportedScheme(String),
-    /// The proxy URL from the environment is unusable (the parser's reason).
-    InvalidUrl(String),
-}
-
-impl ProxyError {
-    /// The status the proxy answered the `CONNECT` with, if it answered one.
-    pub fn status(&self) -> Option<u16> {
-        match self.kind {
-            ProxyErrorKind::Status { status, .. } => Some(status),
-            _ => None,
-        }
-    }
-
-    /// Whether another attempt through the same proxy may succeed: the proxy was unreachable
-    /// or closed the connection, or answered 408, 429 or 5xx (502: it could not reach the
-    /// service). A refusal of its credentials (407) or by its policy (403, other 4xx), a
-    /// malformed answer or an unusable proxy URL are final: the same attempt fails the same
-    /// way, and repeating bad proxy credentials can lock the account.
-    pub fn is_retryable(&self) -> bool {
-        match &self.kind {
-            ProxyErrorKind::Status { status, .. } => {
-                *status >= 500 || *status == 408 || *status == 429
-            }
-            ProxyErrorKind::Io { .. } | ProxyErrorKind::Closed => true,
-            ProxyErrorKind::Malformed(_)
-            | ProxyErrorKind::UnsupportedScheme(_)
-            | ProxyErrorKind::InvalidUrl(_) => false,
-        }
-    }
-}
-
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = &self.proxy;
-        match &self.kind {
-            ProxyErrorKind::Status { status, reason } => {
-                write!(f, "the proxy {p} refused the tunnel with HTTP {status}")?;
-                if !reason.is_empty() {
-                    write!(f, " {reason}")?;
-                }
-                if *status == 407 {
-                    f.write_str(
-                        " (credentials go in the proxy URL: http://user:password@host:port)",
-                    )?;
-                }
-                Ok(())
-            }
-            ProxyErrorKind::Io { message, .. } => {
-                write!(f, "cannot reach the proxy {p}: {message}")
-            }
-            ProxyErrorKind::Closed => write!(
-                f,
-                "the proxy {p} closed the connection before answering the CONNECT"
-            ),
-            ProxyErrorKind::Malformed(why) => {
-                write!(f, "the proxy {p} answered the CONNECT unexpectedly: {why}")
-            }
-            ProxyErrorKind::UnsupportedScheme(scheme) => write!(
-                f,
-                "the proxy URL in {p} has the scheme `{scheme}`: only http:// proxies are supported"
-            ),
-            ProxyErrorKind::InvalidUrl(why) => {
-                write!(f, "the proxy URL in {p} is unusable: {why}")
-            }
         }
     }
 }
@@ -570,6 +577,36 @@ mod tests {
         assert!(!http(401).is_retryable());
         assert!(http(503).is_retryable());
         assert_eq!(http(401).http_status(), Some(401));
+    }
+
+    #[test]
+    fn no_failure_of_an_invocation_is_retryable() {
+        // B40
+        for e in [
+            Error::Timeout(TimeoutKind::Invoke { invocation_id: 1 }),
+            Error::InvocationLost { invocation_id: 1 },
+            Error::Invoke(InvokeFailure {
+                invocation_id: 1,
+                name: "InternalServerError".into(),
+                message: String::new(),
+            }),
+            Error::Cancelled(Cancelled::Invocation { invocation_id: 1 }),
+        ] {
+            assert!(!e.is_retryable(), "{e}");
+            assert_eq!(e.invocation_id(), Some(1), "{e}");
+            assert_eq!(e.ack_id(), None);
+            assert!(
+                e.to_string().contains("invocation 1"),
+                "{e} names its invocation"
+            );
+        }
+        let e = Error::Cancelled(Cancelled::Request { ack_id: 4 });
+        assert!(!e.is_retryable());
+        assert_eq!((e.ack_id(), e.invocation_id()), (Some(4), None));
+        assert!(e.to_string().contains("outcome unknown"), "{e}");
+        assert!(Error::InvocationLost { invocation_id: 2 }
+            .to_string()
+            .contains("outcome unknown"));
     }
 
     #[test]
@@ -628,6 +665,7 @@ mod tests {
             TimeoutKind::Dial,
             TimeoutKind::Connected,
             TimeoutKind::KeepAlive,
+            TimeoutKind::Invoke { invocation_id: 3 },
         ]
         .into_iter()
         .map(|t| Error::Timeout(t).to_string())
@@ -650,6 +688,24 @@ mod tests {
         assert_eq!(
             Error::from(crate::protocol::check_event_name("").unwrap_err()),
             Error::InvalidInput(InvalidInput::EventName)
+        );
+        assert_eq!(
+            Error::from(crate::protocol::check_ttl_seconds(301).unwrap_err()),
+            Error::InvalidInput(InvalidInput::Rule(RuleError::TtlOutOfRange {
+                seconds: 301
+            }))
+        );
+        let meta = Error::from(
+            crate::protocol::check_metadata(&crate::protocol::Metadata::from([("a b", "v")]))
+                .unwrap_err(),
+        );
+        assert!(matches!(
+            &meta,
+            Error::InvalidInput(InvalidInput::Rule(RuleError::InvalidMetadataKey { .. }))
+        ));
+        assert!(
+            std::error::Error::source(&meta).is_some(),
+            "the rule is the source"
         );
         assert_eq!(
             Error::from(crate::protocol::check_message_size(MAX_MESSAGE_BYTES + 1).unwrap_err()),

@@ -1,21 +1,21 @@
-//! The client handle: its lifecycle (`start`/`stop`), its blocking operations, and the
-//! registration of event handlers and streams.
+//! The client handle: its lifecycle (`start`/`stop`), its blocking operations (requests and
+//! invocations); the registration of event handlers and streams is in `handlers.rs`.
 
 use crate::ack_table::{AckOutcome, RequestKind};
 use crate::acks::{AckHandle, RequestOptions};
 use crate::core::{Core, RunCtl};
 use crate::error::{Error, InvalidInput, Result, TimeoutKind};
-use crate::events::{Event, GroupMessage, ServerMessage, Subscription};
+use crate::invocations::InvokeResponse;
+use crate::invoke::{InvokeHandle, InvokeOptions};
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
-use crate::protocol::{
-    check_event_name, check_group_name, check_message_size, ClientMessage, Data, Metadata,
-};
+use crate::protocol::{check_message_size, check_protobuf_payload, ClientMessage, Data};
 use crate::state::ClientState;
-use crossbeam_channel::Receiver;
+use crate::wire::WireFrame;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::Utf8Bytes;
+
+mod handlers;
 
 /// A Web PubSub client: cheap to clone (all clones share one connection), `Send + Sync`, and
 /// blocking — every operation waits on the calling thread.
@@ -234,7 +234,8 @@ impl WebPubSubClient {
 
     // ----- requests -----
 
-    /// Queues a request; the common path of every operation.
+    /// Queues a request; the common path of every operation. The message is checked
+    /// against the wire's rules first (B35, B41): nothing is sent if it is refused.
     fn request(
         &self,
         kind: RequestKind,
@@ -242,6 +243,7 @@ impl WebPubSubClient {
         opts: &RequestOptions,
     ) -> Result<AckHandle> {
         let core = self.core();
+        msg.check()?;
         let timeout = opts.timeout.unwrap_or(core.options.ack_timeout);
         if opts.fire_and_forget {
             if opts.ack_id.is_some() {
@@ -249,7 +251,7 @@ impl WebPubSubClient {
                     "a fire-and-forget request carries no ack id".into(),
                 )));
             }
-            let frame = encode_checked(&msg)?;
+            let frame = self.encode_checked(&msg)?;
             core.queue_frame(frame.clone())?;
             return Ok(AckHandle::new(core.clone(), 0, kind, frame, None, timeout));
         }
@@ -258,7 +260,7 @@ impl WebPubSubClient {
             None => core.shared.lock().session.new_ack_id()?,
         };
         set_ack_id(&mut msg, ack_id);
-        let frame = encode_checked(&msg)?;
+        let frame = self.encode_checked(&msg)?;
         let rx = core.register(ack_id, kind.clone(), frame.clone())?;
         Ok(AckHandle::new(
             core.clone(),
@@ -268,6 +270,31 @@ impl WebPubSubClient {
             Some(rx),
             timeout,
         ))
+    }
+
+    /// Encodes a message in the client's subprotocol; B35: refuses messages over the
+    /// service's limit, measured on the encoded frame (base64 and escapes count in JSON),
+    /// and `protobuf` payloads that are not a serialised `Any` (a protobuf receiver could
+    /// not read the frame).
+    fn encode_checked(&self, msg: &ClientMessage) -> Result<WireFrame> {
+        if let ClientMessage::SendToGroup {
+            data: Data::Protobuf(bytes),
+            ..
+        }
+        | ClientMessage::Event {
+            data: Data::Protobuf(bytes),
+            ..
+        }
+        | ClientMessage::Invoke {
+            data: Some(Data::Protobuf(bytes)),
+            ..
+        } = msg
+        {
+            check_protobuf_payload(bytes)?;
+        }
+        let frame = WireFrame::encode(msg, self.core().options.protocol.subprotocol());
+        check_message_size(frame.len())?;
+        Ok(frame)
     }
 
     /// Joins `group` and waits for the ack. Remembered for rejoin after a new connection.
@@ -282,7 +309,7 @@ impl WebPubSubClient {
 
     /// Sends a `joinGroup` and returns a handle to wait on (B29).
     pub fn join_group_nowait(&self, group: &str, opts: &RequestOptions) -> Result<AckHandle> {
-        check_group_name(group)?;
+        no_message_options(opts, "join_group")?;
         let msg = ClientMessage::JoinGroup {
             group: group.to_owned(),
             ack_id: None,
@@ -302,7 +329,7 @@ impl WebPubSubClient {
 
     /// Sends a `leaveGroup` and returns a handle to wait on (B29).
     pub fn leave_group_nowait(&self, group: &str, opts: &RequestOptions) -> Result<AckHandle> {
-        check_group_name(group)?;
+        no_message_options(opts, "leave_group")?;
         let msg = ClientMessage::LeaveGroup {
             group: group.to_owned(),
             ack_id: None,
@@ -329,7 +356,7 @@ impl WebPubSubClient {
     }
 
     /// [`send_to_group`](Self::send_to_group) with options (ack id, no echo,
-    /// fire-and-forget, timeout).
+    /// fire-and-forget, timeout, metadata, time to live).
     pub fn send_to_group_with(
         &self,
         group: &str,
@@ -347,14 +374,13 @@ impl WebPubSubClient {
         data: impl Into<Data>,
         opts: &RequestOptions,
     ) -> Result<AckHandle> {
-        check_group_name(group)?;
         let msg = ClientMessage::SendToGroup {
             group: group.to_owned(),
             ack_id: None,
             no_echo: opts.no_echo,
             data: data.into(),
-            ttl_seconds: None,
-            metadata: Metadata::new(),
+            ttl_seconds: opts.ttl_seconds,
+            metadata: opts.metadata.clone(),
         };
         self.request(RequestKind::Other, msg, opts)
     }
@@ -374,7 +400,8 @@ impl WebPubSubClient {
         self.send_event_with(event, data, &RequestOptions::new().timeout(timeout))
     }
 
-    /// [`send_event`](Self::send_event) with options.
+    /// [`send_event`](Self::send_event) with options (ack id, fire-and-forget, timeout,
+    /// metadata; a time to live is refused: it is for `send_to_group`).
     pub fn send_event_with(
         &self,
         event: &str,
@@ -391,23 +418,95 @@ impl WebPubSubClient {
         data: impl Into<Data>,
         opts: &RequestOptions,
     ) -> Result<AckHandle> {
-        check_event_name(event)?;
+        if opts.ttl_seconds.is_some() {
+            return Err(Error::InvalidInput(InvalidInput::Options(
+                "a time to live is for send_to_group only".into(),
+            )));
+        }
         let msg = ClientMessage::Event {
             event: event.to_owned(),
             ack_id: None,
             data: data.into(),
-            metadata: Metadata::new(),
+            metadata: opts.metadata.clone(),
         };
         self.request(RequestKind::Other, msg, opts)
     }
+
+    // ----- invocations (B38-B40) -----
+
+    /// Invokes the event handler with the event `event` and waits for its response (B38):
+    /// request/response with your application server, bounded by the ack timeout.
+    ///
+    /// `data` is the payload, as for [`send_event`](Self::send_event). Fails with [`Error::Invoke`] when the event handler failed (the service's error
+    /// name, e.g. `InvocationFailed`, and message), [`TimeoutKind::Invoke`] when no response
+    /// came in time, and [`Error::InvocationLost`] when the connection dropped meanwhile
+    /// (outcome unknown). Invocations are never retried (B40). An invocation made while the
+    /// client recovers waits for the connection (B30).
+    ///
+    /// ```no_run
+    /// # use webpubsub_client::{Data, WebPubSubClient};
+    /// # fn main() -> Result<(), webpubsub_client::Error> {
+    /// # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+    /// let answer = client.invoke_event("lookup", serde_json::json!({"id": 7}))?;
+    /// match answer.data {
+    ///     Some(Data::Json(v)) => println!("found {v}"),
+    ///     other => println!("unexpected answer {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn invoke_event(&self, event: &str, data: impl Into<Data>) -> Result<InvokeResponse> {
+        self.invoke_event_with(event, data, &InvokeOptions::default())
+    }
+
+    /// [`invoke_event`](Self::invoke_event) with options (timeout, metadata).
+    pub fn invoke_event_with(
+        &self,
+        event: &str,
+        data: impl Into<Data>,
+        opts: &InvokeOptions,
+    ) -> Result<InvokeResponse> {
+        self.invoke_event_nowait(event, data, opts)?.wait()
+    }
+
+    /// Sends an `invoke` and returns a handle to wait on or cancel — from any thread
+    /// ([`InvokeHandle`], B39). Dropping the last clone of the handle while the invocation
+    /// is pending cancels it.
+    pub fn invoke_event_nowait(
+        &self,
+        event: &str,
+        data: impl Into<Data>,
+        opts: &InvokeOptions,
+    ) -> Result<InvokeHandle> {
+        let core = self.core();
+        let mut msg = ClientMessage::Invoke {
+            invocation_id: String::new(),
+            event: event.to_owned(),
+            data: Some(data.into()),
+            metadata: opts.metadata.clone(),
+        };
+        msg.check()?;
+        let invocation_id = core.new_invocation_id()?;
+        if let ClientMessage::Invoke {
+            invocation_id: id, ..
+        } = &mut msg
+        {
+            *id = invocation_id.to_string();
+        }
+        let frame = self.encode_checked(&msg)?;
+        let rx = core.register_invocation(invocation_id, frame)?;
+        let timeout = opts.timeout.unwrap_or(core.options.ack_timeout);
+        Ok(InvokeHandle::new(core.clone(), invocation_id, rx, timeout))
+    }
 }
 
-/// Encodes a request; B35: refuses messages over the service's limit, measured on the
-/// encoded frame (base64 and escapes count).
-fn encode_checked(msg: &ClientMessage) -> Result<Utf8Bytes> {
-    let frame = msg.encode();
-    check_message_size(frame.len())?;
-    Ok(frame.into())
+/// Joins and leaves carry no message options (B41): refused rather than silently dropped.
+fn no_message_options(opts: &RequestOptions, operation: &str) -> Result<()> {
+    if !opts.metadata.is_empty() || opts.ttl_seconds.is_some() {
+        return Err(Error::InvalidInput(InvalidInput::Options(format!(
+            "{operation} carries no metadata and no time to live"
+        ))));
+    }
+    Ok(())
 }
 
 fn set_ack_id(msg: &mut ClientMessage, id: u64) {
@@ -417,122 +516,5 @@ fn set_ack_id(msg: &mut ClientMessage, id: u64) {
         | ClientMessage::SendToGroup { ack_id, .. }
         | ClientMessage::Event { ack_id, .. } => *ack_id = Some(id),
         _ => {}
-    }
-}
-
-/// Registering handlers and streams (B12–B16).
-impl WebPubSubClient {
-    /// A new receiver of every event from now on (B12): for CLI loops and GUI threads.
-    /// Dropping the receiver unregisters it.
-    pub fn events(&self) -> Receiver<Event> {
-        self.core().registry.stream()
-    }
-
-    /// Calls `f` for every event, on the dispatcher thread.
-    pub fn on_event(&self, f: impl Fn(&Event) + Send + Sync + 'static) -> Subscription {
-        self.core().registry.add(Box::new(f))
-    }
-
-    /// Calls `f(connection_id, user_id)` for every new connection (B9).
-    pub fn on_connected(
-        &self,
-        f: impl Fn(&str, Option<&str>) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::Connected {
-                connection_id,
-                user_id,
-            } = e
-            {
-                f(connection_id, user_id.as_deref())
-            }
-        })
-    }
-
-    /// Calls `f(connection_id, message, close_code)` when a session is over (B10).
-    pub fn on_disconnected(
-        &self,
-        f: impl Fn(Option<&str>, Option<&str>, Option<u16>) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::Disconnected {
-                connection_id,
-                message,
-                close_code,
-            } = e
-            {
-                f(connection_id.as_deref(), message.as_deref(), *close_code)
-            }
-        })
-    }
-
-    /// Calls `f` when the client reached Stopped after having started (B11).
-    pub fn on_stopped(&self, f: impl Fn() + Send + Sync + 'static) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::Stopped = e {
-                f()
-            }
-        })
-    }
-
-    /// Calls `f` for every group message, in order (B12).
-    pub fn on_group_message(
-        &self,
-        f: impl Fn(&GroupMessage) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::GroupMessage(m) = e {
-                f(m)
-            }
-        })
-    }
-
-    /// Calls `f` for every server message, in order (B12).
-    pub fn on_server_message(
-        &self,
-        f: impl Fn(&ServerMessage) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::ServerMessage(m) = e {
-                f(m)
-            }
-        })
-    }
-
-    /// Calls `f(group, error)` for each group whose automatic rejoin failed (B13).
-    pub fn on_rejoin_group_failed(
-        &self,
-        f: impl Fn(&str, &Error) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::RejoinGroupFailed { group, error } = e {
-                f(group, error)
-            }
-        })
-    }
-
-    /// Calls `f(connection_id, close_code)` when a recovery episode begins (B14).
-    pub fn on_recovering(
-        &self,
-        f: impl Fn(&str, Option<u16>) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::Recovering {
-                connection_id,
-                close_code,
-            } = e
-            {
-                f(connection_id, *close_code)
-            }
-        })
-    }
-
-    /// Calls `f(connection_id)` when a session was recovered (B14).
-    pub fn on_recovered(&self, f: impl Fn(&str) + Send + Sync + 'static) -> Subscription {
-        self.on_event(move |e| {
-            if let Event::Recovered { connection_id } = e {
-                f(connection_id)
-            }
-        })
     }
 }

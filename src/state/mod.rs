@@ -10,11 +10,12 @@
 //! `timers.rs`.
 
 use crate::ack_table::{AckOutcome, AckTable, Pending, RequestKind};
-use crate::error::{AckFailure, Error, InvalidInput, StateError};
+use crate::error::{Error, StateError};
 use crate::events::Event;
-use crate::protocol::{AckError, ClientMessage};
+use crate::invocations::{InvocationTable, InvokeResponse};
+use crate::protocol::{ClientMessage, Subprotocol};
+use crate::wire::WireFrame;
 use std::collections::{BTreeSet, VecDeque};
-use tungstenite::Utf8Bytes;
 
 /// The client's state (B1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,8 +40,10 @@ pub enum ClientState {
 pub(crate) enum Outbound {
     /// An acked request; its frame is in the ack table.
     Acked(u64),
+    /// An invocation; its frame is in the invocation table.
+    Invocation(u64),
     /// A fire-and-forget frame.
-    Frame(Utf8Bytes),
+    Frame(WireFrame),
 }
 
 /// What the service's `connected` message means.
@@ -49,13 +52,13 @@ pub(crate) enum ConnectedOutcome {
     /// The session was recovered: resend these frames (B21); fire `Recovered` if the session
     /// had fired `Connected`.
     Recovered {
-        resend: Vec<Utf8Bytes>,
+        resend: Vec<WireFrame>,
         event: Option<Event>,
     },
     /// A new connection: write the rejoin frames; `connected` is the event to fire now (when
     /// nothing needs rejoining) or later, when the rejoins settle (B9).
     New {
-        rejoin: Vec<Utf8Bytes>,
+        rejoin: Vec<WireFrame>,
         connected: Option<Event>,
     },
 }
@@ -74,9 +77,32 @@ pub(crate) enum AckResolution<W> {
     Unknown,
 }
 
-/// The state shared by request threads and the I/O thread.
+/// What an `invokeResponse` resolved.
 #[derive(Debug)]
-pub(crate) struct Session<W> {
+pub(crate) enum InvokeResolution<I> {
+    /// The invocation's caller: send it the result.
+    Caller(I, Result<InvokeResponse, Error>),
+    /// No invocation waits for this id: cancelled, timed out or failed by a drop (B39,
+    /// B40), or not one of ours. The response is dropped.
+    Unknown,
+}
+
+/// What the end of a run leaves to notify (B5).
+#[derive(Debug)]
+pub(crate) struct Ended<W, I> {
+    /// Every request still waiting for its ack: it fails with `Stopped`.
+    pub waiters: Vec<W>,
+    /// Every invocation still waiting for its response: it fails with `Stopped`.
+    pub invocations: Vec<I>,
+    /// `Disconnected`, if the session had fired `Connected`.
+    pub event: Option<Event>,
+}
+
+/// The state shared by request threads and the I/O thread (the transitions of requests and
+/// their answers are in `requests.rs`). `W` is what waits for an ack,
+/// `I` what waits for an invocation's response.
+#[derive(Debug)]
+pub(crate) struct Session<W, I = W> {
     state: ClientState,
     connection_id: Option<String>,
     user_id: Option<String>,
@@ -96,6 +122,13 @@ pub(crate) struct Session<W> {
     rejoins_outstanding: usize,
     next_ack_id: u64,
     acks: AckTable<W>,
+    /// Never reset: invocation ids do not repeat within the client's life (B40).
+    next_invocation_id: u64,
+    invocations: InvocationTable<I>,
+    /// Invocations written to a connection that ended, for the I/O thread to fail (B40).
+    lost_invocations: Vec<(u64, I)>,
+    /// The codec of the frames the session writes itself (rejoins, `cancelInvocation`).
+    subprotocol: Subprotocol,
     groups: BTreeSet<String>,
     outbox: VecDeque<Outbound>,
     /// The I/O thread is asleep in `poll`, or about to be, and has seen an empty outbox: a
@@ -105,8 +138,8 @@ pub(crate) struct Session<W> {
     auto_rejoin: bool,
 }
 
-impl<W> Session<W> {
-    pub(crate) fn new(auto_rejoin: bool) -> Session<W> {
+impl<W, I> Session<W, I> {
+    pub(crate) fn new(auto_rejoin: bool, subprotocol: Subprotocol) -> Session<W, I> {
         Session {
             state: ClientState::Stopped,
             connection_id: None,
@@ -120,6 +153,10 @@ impl<W> Session<W> {
             rejoins_outstanding: 0,
             next_ack_id: 1,
             acks: AckTable::default(),
+            next_invocation_id: 1,
+            invocations: InvocationTable::default(),
+            lost_invocations: Vec::new(),
+            subprotocol,
             groups: BTreeSet::new(),
             outbox: VecDeque::new(),
             io_idle: true,
@@ -227,10 +264,11 @@ impl<W> Session<W> {
         self.move_to(ClientState::Disconnected);
     }
 
-    /// The run ends (B5): every waiting request fails with `Stopped`; `Disconnected` fires if
-    /// the session had fired `Connected`. Groups are remembered (B7). The state is Stopped
-    /// before any event of the end fires, so that a handler sees the final state.
-    pub(crate) fn finish(&mut self, close_code: Option<u16>) -> (Vec<W>, Option<Event>) {
+    /// The run ends (B5): every waiting request and invocation fails with `Stopped`;
+    /// `Disconnected` fires if the session had fired `Connected`. Groups are remembered (B7).
+    /// The state is Stopped before any event of the end fires, so that a handler sees the
+    /// final state.
+    pub(crate) fn finish(&mut self, close_code: Option<u16>) -> Ended<W, I> {
         self.state = ClientState::Stopping;
         let (_, event) = self.lose_session(close_code);
         let waiters = self
@@ -239,119 +277,20 @@ impl<W> Session<W> {
             .into_iter()
             .filter_map(|(_, p)| p.waiter)
             .collect();
+        let invocations = std::mem::take(&mut self.lost_invocations)
+            .into_iter()
+            .chain(self.invocations.take_all())
+            .map(|(_, w)| w)
+            .collect();
         self.outbox.clear();
         self.start_pending = false;
         self.user_id = None;
         self.state = ClientState::Stopped;
-        (waiters, event)
-    }
-
-    // ----- requests (request threads) -----
-
-    /// The next ack id from the counter (B24) for a new request; refused when stopped.
-    pub(crate) fn new_ack_id(&mut self) -> Result<u64, Error> {
-        if self.is_ending() {
-            return Err(Error::Stopped);
+        Ended {
+            waiters,
+            invocations,
+            event,
         }
-        Ok(self.next_id())
-    }
-
-    /// The next ack id from the counter (B24), skipping ids still in use.
-    fn next_id(&mut self) -> u64 {
-        loop {
-            let id = self.next_ack_id;
-            self.next_ack_id = self.next_ack_id.wrapping_add(1).max(1);
-            if !self.acks.contains(id) {
-                return id;
-            }
-        }
-    }
-
-    /// Registers a request before its frame is queued (B27), so an early ack finds its
-    /// waiter. Returns whether the I/O thread needs a wake-up.
-    pub(crate) fn register(
-        &mut self,
-        ack_id: u64,
-        kind: RequestKind,
-        frame: Utf8Bytes,
-        waiter: W,
-    ) -> Result<bool, Error> {
-        if self.is_ending() {
-            return Err(Error::Stopped);
-        }
-        let fresh = self.acks.insert_new(
-            ack_id,
-            Pending {
-                frame,
-                kind,
-                sent: false,
-                waiter: Some(waiter),
-            },
-        );
-        if !fresh {
-            return Err(Error::InvalidInput(InvalidInput::AckIdInUse(ack_id)));
-        }
-        Ok(self.push(Outbound::Acked(ack_id)))
-    }
-
-    /// Queues a fire-and-forget frame (B28). Returns whether to wake the I/O thread.
-    pub(crate) fn queue_frame(&mut self, frame: Utf8Bytes) -> Result<bool, Error> {
-        if self.is_ending() {
-            return Err(Error::Stopped);
-        }
-        Ok(self.push(Outbound::Frame(frame)))
-    }
-
-    /// The I/O thread needs a wake-up only if it may be idle: when it said it would sleep
-    /// ([`Session::io_sleep`]), the outbox was empty (it drains the whole outbox per wake-up;
-    /// a non-empty one means someone woke it already) and the session can take frames.
-    fn push(&mut self, item: Outbound) -> bool {
-        let wake = self.io_idle && self.outbox.is_empty() && self.ready;
-        self.outbox.push_back(item);
-        wake
-    }
-
-    /// A caller gave up waiting (ack timeout): forget the request so it is not resent.
-    pub(crate) fn abandon(&mut self, ack_id: u64) {
-        self.acks.remove(ack_id);
-    }
-
-    // ----- the outbox (I/O thread) -----
-
-    /// The I/O thread is about to block in `poll`: `false` if it must not, because frames wait
-    /// that it can write now (a request queued after its last drain, without a wake-up).
-    /// Otherwise the next request wakes it.
-    pub(crate) fn io_sleep(&mut self) -> bool {
-        if self.ready && !self.outbox.is_empty() {
-            return false;
-        }
-        self.io_idle = true;
-        true
-    }
-
-    /// Moves what the outbox holds into `out` if the session is ready, marking acked requests
-    /// as sent. Requests already sent (by a resend) or abandoned are skipped. Returns whether
-    /// the session is ready (`connected` arrived on the current socket).
-    pub(crate) fn drain_outbox(&mut self, out: &mut Vec<Utf8Bytes>) -> bool {
-        if !self.ready {
-            return false;
-        }
-        // Awake: it will look at the outbox again before it sleeps (`io_sleep`).
-        self.io_idle = false;
-        while let Some(item) = self.outbox.pop_front() {
-            match item {
-                Outbound::Frame(f) => out.push(f),
-                Outbound::Acked(id) => {
-                    if let Some(p) = self.acks.get_mut(id) {
-                        if !p.sent {
-                            p.sent = true;
-                            out.push(p.frame.clone());
-                        }
-                    }
-                }
-            }
-        }
-        true
     }
 
     // ----- what the service says (I/O thread) -----
@@ -414,17 +353,18 @@ impl<W> Session<W> {
     }
 
     /// A `joinGroup` per remembered group, registered as the client's own requests.
-    fn rejoin_requests(&mut self) -> Vec<Utf8Bytes> {
+    fn rejoin_requests(&mut self) -> Vec<WireFrame> {
         let groups: Vec<String> = self.groups.iter().cloned().collect();
         let mut frames = Vec::with_capacity(groups.len());
         for group in groups {
             let id = self.next_id();
-            let frame: Utf8Bytes = ClientMessage::JoinGroup {
-                group: group.clone(),
-                ack_id: Some(id),
-            }
-            .encode()
-            .into();
+            let frame = WireFrame::encode(
+                &ClientMessage::JoinGroup {
+                    group: group.clone(),
+                    ack_id: Some(id),
+                },
+                self.subprotocol,
+            );
             frames.push(frame.clone());
             self.acks.insert(
                 id,
@@ -452,75 +392,6 @@ impl<W> Session<W> {
         })
     }
 
-    /// An `ack` (B25) and the group bookkeeping it implies (B23).
-    pub(crate) fn on_ack(
-        &mut self,
-        ack_id: u64,
-        success: bool,
-        error: Option<AckError>,
-    ) -> AckResolution<W> {
-        let Some(p) = self.acks.remove(ack_id) else {
-            return AckResolution::Unknown;
-        };
-        let result = self.ack_result(ack_id, &p.kind, success, error);
-        match p.waiter {
-            Some(w) => AckResolution::Caller(w, result),
-            None => self.rejoin_resolved(p.kind, result),
-        }
-    }
-
-    /// B25: success and `Duplicate` are Ok; a successful join or leave updates the groups.
-    fn ack_result(
-        &mut self,
-        ack_id: u64,
-        kind: &RequestKind,
-        success: bool,
-        error: Option<AckError>,
-    ) -> Result<AckOutcome, Error> {
-        let duplicate = error.as_ref().is_some_and(AckError::is_duplicate);
-        if !(success || duplicate) {
-            let e = error.unwrap_or_else(|| AckError::new("Unknown", ""));
-            return Err(Error::Ack(AckFailure {
-                ack_id,
-                name: e.name,
-                message: e.message,
-            }));
-        }
-        match kind {
-            RequestKind::Join(g) => {
-                self.groups.insert(g.clone());
-            }
-            RequestKind::Leave(g) => {
-                self.groups.remove(g);
-            }
-            RequestKind::Other => {}
-        }
-        Ok(AckOutcome { ack_id, duplicate })
-    }
-
-    /// One automatic rejoin answered (B13); the last one settles the connection (B9).
-    fn rejoin_resolved(
-        &mut self,
-        kind: RequestKind,
-        result: Result<AckOutcome, Error>,
-    ) -> AckResolution<W> {
-        let failed = match (result, kind) {
-            (Err(error), RequestKind::Join(group)) => {
-                // The last operation on this group failed: stop rejoining it.
-                self.groups.remove(&group);
-                Some(Event::RejoinGroupFailed { group, error })
-            }
-            _ => None,
-        };
-        self.rejoins_outstanding = self.rejoins_outstanding.saturating_sub(1);
-        let connected = if self.rejoins_outstanding == 0 && self.ready {
-            self.settle()
-        } else {
-            None
-        };
-        AckResolution::Rejoin { failed, connected }
-    }
-
     /// The service's `disconnected` message: its reason goes into the `Disconnected` event.
     pub(crate) fn on_disconnected_message(&mut self, message: Option<String>) {
         self.last_disconnected_message = message;
@@ -535,6 +406,10 @@ impl<W> Session<W> {
         reliable: bool,
     ) -> AfterClose {
         self.ready = false;
+        // B40: an invocation written to this connection has an unknown outcome now, whatever
+        // follows (recovery included): nothing resends it or its response.
+        let lost = self.invocations.take_sent();
+        self.lost_invocations.extend(lost);
         if self.is_ending() {
             return AfterClose::Stop;
         }
@@ -558,6 +433,12 @@ impl<W> Session<W> {
         } else {
             AfterClose::SessionLost
         }
+    }
+
+    /// The invocations the last connection's end left with an unknown outcome (B40): their
+    /// callers get `InvocationLost`.
+    pub(crate) fn take_lost_invocations(&mut self) -> Vec<(u64, I)> {
+        std::mem::take(&mut self.lost_invocations)
     }
 
     /// Whether `Recovering` should fire for a recovery that starts now (B14).
@@ -623,6 +504,7 @@ pub(crate) enum AfterClose {
     Stop,
 }
 
+mod requests;
+
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;
