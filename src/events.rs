@@ -1,10 +1,12 @@
 //! Events, the handler registry and the dispatcher thread (`webpubsub-dispatch`).
 //!
 //! The I/O thread never runs user code: it hands each event to the dispatcher over a
-//! channel and goes back to the socket. The dispatcher calls the handlers one event at a time,
-//! in order (B12), catching panics (B15), then forwards the event to every
-//! [`events()`](crate::WebPubSubClient::events) receiver. Because acks are resolved on the I/O
-//! thread, a handler may block on a client request (or call `stop()`) without deadlocking.
+//! channel and goes back to the socket. The dispatcher takes one event at a time, in order
+//! (B12): it forwards the event to every [`events()`](crate::WebPubSubClient::events)
+//! receiver, then calls the handlers, catching panics (B15) — receivers first, so that a
+//! handler that wakes a GUI finds the event already in the GUI's receiver. Because acks are
+//! resolved on the I/O thread, a handler may block on a client request (or call `stop()`)
+//! without deadlocking.
 
 use crate::error::Error;
 use crate::protocol::{Data, Metadata};
@@ -167,24 +169,30 @@ impl Registry {
             .unwrap_or(0)
     }
 
-    /// Calls every handler with `event`, then forwards it to the streams.
+    /// Forwards `event` to the streams, then calls every handler with it. Streams first, so
+    /// that a handler which wakes a UI (to drain its receiver) never wakes it too early.
     fn deliver(&self, event: Event) {
         let handlers = self.handlers.lock().clone();
-        for h in handlers.iter() {
-            if catch_unwind(AssertUnwindSafe(|| (h.f)(&event))).is_err() {
-                log::error!("an event handler panicked; delivery continues (B15)");
+        let kept = self.forward(event, !handlers.is_empty());
+        if let Some(event) = kept {
+            for h in handlers.iter() {
+                if catch_unwind(AssertUnwindSafe(|| (h.f)(&event))).is_err() {
+                    log::error!("an event handler panicked; delivery continues (B15)");
+                }
             }
         }
-        drop(handlers);
+    }
+
+    /// Sends `event` to every stream, pruning dropped receivers. Returns it when `keep`;
+    /// otherwise the last stream gets the event itself and only the others need a clone.
+    fn forward(&self, event: Event, keep: bool) -> Option<Event> {
         let mut streams = self.streams.lock();
         let before = streams.len();
-        // The last stream gets the event itself; only the others need a clone.
         let mut event = Some(event);
         let mut left = before;
-        // A dropped receiver is pruned.
         streams.retain(|s| {
             left -= 1;
-            let e = if left == 0 {
+            let e = if left == 0 && !keep {
                 event.take()
             } else {
                 event.clone()
@@ -195,6 +203,7 @@ impl Registry {
         if pruned > 0 {
             self.listeners.fetch_sub(pruned, Ordering::SeqCst);
         }
+        event
     }
 }
 

@@ -216,8 +216,9 @@
 //!   resolves acks, sends sequence acks and keep-alive pings, and runs recovery and reconnect.
 //!   Requests reach the socket at once (the caller queues the frame and wakes the loop); an idle
 //!   client sleeps in `poll`.
-//! - `webpubsub-dispatch`: runs your callbacks, one event at a time, in order, then feeds the
-//!   [`events()`](WebPubSubClient::events) receivers.
+//! - `webpubsub-dispatch`: takes one event at a time, in order: it feeds the
+//!   [`events()`](WebPubSubClient::events) receivers, then runs your callbacks (receivers
+//!   first, so that a callback that wakes a GUI finds the event already there).
 //!
 //! Operations block the calling thread only. Because acks are resolved on the I/O thread, a
 //! callback may call `join_group`, `send_to_group` or even `stop()` without deadlocking (a
@@ -534,6 +535,51 @@
 //!         Event::Stopped => break,
 //!         _ => {}
 //!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## In a GUI or TUI
+//!
+//! A UI thread must never wait for the network. Two examples show how to hold the client in
+//! an interactive program: `examples/terminal-chat` (a full-screen terminal chat, ratatui) and
+//! `examples/desktop` (a chat window, eframe/egui). They follow three rules:
+//!
+//! 1. **Never block the UI thread on a request.** Make requests with the `*_nowait`
+//!    operations, which only queue them, and hand the [`AckHandle`]s to a worker thread that
+//!    waits on them and posts each outcome back to the UI. [`start()`](WebPubSubClient::start)
+//!    waits for the service: call it on that thread too.
+//! 2. **Wake the UI from a callback.** A toolkit that draws only when asked (egui's
+//!    `request_repaint`, an event loop's wake-up) is woken by a callback. The dispatcher feeds
+//!    the [`events()`](WebPubSubClient::events) receivers before it runs the callbacks, so the
+//!    UI finds the event that woke it. Keep the callback short: `stop()` waits for the
+//!    dispatcher. A terminal program that owns its loop can instead wait on `events()`, its
+//!    key reader's channel and the worker's in one `crossbeam_channel::select!`.
+//! 3. **Drain the receiver on the UI thread.** Each time the UI wakes, take everything
+//!    waiting with `try_recv`, then draw once. No timer, no polling.
+//!
+//! ```no_run
+//! use webpubsub_client::{AckHandle, RequestOptions, WebPubSubClient};
+//! # fn request_repaint() {}
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let client = WebPubSubClient::new("wss://h/client/hubs/chat?access_token=t")?;
+//! // Rule 2: the receiver has the event before the callback wakes the UI
+//! // (`request_repaint` stands for the toolkit's wake-up).
+//! let events = client.events();
+//! client.on_event(|_| request_repaint());
+//!
+//! // Rule 1: the UI thread queues the request; a worker waits for its ack.
+//! let (jobs, queue) = crossbeam_channel::unbounded::<AckHandle>();
+//! std::thread::spawn(move || {
+//!     for handle in queue {
+//!         let _outcome = handle.wait(); // post it to the UI's channel, then wake the UI
+//!     }
+//! });
+//! let _ = jobs.send(client.send_to_group_nowait("room", "hi", &RequestOptions::new())?);
+//!
+//! // Rule 3, in each frame: take in what happened, then draw.
+//! while let Ok(event) = events.try_recv() {
+//!     println!("{event:?}"); // update the UI's model
 //! }
 //! # Ok(()) }
 //! ```

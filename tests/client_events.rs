@@ -201,6 +201,33 @@ fn dropped_stream_receivers_are_pruned() {
     recv_until(&live, |e| matches!(e, Event::ServerMessage(_)));
 }
 
+#[test]
+fn a_receiver_holds_the_event_before_the_callbacks_run() {
+    // B12, and the GUI pattern of the crate docs: a callback that wakes a UI, which then
+    // drains its receiver, finds there the event it was woken for.
+    let emu = Emulator::start().unwrap();
+    let a = started(&emu, "a");
+    let inbox = a.events();
+    let (tx, found) = crossbeam_channel::unbounded();
+    let sub = a.on_server_message(move |m| {
+        let data = m.data.clone();
+        let there = inbox
+            .try_iter()
+            .any(|e| matches!(e, Event::ServerMessage(s) if s.data == data));
+        let _ = tx.send(there);
+    });
+    for text in ["one", "two", "three"] {
+        emu.hub(HUB)
+            .send_to_connection(a.connection_id().unwrap(), text);
+        assert_eq!(
+            found.recv_timeout(WAIT),
+            Ok(true),
+            "`{text}` was not in the receiver when its callback ran"
+        );
+    }
+    sub.remove();
+}
+
 per_protocol! {
     fn a_server_message_carries_the_metadata_the_application_server_sent(p: Protocol) {
         // B41: REST `X-WebPubSub-Metadata-*` headers reach the client's event.

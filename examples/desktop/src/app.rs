@@ -90,19 +90,13 @@ impl ChatApp {
     /// Wires the client to the window and starts it in the background.
     pub fn new(cc: &eframe::CreationContext<'_>, setup: Setup) -> std::io::Result<ChatApp> {
         let ctx = cc.egui_ctx.clone();
-        // Rule 2. The callback forwards the event into the window's channel and only then
-        // wakes the window, so the frame that the wake-up causes finds the event there. (The
-        // dispatcher feeds `client.events()` receivers after it ran the callbacks: a frame
-        // woken by a callback could look into such a receiver a moment too early and leave the
-        // event there until the next wake-up.) Unbounded, so that the callback never blocks:
-        // the window empties it every frame, and a blocked dispatcher would stall `stop()`.
-        let (tx, events) = crossbeam_channel::unbounded();
+        // Rule 2. The dispatcher feeds the `events()` receivers before it runs the callbacks,
+        // so the frame that this callback's wake-up causes finds the event in `events`. The
+        // receiver also counts in the client's backlog bound: a window that stops draining it
+        // makes the client stop reading its socket rather than grow without bound.
+        let events = setup.client.events();
         let wake = ctx.clone();
-        setup.client.on_event(move |event| {
-            if tx.send(event.clone()).is_ok() {
-                wake.request_repaint();
-            }
-        });
+        setup.client.on_event(move |_| wake.request_repaint());
         let (done_tx, done) = crossbeam_channel::unbounded();
         let wake = ctx.clone();
         let worker = Worker::spawn(setup.client.clone(), done_tx, move || {
