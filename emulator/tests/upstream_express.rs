@@ -16,7 +16,7 @@ use webpubsub_emulator::upstream::{
     ConnectOutcome, ConnectRequest, EventHandlerConfig, EventOutcome, FailureKind, Upstream,
     UpstreamConfig,
 };
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 
 const KEY: &str = "test-access-key-of-at-least-32-bytes";
 
@@ -49,7 +49,7 @@ fn barrier(server: &AppServer, up: &Upstream) -> Vec<Value> {
     let mark = format!("mark-{}", std::process::id());
     assert_eq!(
         event(&c, "echo", Some(Data::from(mark.as_str()))),
-        EventOutcome::Reply(Data::from(mark.as_str()))
+        EventOutcome::Reply(Data::from(mark.as_str()), Metadata::new())
     );
     let mut all = server.seen_until(|v| v["seen"] == "echo" && v["data"] == mark.as_str());
     all.pop();
@@ -144,10 +144,13 @@ fn user_events_echo_text_json_and_binary_with_their_data_types() {
     for data in cases {
         assert_eq!(
             event(&conn, "echo", Some(data.clone())),
-            EventOutcome::Reply(data)
+            EventOutcome::Reply(data, Metadata::new())
         );
     }
-    assert_eq!(event(&conn, "noreply", None), EventOutcome::NoReply);
+    assert_eq!(
+        event(&conn, "noreply", None),
+        EventOutcome::NoReply(Metadata::new())
+    );
     let seen = server.seen(|v| is(v, "echo", "conn-echo"));
     assert_eq!(
         (seen["dataType"].as_str(), seen["userId"].as_str()),
@@ -182,7 +185,7 @@ fn the_handlers_state_comes_back_with_every_later_event_in_order() {
     let pending: Vec<_> = (0..3).map(|_| send(&conn, "count", None)).collect();
     for (i, rx) in pending.into_iter().enumerate() {
         match rx.recv_timeout(WAIT).unwrap() {
-            EventOutcome::Reply(Data::Json(v)) => {
+            EventOutcome::Reply(Data::Json(v), _) => {
                 // `calls` is the incoming state's count plus one: the state came back.
                 assert_eq!(v["calls"], i + 1);
                 assert_eq!(v["userId"], "app-u9");
@@ -232,7 +235,7 @@ fn a_held_event_delays_its_own_connection_only() {
     // b is answered while a's first event is held, and a's second has not been sent.
     assert_eq!(
         event(&b, "echo", Some(Data::from("b"))),
-        EventOutcome::Reply(Data::from("b"))
+        EventOutcome::Reply(Data::from("b"), Metadata::new())
     );
     let before = server.seen_until(|v| is(v, "echo", "conn-b"));
     assert!(
@@ -243,15 +246,15 @@ fn a_held_event_delays_its_own_connection_only() {
     // Releasing a's event lets a's line go on, in order.
     assert_eq!(
         event(&b, "release", Some(Data::from("key-a"))),
-        EventOutcome::Reply(Data::from("ok"))
+        EventOutcome::Reply(Data::from("ok"), Metadata::new())
     );
     assert_eq!(
         a_hold.recv_timeout(WAIT).unwrap(),
-        EventOutcome::Reply(Data::from("released key-a"))
+        EventOutcome::Reply(Data::from("released key-a"), Metadata::new())
     );
     assert_eq!(
         a_after.recv_timeout(WAIT).unwrap(),
-        EventOutcome::Reply(Data::from("after the hold"))
+        EventOutcome::Reply(Data::from("after the hold"), Metadata::new())
     );
     assert!(up.worker_threads() <= webpubsub_emulator::upstream::DEFAULT_MAX_WORKERS);
 }
@@ -265,11 +268,17 @@ fn validation_runs_once_per_url_and_a_refused_origin_stops_every_event() {
     let up = upstream(&server, UpstreamConfig::new());
     let chat = up.connection("chat", "conn-v1");
     for _ in 0..3 {
-        assert_eq!(event(&chat, "noreply", None), EventOutcome::NoReply);
+        assert_eq!(
+            event(&chat, "noreply", None),
+            EventOutcome::NoReply(Metadata::new())
+        );
     }
     // express with allowedEndpoints answers `127.0.0.1:8080`: the host and port match.
     let allowed = up.connection("allowed", "conn-v2");
-    assert_eq!(event(&allowed, "noreply", None), EventOutcome::NoReply);
+    assert_eq!(
+        event(&allowed, "noreply", None),
+        EventOutcome::NoReply(Metadata::new())
+    );
     let strict = up.connection("strict", "conn-v3");
     assert_eq!(
         failed(event(&strict, "noreply", None)),
@@ -347,7 +356,7 @@ fn a_handler_slower_than_the_timeout_fails_the_event_without_a_retry() {
     // The connection goes on with its next event.
     assert_eq!(
         event(&conn, "echo", Some(Data::from("next"))),
-        EventOutcome::Reply(Data::from("next"))
+        EventOutcome::Reply(Data::from("next"), Metadata::new())
     );
     let seen = barrier(&server, &up);
     assert_eq!(

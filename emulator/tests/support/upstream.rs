@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use webpubsub_emulator::upstream::{
     ConnectOutcome, ConnectRequest, EventOutcome, UpstreamConnection,
 };
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 use webpubsub_testkit::node;
 use webpubsub_testkit::process::Spawned;
 
@@ -37,7 +37,7 @@ pub fn connect(conn: &UpstreamConnection, req: ConnectRequest) -> ConnectOutcome
 /// Sends a user event; its outcome arrives on the returned receiver.
 pub fn send(conn: &UpstreamConnection, event: &str, data: Option<Data>) -> Receiver<EventOutcome> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    conn.user_event(event, data, move |o| {
+    conn.user_event(event, data, Metadata::new(), move |o| {
         let _ = tx.send(o);
     });
     rx
