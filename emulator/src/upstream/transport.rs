@@ -245,6 +245,14 @@ fn classify(e: &ureq::Error, answered: bool) -> (Attempt, FailureKind, String) {
                 FailureKind::Stopping,
                 "the emulator is stopping".into(),
             ),
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable => (
+                Attempt::NoResponse,
+                FailureKind::Unreachable,
+                format!("unreachable ({text})"),
+            ),
             _ => (
                 Attempt::NoResponse,
                 FailureKind::Unreachable,
