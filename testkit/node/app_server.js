@@ -5,7 +5,8 @@
 //
 // Prints one JSON line per thing it sees on stdout: first {"listening":PORT}, then
 // {"seen":"validate"|"connect"|"connected"|"disconnected"|<user event>, ...} for every
-// request it gets, so a test reads what the app server observed.
+// request it gets, so a test reads what the app server observed. With
+// APP_SERVER_EXIT_WITH_STDIN=1 it exits when its standard input ends.
 //
 // Hubs:
 //   chat     allows every origin; the behaviour below.
@@ -203,6 +204,13 @@ app.use((req, res) => {
   say({ seen: "unhandled", method: req.method, path: req.path });
   res.status(404).end();
 });
+
+// A test that keeps the server for the life of its process (never killing it) closes our
+// standard input by exiting: end with it.
+if (process.env.APP_SERVER_EXIT_WITH_STDIN === "1") {
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+}
 
 const server = app.listen(port, "127.0.0.1", () => {
   say({ listening: server.address().port });
