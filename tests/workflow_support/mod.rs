@@ -8,12 +8,15 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::Write;
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use webpubsub_emulator::upstream::{EventHandlerConfig, UpstreamConfig};
 use webpubsub_emulator::Emulator;
 use webpubsub_testkit::chaos_proxy::{ChaosProxy, Direction};
 pub use webpubsub_testkit::node::{is, AppServer};
+use webpubsub_testkit::process::{NoLine, Spawned};
 
 /// The hub whose events go to the app server.
 pub const HUB: &str = "chat";
@@ -141,5 +144,95 @@ pub fn reply_and_ack(frames: &[Value], data: &Value, ack_id: u64) -> (usize, usi
     match (reply, ack) {
         (Some(r), Some(a)) => (r, a),
         _ => panic!("no reply {data} or no ack {ack_id} in {frames:#?}"),
+    }
+}
+
+/// An official client SDK in a child process (`peer.js`, `peer.py` beside this file), driven
+/// one JSON command per line: each command gets an `id` and its answer carries it back;
+/// other lines are the client's events. Killed when dropped.
+pub struct Peer {
+    child: Spawned,
+    next_id: u64,
+    /// Lines read but not yet asked for: answers of other commands, events.
+    stash: Vec<Value>,
+    transcript: Vec<String>,
+}
+
+impl Peer {
+    /// Bound of every wait for a line.
+    pub const WAIT: Duration = Duration::from_secs(20);
+
+    pub fn spawn(cmd: Command) -> Peer {
+        Peer {
+            child: Spawned::spawn(cmd).expect("spawn the peer"),
+            next_id: 1,
+            stash: Vec::new(),
+            transcript: Vec::new(),
+        }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        let tail: Vec<&str> = self.transcript.iter().rev().take(30).rev().map(String::as_str).collect();
+        panic!(
+            "peer: {why}\n--- last lines ---\n{}\n--- stderr ---\n{}",
+            tail.join("\n"),
+            self.child.stderr()
+        );
+    }
+
+    /// Sends `cmd` (an object) with a fresh id; returns the id.
+    pub fn begin(&mut self, mut cmd: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        cmd["id"] = id.into();
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        let line = cmd.to_string();
+        if let Err(e) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
+            self.fail(&format!("cannot write {line}: {e}"));
+        }
+        id
+    }
+
+    /// The answer to command `id`.
+    pub fn answer(&mut self, id: u64) -> Value {
+        self.next(|v| v["id"] == id)
+    }
+
+    /// Sends `cmd` and waits for its answer.
+    pub fn call(&mut self, cmd: Value) -> Value {
+        let id = self.begin(cmd);
+        self.answer(id)
+    }
+
+    /// [`call`](Self::call), and the answer must be a success.
+    pub fn ok(&mut self, cmd: Value) -> Value {
+        let answer = self.call(cmd.clone());
+        if answer["ok"] != true {
+            self.fail(&format!("{cmd} failed: {answer}"));
+        }
+        answer
+    }
+
+    /// The first line (stashed or new) for which `pick` holds.
+    pub fn next(&mut self, mut pick: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(at) = self.stash.iter().position(&mut pick) {
+            return self.stash.remove(at);
+        }
+        let deadline = Instant::now() + Self::WAIT;
+        loop {
+            let line = match self.child.next_line(deadline) {
+                Ok(line) => line,
+                Err(NoLine::Timeout) => self.fail("timed out"),
+                Err(NoLine::Eof) => self.fail("exited"),
+            };
+            self.transcript.push(line.clone());
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if pick(&v) {
+                return v;
+            }
+            self.stash.push(v);
+        }
     }
 }
