@@ -24,8 +24,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{builder, recv_until, start, WAIT};
 use webpubsub_client::{
-    protocol::ClientMessage, Cancelled, ConnectError, Data, Error, Event, InvokeOptions, Protocol, RequestOptions,
-    TimeoutKind, WebPubSubClient,
+    protocol::ClientMessage, Cancelled, ConnectError, Data, Error, Event, InvokeOptions, Protocol,
+    RequestOptions, TimeoutKind, WebPubSubClient,
 };
 use webpubsub_emulator::Observation;
 use workflow_support::{frames_to_client, is, reply_and_ack, workflow, Workflow};
@@ -65,7 +65,8 @@ fn cancel_seen(obs: &Receiver<Observation>, connection_id: &str, invocation: u64
 fn release(wf: &Workflow, key: &str) {
     let (other, _) = client(&wf.url("releaser"), Protocol::JsonReliable);
     other.send_event("release", key).unwrap();
-    wf.server.first(|v| v["seen"] == "released" && v["key"] == key);
+    wf.server
+        .first(|v| v["seen"] == "released" && v["key"] == key);
 }
 
 #[test]
@@ -77,7 +78,9 @@ fn the_connect_handler_sets_the_user_the_groups_and_the_state() {
     let conn = id(&c);
     // The client's side: the user the app server chose, and the group it joined.
     assert_eq!(c.user_id().as_deref(), Some("app-u1"));
-    wf.emu.hub("chat").send_to_group("app-group", "to the app's group");
+    wf.emu
+        .hub("chat")
+        .send_to_group("app-group", "to the app's group");
     assert_eq!(server_message(&events), Data::from("to the app's group"));
     // The app server's side: the token's claims in connect, its answer in connected.
     let connect = wf.server.first(|v| is(v, "connect", &conn));
@@ -86,7 +89,11 @@ fn the_connect_handler_sets_the_user_the_groups_and_the_state() {
     let connected = wf.server.first(|v| is(v, "connected", &conn));
     assert_eq!(connected["userId"], "app-u1");
     assert_eq!(connected["states"], json!({"calls": 0}));
-    assert!(wf.emu.hub("chat").group_members("app-group").contains(&conn));
+    assert!(wf
+        .emu
+        .hub("chat")
+        .group_members("app-group")
+        .contains(&conn));
 }
 
 #[test]
@@ -123,7 +130,11 @@ fn user_events_echo_text_json_and_binary_with_the_reply_before_the_ack() {
             "json",
             json!({"a": [1, 2.5, null], "b": "ü"}),
         ),
-        (Data::Binary(vec![0, 1, 0xFE, 0xFF]), "binary", json!("AAH+/w==")),
+        (
+            Data::Binary(vec![0, 1, 0xFE, 0xFF]),
+            "binary",
+            json!("AAH+/w=="),
+        ),
     ];
     for (data, data_type, on_wire) in cases {
         let ack = c.send_event("echo", data.clone()).unwrap();
@@ -233,7 +244,8 @@ fn an_invocation_past_its_timeout_is_cancelled_and_its_late_answer_dropped() {
     let handle = c.invoke_event_nowait("hold", "key-timeout", &opts).unwrap();
     let invocation = handle.invocation_id();
     // The app server holds it; the wait passes its bound.
-    wf.server.first(|v| is(v, "hold", &conn) && v["data"] == "key-timeout");
+    wf.server
+        .first(|v| is(v, "hold", &conn) && v["data"] == "key-timeout");
     match handle.wait() {
         Err(Error::Timeout(TimeoutKind::Invoke { invocation_id })) => {
             assert_eq!(invocation_id, invocation)
@@ -264,7 +276,8 @@ fn cancel_from_another_thread_returns_the_waiting_invocation_at_once() {
     let waiter = std::thread::spawn(move || {
         let _ = done_tx.send(handle.wait());
     });
-    wf.server.first(|v| is(v, "hold", &conn) && v["data"] == "key-cancel");
+    wf.server
+        .first(|v| is(v, "hold", &conn) && v["data"] == "key-cancel");
     let pressed = Instant::now();
     std::thread::spawn(move || button.cancel()).join().unwrap();
     match done.recv_timeout(WAIT).expect("the waiter returned") {
@@ -273,7 +286,10 @@ fn cancel_from_another_thread_returns_the_waiting_invocation_at_once() {
         }
         other => panic!("expected a cancel, got {other:?}"),
     }
-    assert!(pressed.elapsed() < Duration::from_secs(30), "not the timeout");
+    assert!(
+        pressed.elapsed() < Duration::from_secs(30),
+        "not the timeout"
+    );
     waiter.join().unwrap();
     cancel_seen(&obs, &conn, invocation);
     release(wf, "key-cancel");
@@ -295,7 +311,8 @@ fn dropping_a_pending_invocation_cancels_it() {
         .invoke_event_nowait("hold", "key-drop", &InvokeOptions::new())
         .unwrap();
     let invocation = handle.invocation_id();
-    wf.server.first(|v| is(v, "hold", &conn) && v["data"] == "key-drop");
+    wf.server
+        .first(|v| is(v, "hold", &conn) && v["data"] == "key-drop");
     drop(handle);
     cancel_seen(&obs, &conn, invocation);
     release(wf, "key-drop");
@@ -317,9 +334,10 @@ fn a_recovery_in_the_middle_of_an_event_calls_the_handler_once_and_keeps_the_rep
     // The socket goes while the app server holds the event; the session recovers.
     assert!(wf.emu.hub("chat").drop_connection(&conn));
     recv_until(&events, |e| matches!(e, Event::Recovered { .. }));
-    recv_until(&obs, |o| {
-        matches!(o, Observation::Recovered { connection_id, .. } if *connection_id == conn)
-    });
+    recv_until(
+        &obs,
+        |o| matches!(o, Observation::Recovered { connection_id, .. } if *connection_id == conn),
+    );
     release(wf, "key-recover");
     // The reply reaches the recovered socket; the resent event was a duplicate.
     assert_eq!(server_message(&events), Data::from("released key-recover"));

@@ -36,7 +36,11 @@ fn peer(wf: &Workflow) -> Peer {
 /// Connects the peer's client `name` as `user`; returns its connection id.
 fn connect(p: &mut Peer, wf: &Workflow, name: &str, user: &str) -> String {
     let a = p.ok(json!({"op": "connect", "client": name, "url": wf.url(user)}));
-    assert_eq!(a["userId"], format!("app-{user}"), "the app server's user id");
+    assert_eq!(
+        a["userId"],
+        format!("app-{user}"),
+        "the app server's user id"
+    );
     a["connectionId"].as_str().unwrap().to_owned()
 }
 
@@ -89,7 +93,11 @@ fn the_js_client_is_shaped_by_connect_and_a_refused_connect_fails_its_start() {
     let connected = wf.server.first(|v| is(v, "connected", &conn));
     assert_eq!(connected["userId"], "app-js1");
     assert_eq!(connected["states"], json!({"calls": 0}));
-    assert!(wf.emu.hub("chat").group_members("app-group").contains(&conn));
+    assert!(wf
+        .emu
+        .hub("chat")
+        .group_members("app-group")
+        .contains(&conn));
 
     let refused = format!("{}&refuse=1", wf.url("js-refused"));
     let a = p.call(json!({"op": "connect", "client": "r", "url": refused}));
@@ -154,14 +162,18 @@ fn js_invoke_event_echoes_fails_and_is_cancelled_by_timeout_and_by_abort() {
         let a = p.ok(json!({"op": "invoke", "client": "a", "event": "echo", "dataType": data_type, "data": data}));
         assert_eq!((&a["dataType"], &a["data"]), (&json!(data_type), &data));
     }
-    let a = p.call(json!({"op": "invoke", "client": "a", "event": "fail500", "dataType": "text", "data": "x"}));
+    let a = p.call(
+        json!({"op": "invoke", "client": "a", "event": "fail500", "dataType": "text", "data": "x"}),
+    );
     assert_eq!(a["ok"], false, "{a}");
     assert_eq!(a["error"]["type"], "InvocationError", "{a}");
     assert_eq!(a["error"]["detail"]["name"], "InvocationFailed", "{a}");
 
     // Past its timeout: the SDK cancels; the app server still finishes it later.
-    let a = p.call(json!({"op": "invoke", "client": "a", "event": "hold", "dataType": "text",
-        "data": "js-timeout", "timeoutMs": 300}));
+    let a = p.call(
+        json!({"op": "invoke", "client": "a", "event": "hold", "dataType": "text",
+        "data": "js-timeout", "timeoutMs": 300}),
+    );
     assert_eq!(a["ok"], false, "{a}");
     wf.server
         .first(|v| is(v, "hold", &conn) && v["data"] == "js-timeout");
@@ -169,8 +181,10 @@ fn js_invoke_event_echoes_fails_and_is_cancelled_by_timeout_and_by_abort() {
     release(&mut p, wf, "js-timeout");
 
     // Aborted by the caller.
-    let id = p.begin(json!({"op": "invoke", "client": "a", "event": "hold", "dataType": "text",
-        "data": "js-abort", "abort": "t1"}));
+    let id = p.begin(
+        json!({"op": "invoke", "client": "a", "event": "hold", "dataType": "text",
+        "data": "js-abort", "abort": "t1"}),
+    );
     wf.server
         .first(|v| is(v, "hold", &conn) && v["data"] == "js-abort");
     p.ok(json!({"op": "abort", "tag": "t1"}));
@@ -196,14 +210,17 @@ fn a_js_client_recovering_in_the_middle_of_an_event_gets_the_reply_from_one_hand
     // under a NEW ack id unless the caller chose one: the service cannot tell the second
     // try from a new event, and the handler would run twice. With its own ack id, the
     // second try is the `Duplicate` of the first.
-    let pending = p.begin(json!({"op": "send", "client": "a", "event": "hold", "dataType": "text",
-        "data": "js-recover", "ackId": 1000}));
+    let pending = p.begin(
+        json!({"op": "send", "client": "a", "event": "hold", "dataType": "text",
+        "data": "js-recover", "ackId": 1000}),
+    );
     wf.server
         .first(|v| is(v, "hold", &conn) && v["data"] == "js-recover");
     assert!(wf.emu.hub("chat").drop_connection(&conn));
-    until(&obs, |o| {
-        matches!(o, Observation::Recovered { connection_id, .. } if *connection_id == conn)
-    });
+    until(
+        &obs,
+        |o| matches!(o, Observation::Recovered { connection_id, .. } if *connection_id == conn),
+    );
     release(&mut p, wf, "js-recover");
     let a = p.answer(pending);
     assert_eq!((&a["ok"], &a["ackId"]), (&json!(true), &json!(1000)), "{a}");

@@ -107,8 +107,8 @@ impl AppServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/app_server.js");
         let mut cmd = command(&node_modules, &script, &["0", emulator_endpoint]);
         cmd.env("APP_SERVER_EXIT_WITH_STDIN", "1");
-        let process = Spawned::spawn(cmd)
-            .unwrap_or_else(|e| panic!("spawn node {}: {e}", script.display()));
+        let process =
+            Spawned::spawn(cmd).unwrap_or_else(|e| panic!("spawn node {}: {e}", script.display()));
         let log = Arc::new(Log {
             records: Mutex::new(Records::default()),
             grew: Condvar::new(),

@@ -62,10 +62,8 @@ impl Workflow {
 
     /// The same URL through `relay` instead of straight to the emulator.
     pub fn url_via(&self, relay: &ChaosProxy, user: &str) -> String {
-        self.url(user).replace(
-            &self.emu.addr().to_string(),
-            &relay.addr().to_string(),
-        )
+        self.url(user)
+            .replace(&self.emu.addr().to_string(), &relay.addr().to_string())
     }
 
     /// A relay in front of the emulator that records what it forwards to the client.
@@ -81,7 +79,12 @@ impl Workflow {
     /// How many times the app server got the user event `event` from `connection_id`,
     /// counted once it has seen the later record `after` (of the same connection: the
     /// emulator sends a connection's events one at a time, in order).
-    pub fn calls(&self, event: &str, connection_id: &str, after: impl FnMut(&Value) -> bool) -> usize {
+    pub fn calls(
+        &self,
+        event: &str,
+        connection_id: &str,
+        after: impl FnMut(&Value) -> bool,
+    ) -> usize {
         self.server
             .until(after)
             .iter()
@@ -172,7 +175,14 @@ impl Peer {
     }
 
     fn fail(&self, why: &str) -> ! {
-        let tail: Vec<&str> = self.transcript.iter().rev().take(30).rev().map(String::as_str).collect();
+        let tail: Vec<&str> = self
+            .transcript
+            .iter()
+            .rev()
+            .take(30)
+            .rev()
+            .map(String::as_str)
+            .collect();
         panic!(
             "peer: {why}\n--- last lines ---\n{}\n--- stderr ---\n{}",
             tail.join("\n"),
