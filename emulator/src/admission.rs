@@ -437,11 +437,13 @@ mod tests {
             upstream: None,
         };
         let mut hs = handshake(&offering("json.webpubsub.azure.v1, custom")).unwrap();
-        let mut accepted = ConnectAccepted::default();
-        accepted.user_id = Some("app-user".into());
-        accepted.roles = Some(vec!["webpubsub.sendToGroups.room.*".into()]);
-        accepted.groups = Some(vec!["app-group".into()]);
-        accepted.subprotocol = Some("custom".into());
+        let accepted = ConnectAccepted {
+            user_id: Some("app-user".into()),
+            roles: Some(vec!["webpubsub.sendToGroups.room.*".into()]),
+            groups: Some(vec!["app-group".into()]),
+            subprotocol: Some("custom".into()),
+            ..ConnectAccepted::default()
+        };
         shape(&mut admitted, &mut hs, accepted);
         assert_eq!(admitted.user_id.as_deref(), Some("app-user"));
         assert_eq!(admitted.groups, ["app-group"]);

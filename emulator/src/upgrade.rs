@@ -30,10 +30,10 @@ pub(crate) struct Answer {
 pub(crate) enum Then {
     /// Nothing: the answer was a refusal and the socket closes.
     Close,
-    /// A new session.
+    /// A new session. (Boxed: the admission is large, the other variants small.)
     Open {
         hub: Arc<Hub>,
-        admitted: Admitted,
+        admitted: Box<Admitted>,
         hs: Handshake,
     },
     /// A recovery: the session moves to this socket, or (`None`) the socket is closed
@@ -133,7 +133,11 @@ fn opened(a: Admission) -> Answer {
     let Admission { hub, admitted, hs } = a;
     Answer {
         response,
-        then: Then::Open { hub, admitted, hs },
+        then: Then::Open {
+            hub,
+            admitted: Box::new(admitted),
+            hs,
+        },
     }
 }
 
@@ -224,7 +228,7 @@ pub(crate) fn switched(
     match then {
         Then::Close => None,
         Then::Open { hub, admitted, hs } => {
-            let session = admission::open(shared, &hub, admitted, &hs, link.clone());
+            let session = admission::open(shared, &hub, *admitted, &hs, link.clone());
             Some(Upgraded::Connection(Connection::new(
                 wire,
                 link.clone(),

@@ -106,10 +106,7 @@ fn an_unreachable_handler_refuses_connect_with_500_and_fails_events() {
         .expect("refused");
     assert_eq!(refused.status, 500);
     // Abuse protection asks first: the validation URL is the one that cannot be reached.
-    let w = one_warning_with(
-        &log,
-        &["event `connect`", "unreachable", "refused with 500"],
-    );
+    let w = one_warning_with(log, &["event `connect`", "unreachable", "refused with 500"]);
     assert!(
         w.contains(&format!(
             "http://127.0.0.1:{port}/api/down/validate?code=***"
@@ -124,7 +121,7 @@ fn an_unreachable_handler_refuses_connect_with_500_and_fails_events() {
         "The event handler could not be reached"
     );
     one_warning_with(
-        &log,
+        log,
         &[
             "event `echo`",
             "/api/events/validate?code=***",
@@ -163,7 +160,7 @@ fn a_handler_slower_than_the_timeout_fails_the_event_without_a_retry() {
         "The event handler did not answer in time"
     );
     one_warning_with(
-        &log,
+        log,
         &[
             "event `hold`",
             "/api/webpubsub/hubs/chat/hold?code=***",
@@ -197,7 +194,7 @@ fn a_5xx_answer_is_retried_then_fails_the_event() {
         invocation_failed(&mut c, 1),
         "The event handler answered 500"
     );
-    one_warning_with(&log, &["event `fail500`", "answered 500"]);
+    one_warning_with(log, &["event `fail500`", "answered 500"]);
     c.send(event("echo", 2, "after"));
     assert_eq!(c.ack(2), (true, None));
     let seen = server.seen_until(|v| is(v, "echo", &c.connection_id));
@@ -224,7 +221,7 @@ fn a_handler_that_refuses_validation_gets_no_event() {
         "The event handler's endpoint did not pass abuse protection"
     );
     let w = one_warning_with(
-        &log,
+        log,
         &[
             "validation failed",
             "/api/webpubsub/hubs/strict/validate?code=***",
