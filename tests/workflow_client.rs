@@ -11,7 +11,10 @@
 //!   5xx is `InvocationFailed`; the state the app server keeps counts the calls;
 //! - `invoke_event`: echo, failure, timeout, cancel from another thread, drop while pending;
 //! - a recovery in the middle of an event: the handler is called once and the reply is not
-//!   lost; disconnected is recorded once the session ends, not on the recovered drop.
+//!   lost; disconnected is recorded once the session ends, not on the recovered drop;
+//! - faults: an app server slower than the emulator's timeout, or unreachable, fails the
+//!   event and the invocation with `InvocationFailed` (a timed-out request is not sent
+//!   again), and an unreachable connect handler refuses the upgrade with 500.
 //!
 //! One app server and one emulator for the file (see `workflow_support`). Needs node and npm
 //! (skipped with a message if missing) and, the first time, the npm registry.
@@ -27,8 +30,44 @@ use webpubsub_client::{
     protocol::ClientMessage, Cancelled, ConnectError, Data, Error, Event, InvokeOptions, Protocol,
     RequestOptions, TimeoutKind, WebPubSubClient,
 };
-use webpubsub_emulator::Observation;
+use webpubsub_emulator::upstream::{
+    EventHandlerConfig, SystemEvent, UpstreamConfig, UserEventPattern,
+};
+use webpubsub_emulator::{Emulator, Observation};
 use workflow_support::{frames_to_client, is, reply_and_ack, workflow, Workflow};
+
+/// Another emulator, for faults: hub `chat` in front of the same app server with a short
+/// timeout (300 ms) for blocking events; hub `down` sends its user events (only) to a port
+/// nothing listens on; hub `gone` its connects.
+fn faulty(wf: &Workflow) -> Emulator {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("http://127.0.0.1:{closed}/api/{{hub}}/{{event}}");
+    let cfg = UpstreamConfig::new()
+        .timeout(Duration::from_millis(300))
+        .retry_backoff(Duration::from_millis(10))
+        .handler(
+            "chat",
+            EventHandlerConfig::new(wf.server.url_template()).unwrap(),
+        )
+        .handler(
+            "down",
+            EventHandlerConfig::new(nowhere.clone())
+                .unwrap()
+                .system_events([]),
+        )
+        .handler(
+            "gone",
+            EventHandlerConfig::new(nowhere)
+                .unwrap()
+                .user_events(UserEventPattern::None)
+                .system_events([SystemEvent::Connect]),
+        );
+    Emulator::builder().upstream(cfg).start().unwrap()
+}
 
 /// A started client of the workflow hub for `user`, and its events.
 fn client(url: &str, protocol: Protocol) -> (WebPubSubClient, Receiver<Event>) {
@@ -367,4 +406,62 @@ fn disconnected_is_recorded_by_the_app_server_when_the_session_ends() {
     let seen = wf.server.first(|v| is(v, "disconnected", &conn));
     assert_eq!(seen["states"], json!({"calls": 1}), "the last state");
     assert!(seen["reason"].is_string(), "{seen}");
+}
+
+#[test]
+fn an_app_server_slower_than_the_timeout_fails_the_event_and_the_invocation_once() {
+    let Some(wf) = workflow("an_app_server_slower_than_the_timeout") else {
+        return;
+    };
+    let emu = faulty(wf);
+    let (c, events) = client(
+        &emu.client_url("chat").user_id("hurried").build(),
+        Protocol::JsonReliable,
+    );
+    let conn = id(&c);
+    match c.send_event("hold", "slow-event") {
+        Err(Error::Ack(f)) => assert_eq!(f.name, "InvocationFailed", "{f:?}"),
+        other => panic!("expected InvocationFailed, got {other:?}"),
+    }
+    match c.invoke_event("hold", "slow-invoke") {
+        Err(Error::Invoke(f)) => assert_eq!(f.name, "InvocationFailed", "{f:?}"),
+        other => panic!("expected an invoke failure, got {other:?}"),
+    }
+    release(wf, "slow-event");
+    release(wf, "slow-invoke");
+    // The connection stays; a late answer reached nobody.
+    c.send_event("echo", "on time").unwrap();
+    assert_eq!(server_message(&events), Data::from("on time"));
+    // A request that timed out after it was sent is not sent again: it may have run.
+    assert_eq!(wf.calls("hold", &conn, |v| is(v, "echo", &conn)), 2);
+}
+
+#[test]
+fn an_unreachable_app_server_fails_events_and_refuses_connects_with_500() {
+    let Some(wf) = workflow("an_unreachable_app_server") else {
+        return;
+    };
+    let emu = faulty(wf);
+    // User events only: the connection opens without the app server.
+    let (c, _) = client(
+        &emu.client_url("down").user_id("alone").build(),
+        Protocol::JsonReliable,
+    );
+    match c.send_event("echo", "anyone?") {
+        Err(Error::Ack(f)) => assert_eq!(f.name, "InvocationFailed", "{f:?}"),
+        other => panic!("expected InvocationFailed, got {other:?}"),
+    }
+    match c.invoke_event("echo", "anyone?") {
+        Err(Error::Invoke(f)) => assert_eq!(f.name, "InvocationFailed", "{f:?}"),
+        other => panic!("expected an invoke failure, got {other:?}"),
+    }
+    assert_eq!(c.state(), webpubsub_client::ClientState::Connected);
+    // A connect handler that cannot be reached refuses the upgrade with 500.
+    let gone = builder(emu.client_url("gone").user_id("turned-away").build())
+        .build()
+        .unwrap();
+    match gone.start() {
+        Err(Error::Connect(ConnectError::Http { status: 500, .. })) => {}
+        other => panic!("expected HTTP 500, got {other:?}"),
+    }
 }
