@@ -1,19 +1,23 @@
 //! The decisions of a WebSocket upgrade on a client path, apart from the socket: is it a
-//! WebSocket handshake, which subprotocol, a recovery or a new connection, is its token
-//! good — and the sessions they make (PROTOCOL.md §1, §2, §7).
+//! WebSocket handshake, which subprotocol (or none: a simple client), a recovery or a new
+//! connection, is its token good, what the connect event handler changed — and the
+//! sessions they make (PROTOCOL.md §1, §2, §7; UPSTREAM.md §3).
 //!
 //! `upgrade` writes the answers these decisions call for.
 
 use crate::access;
 use crate::auth::{self, string_list};
+use crate::frames::Speaks;
 use crate::http::{percent_decode, Request};
 use crate::hub::Hub;
-use crate::session::{Grants, Session};
+use crate::session::{Grants, Opening, SendToGroupMode, Session};
 use crate::shared::Shared;
 use crate::types::Observation;
+use crate::upstream::{ConnectAccepted, ConnectRequest, UpstreamConnection};
 use crate::wake::Link;
+use serde_json::{Map, Value};
 use std::sync::Arc;
-use webpubsub_protocol::{redact_query, Subprotocol};
+use webpubsub_protocol::{check_group_name, redact_query, Subprotocol};
 
 /// The hub named by a client path, if the path is a client endpoint.
 pub(crate) fn client_hub(req: &Request) -> Option<String> {
@@ -69,10 +73,14 @@ pub(crate) fn refused(shared: &Shared, req: &Request, r: &Refusal) {
 pub(crate) struct Handshake {
     /// `Sec-WebSocket-Key`.
     pub key: String,
-    /// The subprotocol chosen, as the client spelled it (the 101 answers with it).
-    pub subprotocol: String,
-    /// The subprotocol chosen: the codec of every frame of the connection.
-    pub kind: Subprotocol,
+    /// Every subprotocol offered, in the client's order.
+    pub offered: Vec<String>,
+    /// The subprotocol chosen, as the client spelled it (the 101 answers with it); none
+    /// for a simple client, unless the connect handler picked one the service does not
+    /// speak.
+    pub subprotocol: Option<String>,
+    /// What the connection speaks: the codec of every frame.
+    pub speaks: Speaks,
 }
 
 /// Every `Sec-WebSocket-Protocol` value offered, in the client's order.
@@ -92,7 +100,8 @@ fn negotiate(offered: &[String]) -> Option<(&String, Subprotocol)> {
 }
 
 /// Checks the handshake and picks the first of the four PubSub subprotocols (JSON and
-/// protobuf, plain and reliable) that the client offers.
+/// protobuf, plain and reliable) that the client offers; a client that offers none of them
+/// is a simple WebSocket client.
 pub(crate) fn handshake(req: &Request) -> Result<Handshake, Refusal> {
     let upgrade = req.method.eq_ignore_ascii_case("GET") && req.header_has("upgrade", "websocket");
     let (true, Some(key)) = (upgrade, req.header("sec-websocket-key")) else {
@@ -106,18 +115,15 @@ pub(crate) fn handshake(req: &Request) -> Result<Handshake, Refusal> {
         ));
     }
     let offered = offered(req);
-    let Some((name, kind)) = negotiate(&offered) else {
-        let known: Vec<&str> = Subprotocol::ALL.iter().map(|p| p.name()).collect();
-        return Err(Refusal::bad_request(format!(
-            "The emulator speaks only the subprotocols {}; offered: [{}]",
-            known.join(", "),
-            offered.join(", ")
-        )));
+    let (subprotocol, speaks) = match negotiate(&offered) {
+        Some((name, p)) => (Some(name.clone()), Speaks::PubSub(p)),
+        None => (None, Speaks::Simple),
     };
     Ok(Handshake {
         key: key.trim().to_owned(),
-        subprotocol: name.clone(),
-        kind,
+        offered,
+        subprotocol,
+        speaks,
     })
 }
 
@@ -176,30 +182,123 @@ pub(crate) fn recover(shared: &Shared, hub: &Hub, session: &Session, link: Arc<L
     });
 }
 
-/// What a new connection's token gives it.
+/// What a new connection's token gives it (and, once it answered, the connect event
+/// handler).
 pub(crate) struct Admitted {
+    /// Made before the connect event, which names it.
+    pub connection_id: String,
     user_id: Option<String>,
     grants: Grants,
     groups: Vec<String>,
+    claims: Map<String, Value>,
+    send_mode: Option<SendToGroupMode>,
+    /// Its side of the hub's event handlers, when the hub has any.
+    pub upstream: Option<UpstreamConnection>,
 }
 
-/// Checks a new connection's access token (HTTP 401 if refused).
-pub(crate) fn admit(shared: &Shared, req: &Request, hub: &str) -> Result<Admitted, Refusal> {
+/// Checks a new connection's access token (HTTP 401 if refused) and, for a simple client,
+/// its `webpubsub_mode` (400 if it is not `sendToGroup` with a valid group).
+pub(crate) fn admit(
+    shared: &Shared,
+    req: &Request,
+    hub: &str,
+    hs: &Handshake,
+) -> Result<Admitted, Refusal> {
     let claims = access::client_claims(&shared.cfg, req, hub).map_err(|e| Refusal {
         status: 401,
         reason: format!("Unauthorized: {e}"),
     })?;
+    // As Microsoft's emulator: the mode is read only from a client that offers no PubSub
+    // subprotocol.
+    let send_mode = match hs.speaks {
+        Speaks::Simple => send_mode(req)?,
+        Speaks::PubSub(_) => None,
+    };
+    let connection_id = auth::random_token(15);
+    let upstream = shared
+        .upstream
+        .serves(hub)
+        .then(|| shared.upstream.connection(hub, &connection_id));
     Ok(Admitted {
+        connection_id,
         user_id: claims
             .get("sub")
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         grants: Grants::from_roles(&string_list(&claims, "role")),
         groups: string_list(&claims, "webpubsub.group"),
+        claims,
+        send_mode,
+        upstream,
     })
 }
 
-/// A new session on the socket of `link`, in its hub and its groups.
+/// A simple client's `webpubsub_mode=sendToGroup&group=G[&noEcho=true]`, if it asks for it.
+fn send_mode(req: &Request) -> Result<Option<SendToGroupMode>, Refusal> {
+    let Some(mode) = req.query_param("webpubsub_mode") else {
+        return Ok(None);
+    };
+    if !mode.eq_ignore_ascii_case("sendToGroup") {
+        return Err(Refusal::bad_request(format!(
+            "Unsupported webpubsub_mode `{mode}`: only sendToGroup is"
+        )));
+    }
+    let group = req.query_param("group").unwrap_or_default();
+    if let Err(e) = check_group_name(&group) {
+        return Err(Refusal::bad_request(format!(
+            "Invalid group for webpubsub_mode=sendToGroup: {e}"
+        )));
+    }
+    let no_echo = req
+        .query_param("noEcho")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Ok(Some(SendToGroupMode { group, no_echo }))
+}
+
+/// The connect event of an admitted connection: the token's user and claims, the upgrade's
+/// query and headers (the engine leaves the token out), the subprotocols offered.
+pub(crate) fn connect_request(
+    req: &Request,
+    admitted: &Admitted,
+    hs: &Handshake,
+) -> ConnectRequest {
+    let mut c = ConnectRequest::new().claims(admitted.claims.clone());
+    if let Some(u) = &admitted.user_id {
+        c = c.user_id(u.clone());
+    }
+    for (k, v) in req.query_pairs() {
+        c = c.query(k, v);
+    }
+    for (k, v) in &req.headers {
+        c = c.header(k.clone(), v.clone());
+    }
+    for p in &hs.offered {
+        c = c.subprotocol(p.clone());
+    }
+    c
+}
+
+/// The connect event handler accepted: its answer shapes the connection. A user id, roles
+/// or groups replace the token's; a subprotocol (one the client offered: the engine checked)
+/// becomes the connection's — one the service does not speak makes a simple client.
+pub(crate) fn shape(admitted: &mut Admitted, hs: &mut Handshake, accepted: ConnectAccepted) {
+    if let Some(user) = accepted.user_id {
+        admitted.user_id = Some(user);
+    }
+    if let Some(roles) = accepted.roles {
+        admitted.grants = Grants::from_roles(&roles);
+    }
+    if let Some(groups) = accepted.groups {
+        admitted.groups = groups;
+    }
+    if let Some(p) = accepted.subprotocol {
+        hs.speaks = Subprotocol::from_name(&p).map_or(Speaks::Simple, Speaks::PubSub);
+        hs.subprotocol = Some(p);
+    }
+}
+
+/// A new session on the socket of `link`, in its hub and its groups; the event handler is
+/// told it is `connected` once its `connected` message is queued.
 pub(crate) fn open(
     shared: &Shared,
     hub: &Hub,
@@ -207,28 +306,39 @@ pub(crate) fn open(
     hs: &Handshake,
     link: Arc<Link>,
 ) -> Arc<Session> {
-    let conn_id = auth::random_token(15);
-    let session = Arc::new(Session::open(
-        conn_id.clone(),
-        admitted.user_id.clone(),
-        hs.kind,
-        admitted.grants,
-        auth::random_token(32),
-        link,
-    ));
-    hub.register(session.clone(), admitted.groups);
+    let Admitted {
+        connection_id: conn_id,
+        user_id,
+        grants,
+        groups,
+        send_mode,
+        upstream,
+        ..
+    } = admitted;
+    let opening = Opening {
+        id: conn_id.clone(),
+        user_id: user_id.clone(),
+        speaks: hs.speaks,
+        grants,
+        upstream: upstream.clone(),
+        send_mode,
+    };
+    let session = Arc::new(Session::open(opening, auth::random_token(32), link));
+    hub.register(session.clone(), groups);
     log::debug!(
-        "emulator: connected {conn_id} to hub {} (user {:?}, {})",
+        "emulator: connected {conn_id} to hub {} (user {user_id:?}, {})",
         hub.name(),
-        admitted.user_id,
-        hs.subprotocol
+        hs.speaks
     );
     shared.observe(Observation::Connected {
         hub: hub.name().to_owned(),
         connection_id: conn_id,
-        user_id: admitted.user_id,
-        reliable: hs.kind.is_reliable(),
+        user_id: user_id.clone(),
+        reliable: hs.speaks.is_reliable(),
     });
+    if let Some(up) = upstream {
+        up.connected(user_id.as_deref(), hs.subprotocol.as_deref());
+    }
     session
 }
 
@@ -264,24 +374,88 @@ mod tests {
             "mqtt, protobuf.webpubsub.azure.v1, json.webpubsub.azure.v1",
         ))
         .unwrap();
-        assert_eq!(hs.subprotocol, "protobuf.webpubsub.azure.v1");
-        assert_eq!(hs.kind, Subprotocol::Protobuf);
+        assert_eq!(
+            hs.subprotocol.as_deref(),
+            Some("protobuf.webpubsub.azure.v1")
+        );
+        assert_eq!(hs.speaks, Speaks::PubSub(Subprotocol::Protobuf));
         let hs = handshake(&offering(
             "JSON.reliable.webpubsub.azure.v1, protobuf.reliable.webpubsub.azure.v1",
         ))
         .unwrap();
-        assert_eq!(hs.subprotocol, "JSON.reliable.webpubsub.azure.v1");
-        assert_eq!(hs.kind, Subprotocol::JsonReliable);
-        let hs = handshake(&offering("protobuf.reliable.webpubsub.azure.v1")).unwrap();
-        assert_eq!(hs.kind, Subprotocol::ProtobufReliable);
-        // No PubSub subprotocol: a simple WebSocket client, not served yet.
-        let refused = handshake(&offering("mqtt")).unwrap_err();
-        assert_eq!(refused.status, 400);
-        assert!(
-            refused.reason.contains("protobuf.webpubsub.azure.v1"),
-            "{refused:?}"
+        assert_eq!(
+            hs.subprotocol.as_deref(),
+            Some("JSON.reliable.webpubsub.azure.v1")
         );
+        assert_eq!(hs.speaks, Speaks::PubSub(Subprotocol::JsonReliable));
+        let hs = handshake(&offering("protobuf.reliable.webpubsub.azure.v1")).unwrap();
+        assert_eq!(hs.speaks, Speaks::PubSub(Subprotocol::ProtobufReliable));
+        // No PubSub subprotocol: a simple WebSocket client, answered without one.
+        let hs = handshake(&offering("mqtt")).unwrap();
+        assert_eq!((hs.speaks, hs.subprotocol), (Speaks::Simple, None));
+        assert_eq!(hs.offered, ["mqtt"]);
         let r = req("GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n");
         assert_eq!(handshake(&r).unwrap_err().status, 400, "no key");
+    }
+
+    #[test]
+    fn a_simple_clients_send_to_group_mode_needs_the_mode_and_a_valid_group() {
+        let mode = |q: &str| send_mode(&req(&format!("GET /client/hubs/h?{q} HTTP/1.1\r\n\r\n")));
+        assert_eq!(mode("access_token=t").unwrap(), None);
+        assert_eq!(
+            mode("webpubsub_mode=SendToGroup&group=g").unwrap(),
+            Some(SendToGroupMode {
+                group: "g".into(),
+                no_echo: false
+            })
+        );
+        assert_eq!(
+            mode("webpubsub_mode=sendToGroup&group=g&noEcho=true").unwrap(),
+            Some(SendToGroupMode {
+                group: "g".into(),
+                no_echo: true
+            })
+        );
+        for bad in [
+            "webpubsub_mode=event",
+            "webpubsub_mode=sendToGroup",
+            "webpubsub_mode=sendToGroup&group=",
+        ] {
+            assert_eq!(mode(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_connect_answer_replaces_user_roles_groups_and_may_make_a_simple_client() {
+        let mut admitted = Admitted {
+            connection_id: "c".into(),
+            user_id: Some("token-user".into()),
+            grants: Grants::default(),
+            groups: vec!["token-group".into()],
+            claims: Map::new(),
+            send_mode: None,
+            upstream: None,
+        };
+        let mut hs = handshake(&offering("json.webpubsub.azure.v1, custom")).unwrap();
+        let accepted = ConnectAccepted {
+            user_id: Some("app-user".into()),
+            roles: Some(vec!["webpubsub.sendToGroups.room.*".into()]),
+            groups: Some(vec!["app-group".into()]),
+            subprotocol: Some("custom".into()),
+            ..ConnectAccepted::default()
+        };
+        shape(&mut admitted, &mut hs, accepted);
+        assert_eq!(admitted.user_id.as_deref(), Some("app-user"));
+        assert_eq!(admitted.groups, ["app-group"]);
+        assert!(admitted
+            .grants
+            .allows(crate::types::Permission::SendToGroup, Some("room.eu")));
+        assert_eq!(
+            (hs.speaks, hs.subprotocol.as_deref()),
+            (Speaks::Simple, Some("custom"))
+        );
+        // Nothing said: the token's stay.
+        shape(&mut admitted, &mut hs, ConnectAccepted::default());
+        assert_eq!(admitted.user_id.as_deref(), Some("app-user"));
     }
 }

@@ -8,17 +8,19 @@
 //! socket while it can be recovered.
 //!
 //! A frame whose handling waits for another thread (an upstream event handler) makes
-//! `messages` answer [`Flow::Await`]: the connection is then *suspended* — it reads no
-//! further frame but still writes — until the completion wakes it and the rest of the
-//! handling runs here, on the loop.
+//! `messages` answer [`Flow::Await`]: what waits is kept in the session, and the connection
+//! is *suspended* while it does — it reads no further frame but still writes — until the
+//! answer wakes it and [`messages::resume`] finishes the request here, on the loop. A
+//! recovery in the middle finds the wait in the session: the new socket is suspended in
+//! turn, and finishes the request.
 
 use crate::hub::Hub;
-use crate::messages::{Ctx, Flow, Incoming, Resume};
+use crate::messages::{self, Ctx, Flow, Incoming};
 use crate::net::read_now;
-use crate::session::{Command, Session};
+use crate::session::{Command, Session, Waiting};
 use crate::shared::Shared;
 use crate::types::Observation;
-use crate::wake::{Awaited, Completion, DeferWakes, Link};
+use crate::wake::{DeferWakes, Link};
 use crate::websocket::{self, Inbound};
 use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
 use std::io;
@@ -53,11 +55,19 @@ enum End {
     TakenOver,
 }
 
+/// Why reading stopped inside a batch of frames.
+enum Stop {
+    /// The socket ends.
+    End(End),
+    /// A frame's handling waits in the session; the rest stays buffered.
+    Await,
+    /// Close with this code and reason; the session ends.
+    Close(CloseCode, String),
+}
+
 /// Where a connection stands.
 enum Phase {
     Open,
-    /// A frame's handling waits for another thread; no frame is read meanwhile.
-    Suspended(Awaited<Resume>),
     /// Writing the last bytes, then the socket ends abruptly (a drop mid-frame).
     Flushing {
         deadline: Instant,
@@ -98,7 +108,7 @@ impl Connection {
     pub fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Flushing { deadline, .. } | Phase::Closing { deadline, .. } => Some(*deadline),
-            Phase::Open | Phase::Suspended(_) => match (self.session.next_due(), self.trim_at) {
+            Phase::Open => match (self.session.next_due(), self.trim_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -133,10 +143,10 @@ impl Connection {
         if let Some(step) = self.obey_command(io)? {
             return Ok(step);
         }
-        self.resume(io)?;
-        let reads_left = match self.phase {
-            Phase::Open => self.read_frames(io)?,
-            _ => true,
+        let reads_left = match self.resume(io)? {
+            Resumed::Free => self.read_frames(io)?,
+            Resumed::Waiting => true,
+            Resumed::Step(step) => return Ok(step),
         };
         if let Some(step) = self.ending(io)? {
             return Ok(step);
@@ -152,7 +162,7 @@ impl Connection {
     /// A turn of a socket on its way out.
     fn ending(&mut self, io: &mut Io) -> Result<Option<Step>, End> {
         let over = match &self.phase {
-            Phase::Open | Phase::Suspended(_) => return Ok(None),
+            Phase::Open => return Ok(None),
             Phase::Closing { deadline, .. } => self.wire.close_step(&mut io.rbuf, *deadline),
             Phase::Flushing { deadline, .. } => {
                 !matches!(self.wire.flush_out(), Ok(false)) || Instant::now() >= *deadline
@@ -173,7 +183,7 @@ impl Connection {
         let disconnected = self.session.frame(&ServiceMessage::Disconnected {
             message: Some(reason.to_owned()),
         });
-        self.wire.begin_close(&disconnected, reason, code);
+        self.wire.begin_close(disconnected.as_ref(), reason, code);
         self.phase = Phase::Closing {
             deadline: Instant::now() + CLOSE_TIMEOUT,
             end,
@@ -208,39 +218,34 @@ impl Connection {
         }
     }
 
-    /// Runs the rest of a suspended frame's handling once its completion arrived.
-    fn resume(&mut self, io: &mut Io) -> Result<(), End> {
-        let Phase::Suspended(awaited) = &self.phase else {
-            return Ok(());
-        };
-        let resume = match awaited.poll() {
-            Completion::Waiting => return Ok(()),
-            Completion::Done(resume) => resume,
-            Completion::Abandoned => {
-                log::warn!(
-                    "emulator: what {} waited for was abandoned; reading on",
-                    self.session.id()
-                );
-                self.phase = Phase::Open;
-                return Ok(());
-            }
-        };
-        self.phase = Phase::Open;
-        let Ok(_exec) = self.session.exec(&self.link) else {
+    /// Finishes the request that waited in the session, once its answer came. Says
+    /// whether frames may be read (nothing waits any more), or how the turn ends.
+    fn resume(&mut self, io: &mut Io) -> Result<Resumed, End> {
+        // The right to handle a frame first: a recovery cannot take the answer between
+        // the moment it is taken out and the moment it is used.
+        let Ok(exec) = self.session.exec(&self.link) else {
             return Err(End::TakenOver);
+        };
+        let (awaiting, outcome) = match self.session.waiting(&self.link) {
+            Err(_) => return Err(End::TakenOver),
+            Ok(Waiting::Free) => return Ok(Resumed::Free),
+            Ok(Waiting::Pending) => return Ok(Resumed::Waiting),
+            Ok(Waiting::Answered(awaiting, outcome)) => (awaiting, outcome),
         };
         let cx = Ctx {
             shared: &io.shared,
             hub: &self.hub,
             session: &self.session,
-            link: &self.link,
         };
-        match resume(cx) {
-            Flow::Continue => Ok(()),
+        let flow = messages::resume(cx, awaiting, outcome);
+        drop(exec);
+        match flow {
+            Flow::Continue => Ok(Resumed::Free),
+            Flow::Await => Ok(Resumed::Waiting),
             Flow::Drop => Err(End::Faulted),
-            Flow::Await(next) => {
-                self.phase = Phase::Suspended(next);
-                Ok(())
+            Flow::Close { code, reason } => {
+                let end = End::ClosedByService(reason.clone());
+                self.close(io, &reason, code, end).map(Resumed::Step)
             }
         }
     }
@@ -249,14 +254,11 @@ impl Connection {
     /// reads. Returns whether the socket was drained (false: budget spent, or stopped
     /// with frames left).
     fn read_frames(&mut self, io: &mut Io) -> Result<bool, End> {
-        let mut ended = None;
+        let mut stop = None;
         if self.wire.reader.has_buffered() {
-            self.handle(&mut [], io, &mut ended)?;
-            if let Some(end) = ended {
-                return Err(end);
-            }
-            if !matches!(self.phase, Phase::Open) {
-                return Ok(true);
+            self.handle(&mut [], io, &mut stop)?;
+            if let Some(stop) = stop {
+                return self.stopped(io, stop);
             }
         }
         for _ in 0..READS_PER_TURN {
@@ -279,45 +281,46 @@ impl Connection {
             // The receivers on other loops are woken once this read's frames are handled:
             // once per burst, and while the next read is being handled.
             let defer = DeferWakes::begin();
-            let r = self.handle(&mut rbuf[..n], io, &mut ended);
+            let r = self.handle(&mut rbuf[..n], io, &mut stop);
             drop(defer);
             io.rbuf = rbuf;
             r?;
-            if let Some(end) = ended {
-                return Err(end);
-            }
-            if !matches!(self.phase, Phase::Open) {
-                return Ok(true);
+            if let Some(stop) = stop {
+                return self.stopped(io, stop);
             }
         }
         Ok(!self.wire.readable)
     }
 
+    /// Reading stopped in the middle of what was read.
+    fn stopped(&mut self, io: &mut Io, stop: Stop) -> Result<bool, End> {
+        match stop {
+            Stop::End(end) => Err(end),
+            Stop::Await => Ok(true),
+            Stop::Close(code, reason) => {
+                let end = End::ClosedByService(reason.clone());
+                self.close(io, &reason, code, end)?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Hands the complete frames of what was kept plus `fresh` to `messages`, until one
     /// ends the socket or suspends it.
-    fn handle(&mut self, fresh: &mut [u8], io: &Io, ended: &mut Option<End>) -> Result<(), End> {
+    fn handle(&mut self, fresh: &mut [u8], io: &Io, stop: &mut Option<Stop>) -> Result<(), End> {
         let Connection {
             wire,
             link,
             hub,
             session,
-            phase,
             ..
         } = self;
         let Wire { reader, out, .. } = wire;
         let fed = reader.feed(fresh, &mut |m| match m {
-            Inbound::Text(text) => {
-                data_frame(Incoming::Text(text), io, hub, session, link, phase, ended)
+            Inbound::Text(text) => data_frame(Incoming::Text(text), io, hub, session, link, stop),
+            Inbound::Binary(bytes) => {
+                data_frame(Incoming::Binary(bytes), io, hub, session, link, stop)
             }
-            Inbound::Binary(bytes) => data_frame(
-                Incoming::Binary(bytes),
-                io,
-                hub,
-                session,
-                link,
-                phase,
-                ended,
-            ),
             Inbound::Ping(payload) => {
                 websocket::pong(payload, out);
                 ControlFlow::Continue(())
@@ -325,7 +328,7 @@ impl Connection {
             Inbound::Pong => ControlFlow::Continue(()),
             Inbound::Close(received) => {
                 websocket::close_reply(received, out);
-                *ended = Some(End::ClientClosed);
+                *stop = Some(Stop::End(End::ClientClosed));
                 ControlFlow::Break(())
             }
         });
@@ -404,7 +407,7 @@ impl Connection {
 
     /// Starts the close the emulator's stop asks for (the loop calls it once).
     pub fn stop(&mut self, io: &mut Io) -> Step {
-        if !matches!(self.phase, Phase::Open | Phase::Suspended(_)) {
+        if !matches!(self.phase, Phase::Open) {
             return Step::Idle;
         }
         let r = self.close(
@@ -476,6 +479,16 @@ impl Connection {
     }
 }
 
+/// What [`Connection::resume`] found.
+enum Resumed {
+    /// Nothing waits: read on.
+    Free,
+    /// A request still waits: read nothing.
+    Waiting,
+    /// The connection is closing.
+    Step(Step),
+}
+
 /// Hands one data frame to `messages`: the session's subprotocol decodes it (a frame of the
 /// other kind is skipped there).
 fn data_frame(
@@ -484,31 +497,25 @@ fn data_frame(
     hub: &Arc<Hub>,
     session: &Arc<Session>,
     link: &Arc<Link>,
-    phase: &mut Phase,
-    ended: &mut Option<End>,
+    stop: &mut Option<Stop>,
 ) -> ControlFlow<()> {
     // A recovery may have attached a new socket since the last check; frames still
     // buffered on this one are then dropped (the client resends its unacknowledged
     // requests on the new socket).
     let Ok(_exec) = session.exec(link) else {
-        *ended = Some(End::TakenOver);
+        *stop = Some(Stop::End(End::TakenOver));
         return ControlFlow::Break(());
     };
     let cx = Ctx {
         shared: &io.shared,
         hub,
         session,
-        link,
     };
-    match (io.on_frame)(cx, frame) {
-        Flow::Continue => ControlFlow::Continue(()),
-        Flow::Drop => {
-            *ended = Some(End::Faulted);
-            ControlFlow::Break(())
-        }
-        Flow::Await(awaited) => {
-            *phase = Phase::Suspended(awaited);
-            ControlFlow::Break(())
-        }
-    }
+    *stop = match (io.on_frame)(cx, frame) {
+        Flow::Continue => return ControlFlow::Continue(()),
+        Flow::Drop => Some(Stop::End(End::Faulted)),
+        Flow::Await => Some(Stop::Await),
+        Flow::Close { code, reason } => Some(Stop::Close(code, reason)),
+    };
+    ControlFlow::Break(())
 }

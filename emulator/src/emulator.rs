@@ -186,7 +186,8 @@ impl EmulatorBuilder {
     /// the service does), with their timeouts and retries. Replaces earlier settings.
     /// Defaults to none.
     ///
-    /// Not yet called by the connection code: events still go to the in-process
+    /// A hub with handlers sends them every connection's events (see the crate docs'
+    /// "Event handlers"); a hub without keeps the in-process
     /// [`event_handler`](Self::event_handler).
     pub fn upstream(mut self, config: upstream::UpstreamConfig) -> Self {
         self.upstream = config;
@@ -232,15 +233,19 @@ impl EmulatorBuilder {
         let addr = std_listener.local_addr().map_err(StartError::Listener)?;
         let listener = mio::net::TcpListener::from_std(std_listener);
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let shared = Arc::new(Shared::new(Config {
-            access_key: self.access_key.unwrap_or_else(|| auth::random_token(32)),
+        let access_key = self.access_key.unwrap_or_else(|| auth::random_token(32));
+        let endpoint = format!("{scheme}://{addr}");
+        let upstream = upstream::Upstream::new(self.upstream, &endpoint, &access_key);
+        let cfg = Config {
+            access_key,
             recovery_window: self.recovery_window,
             limits: self.limits,
             tls,
             handler: self.handler,
-            endpoint: format!("{scheme}://{addr}"),
+            endpoint,
             rest_faults: self.rest_faults,
-        }));
+        };
+        let shared = Arc::new(Shared::new(cfg, upstream));
         let loops = self.io_threads.unwrap_or_else(server::default_loops);
         let server = server::start(shared.clone(), listener, loops).map_err(|e| match e {
             StartFailure::Setup(e) => StartError::Listener(e),
@@ -249,11 +254,8 @@ impl EmulatorBuilder {
                 source,
             },
         })?;
-        let upstream =
-            upstream::Upstream::new(self.upstream, &shared.cfg.endpoint, &shared.cfg.access_key);
         let emulator = Emulator {
             shared,
-            upstream,
             addr,
             server: Mutex::new(Some(server)),
         };
@@ -274,9 +276,6 @@ impl EmulatorBuilder {
 /// ```
 pub struct Emulator {
     shared: Arc<Shared>,
-    /// Calls app servers' event handlers; sessions will reach it through `Shared` once the
-    /// connection code uses it.
-    upstream: upstream::Upstream,
     addr: SocketAddr,
     server: Mutex<Option<Server>>,
 }
@@ -357,7 +356,7 @@ impl Emulator {
         // Sessions waiting for recovery end now.
         self.shared.end_all_sessions("The service is stopping");
         // After the sessions ended: their `disconnected` events still go out.
-        self.upstream.shutdown(Duration::from_secs(3));
+        self.shared.upstream.shutdown(Duration::from_secs(3));
         log::info!("emulator: stopped {}", self.shared.cfg.endpoint);
     }
 }

@@ -6,13 +6,64 @@
 //! many sessions (a group, a user, the hub) is encoded once for the JSON receivers and once
 //! for the protobuf ones — each only when the first receiver that speaks it asks — and each
 //! reliable receiver gets its own sequence id spliced into that encoding.
+//!
+//! A *simple* WebSocket client (PROTOCOL.md §2) speaks no subprotocol: it receives a
+//! message's data alone, as a text frame (text and JSON) or a binary frame (binary and
+//! protobuf), and nothing else — no `connected`, acks or pongs.
 
 use std::cell::OnceCell;
+use std::fmt;
 use std::time::Instant;
 use tungstenite::{Bytes, Utf8Bytes};
 use webpubsub_protocol::{
-    redact_frame, splice_protobuf_sequence_id, splice_sequence_id, ServiceMessage, Subprotocol,
+    redact_frame, splice_protobuf_sequence_id, splice_sequence_id, Data, ServiceMessage,
+    Subprotocol,
 };
+
+/// What a session speaks: one of the four PubSub subprotocols, or none (a simple WebSocket
+/// client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    PubSub(Subprotocol),
+    Simple,
+}
+
+impl Speaks {
+    /// The PubSub subprotocol, if it speaks one.
+    pub fn subprotocol(self) -> Option<Subprotocol> {
+        match self {
+            Speaks::PubSub(p) => Some(p),
+            Speaks::Simple => None,
+        }
+    }
+
+    /// Whether it speaks a reliable subprotocol (sequence ids, recovery).
+    pub fn is_reliable(self) -> bool {
+        self.subprotocol().is_some_and(Subprotocol::is_reliable)
+    }
+
+    /// `msg` as a frame for it: encoded in its subprotocol, or for a simple client the data
+    /// of a group or server message (`None` for every other message).
+    pub fn frame(self, msg: &ServiceMessage) -> Option<OutFrame> {
+        match self {
+            Speaks::PubSub(p) => Some(OutFrame::encode(msg, p)),
+            Speaks::Simple => match msg {
+                ServiceMessage::GroupMessage { data, .. }
+                | ServiceMessage::ServerMessage { data, .. } => Some(OutFrame::raw(data)),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Speaks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Speaks::PubSub(p) => p.fmt(f),
+            Speaks::Simple => f.write_str("no subprotocol (a simple WebSocket client)"),
+        }
+    }
+}
 
 /// One encoded frame queued for a socket: JSON text or protobuf binary. Cloning it is a
 /// reference-count increment, so a fan-out shares one buffer between its receivers.
@@ -35,6 +86,16 @@ impl OutFrame {
             let mut out = String::with_capacity(96);
             msg.encode_into(&mut out);
             OutFrame::Text(Utf8Bytes::from(out))
+        }
+    }
+
+    /// A simple client's frame of `data`: text for text and JSON, binary for binary and
+    /// protobuf (the serialised `Any`).
+    pub fn raw(data: &Data) -> OutFrame {
+        match data {
+            Data::Text(t) => OutFrame::Text(Utf8Bytes::from(t.clone())),
+            Data::Json(v) => OutFrame::Text(Utf8Bytes::from(v.to_string())),
+            Data::Binary(b) | Data::Protobuf(b) => OutFrame::Binary(Bytes::from(b.clone())),
         }
     }
 
@@ -76,6 +137,8 @@ pub(crate) struct Outgoing {
     json: OnceCell<Utf8Bytes>,
     /// The protobuf encoding without a sequence id.
     protobuf: OnceCell<Bytes>,
+    /// The frame for simple clients: the data alone.
+    raw: OnceCell<OutFrame>,
     expires: Option<Instant>,
 }
 
@@ -99,6 +162,7 @@ impl Outgoing {
             msg,
             json: OnceCell::new(),
             protobuf: OnceCell::new(),
+            raw: OnceCell::new(),
             expires: None,
         }
     }
@@ -133,6 +197,17 @@ impl Outgoing {
             self.msg.encode_protobuf_into(&mut out);
             Bytes::from(out)
         })
+    }
+
+    /// The frame for a simple client: the message's data alone (shared).
+    pub fn raw(&self) -> OutFrame {
+        self.raw
+            .get_or_init(|| match &self.msg {
+                ServiceMessage::GroupMessage { data, .. }
+                | ServiceMessage::ServerMessage { data, .. } => OutFrame::raw(data),
+                _ => unreachable!("only group and server messages fan out"),
+            })
+            .clone()
     }
 
     /// The frame for a receiver that speaks `subprotocol`, without a sequence id (plain
@@ -238,6 +313,37 @@ mod tests {
             panic!("protobuf frames are binary");
         };
         assert_eq!(a.as_ptr(), b.as_ptr(), "one shared buffer");
+    }
+
+    #[test]
+    fn simple_clients_get_the_data_alone_text_or_binary_and_no_other_message() {
+        let text = ServiceMessage::ServerMessage {
+            data: Data::from("hi"),
+            sequence_id: None,
+            metadata: Metadata::from([("k", "v")]),
+        };
+        assert_eq!(
+            Speaks::Simple.frame(&text),
+            Some(OutFrame::Text(Utf8Bytes::from("hi")))
+        );
+        let json = Outgoing::new(ServiceMessage::ServerMessage {
+            data: Data::Json(serde_json::json!({"a": 1})),
+            sequence_id: None,
+            metadata: Metadata::new(),
+        });
+        assert_eq!(json.raw(), OutFrame::Text(Utf8Bytes::from(r#"{"a":1}"#)));
+        let binary = Outgoing::new(group_message(None));
+        let OutFrame::Binary(b) = binary.raw() else {
+            panic!("protobuf data goes in a binary frame");
+        };
+        assert_eq!(
+            &b[..],
+            &ProtobufAny::new("t", vec![1, 2]).to_bytes()[..],
+            "the serialised Any"
+        );
+        assert_eq!(Speaks::Simple.frame(&ServiceMessage::Pong), None);
+        assert!(!Speaks::Simple.is_reliable());
+        assert!(Speaks::PubSub(Subprotocol::JsonReliable).is_reliable());
     }
 
     #[test]

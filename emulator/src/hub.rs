@@ -38,7 +38,8 @@ impl Entry {
             connection_id: self.session.id(),
             user_id: self.session.user_id(),
             groups: &self.groups,
-            protocol: self.session.subprotocol().name(),
+            // A simple client speaks no subprotocol.
+            protocol: self.session.subprotocol().map_or("", |p| p.name()),
         }
     }
 

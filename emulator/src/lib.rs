@@ -96,7 +96,9 @@
 //!
 //! [`Observation`]s report connections, recoveries, drops, ended sessions, every decoded
 //! client request, refused recoveries and refused tokens — never a token. The upstream
-//! event handler is in process too ([`EmulatorBuilder::event_handler`]); other options
+//! event handler is in process ([`EmulatorBuilder::event_handler`], a closure), or an app
+//! server's over HTTP as the service calls it ([`EmulatorBuilder::upstream`], see
+//! [`upstream`]; the binary's `--event-handler` and `--config`); other options
 //! (address, access key, recovery window, unacked-buffer limits, TLS, I/O threads) are on
 //! [`EmulatorBuilder`]. [`rest_token`] signs a token for calling the REST API with a
 //! plain HTTP client.
@@ -160,9 +162,10 @@
 //!
 //! # The binary
 //!
-//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY] [--enable-faults]`
-//! serves on `127.0.0.1:8080` by default (`--port 0` picks a free port); `--help` lists
-//! every option (event handlers too). Its first line on stdout is
+//! `webpubsub-emulator [--host ADDR] [--port PORT] [--access-key KEY] [--enable-faults]
+//! [--event-handler 'HUB=URL_TEMPLATE']... [--config FILE]` serves on `127.0.0.1:8080` by
+//! default (`--port 0` picks a free port), calling the app servers' event handlers given;
+//! `--help` lists every option. Its first line on stdout is
 //! the connection string (`Endpoint=http://127.0.0.1:PORT;AccessKey=...;Version=1.0;`),
 //! which the official server SDKs take as they are; a ready-made client URL for hub `chat`
 //! follows on stderr. It serves until interrupted; `RUST_LOG=debug` logs what it does.
@@ -229,8 +232,9 @@
 //!
 //! # Choices where the service leaves room
 //! - The four PubSub subprotocols are served, the first one offered winning; an upgrade
-//!   that offers none of them (a simple WebSocket client, or only unknown subprotocols) is
-//!   refused with HTTP 400 for now.
+//!   that offers none of them (or only unknown ones) is a simple WebSocket client: each
+//!   frame is the user event `message` for the hub's event handler, a reply comes back as a
+//!   frame, a failure closes it with 1011 (PROTOCOL.md §2).
 //! - A refused token is HTTP 401 with the reason as a text body, never a WebSocket.
 //! - The rules are the protocol crate's, the client's own: a group name outside
 //!   1..=1024 characters, an empty event name, metadata or a TTL outside the limits, a

@@ -165,8 +165,27 @@ fn upstream_config(args: &Args) -> Result<(UpstreamConfig, Option<String>), Stri
     Ok((cfg, key))
 }
 
+/// Logging from `RUST_LOG`. The HTTP client crate that calls event handlers logs whole
+/// request URLs at debug level (and the request's bytes at trace level), and a handler's
+/// URL may carry a secret — an Azure Functions key in `?code=` — so its lines stop at
+/// info unless `RUST_LOG` names it (`RUST_LOG=debug,ureq=debug`).
+fn init_logging() {
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut builder = env_logger::Builder::from_default_env();
+    if !names_the_http_client(&spec) {
+        builder
+            .filter_module("ureq", log::LevelFilter::Info)
+            .filter_module("ureq_proto", log::LevelFilter::Info);
+    }
+    builder.init();
+}
+
+fn names_the_http_client(spec: &str) -> bool {
+    spec.split(',').any(|d| d.trim().starts_with("ureq"))
+}
+
 fn main() -> ExitCode {
-    env_logger::init();
+    init_logging();
     let args = match parse(std::env::args().skip(1)) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -239,6 +258,15 @@ mod tests {
 
     fn args(v: &[&str]) -> Result<Option<Args>, String> {
         parse(v.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_http_clients_debug_lines_are_off_unless_rust_log_names_it() {
+        assert!(!names_the_http_client(""));
+        assert!(!names_the_http_client("debug"));
+        assert!(!names_the_http_client("trace,webpubsub_emulator=debug"));
+        assert!(names_the_http_client("debug, ureq=debug"));
+        assert!(names_the_http_client("ureq_proto=trace"));
     }
 
     #[test]

@@ -5,19 +5,32 @@
 //! data frame to [`on_frame`] and acts on the [`Flow`] it gets back, so that another way
 //! of carrying frames (an event loop) reuses all of this. Frames are decoded in the
 //! session's subprotocol (JSON text or protobuf binary); everything the session answers is
-//! encoded in it too.
+//! encoded in it too. A simple client's frames are no messages: each is the user event
+//! `message` (or, in `sendToGroup` mode, a message to its group).
+//!
+//! Events and invokes go to the app server's event handlers when the hub has any
+//! (`upstream`), else to the in-process handler:
+//! - an `event` (or a simple client's frame) waits in its session for the answer
+//!   ([`Flow::Await`]): the connection reads no further frame meanwhile, and [`resume`]
+//!   finishes it — the reply as a server message, then the ack;
+//! - an `invoke` does not hold the connection up (a `cancelInvocation` behind it must be
+//!   read): its `invokeResponse` is queued when the answer comes, unless it was cancelled.
+//!   Both go to the handler on the connection's one ordered lane.
 
 use crate::checks;
-use crate::frames::Outgoing;
+use crate::frames::{Outgoing, Speaks};
 use crate::handler::{EventKind, EventRequest, EventResponse};
 use crate::hub::Hub;
-use crate::session::{AckedRun, Session};
+use crate::session::{AckedRun, Awaiting, Session};
 use crate::shared::Shared;
 use crate::types::{Observation, Permission, UpstreamEvent};
-use crate::wake::{self, Awaited, Completer, Link};
+use crate::upstream::EventOutcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webpubsub_protocol::{AckError, ClientMessage, Data, Metadata, ServiceMessage};
+use tungstenite::protocol::frame::coding::CloseCode;
+use webpubsub_protocol::{
+    check_message_size, AckError, ClientMessage, Data, Metadata, ServiceMessage,
+};
 
 /// A data frame as the socket read it.
 #[derive(Debug, Clone, Copy)]
@@ -35,51 +48,29 @@ pub(crate) enum Flow {
     /// Drop the socket abruptly, as an injected fault asked (`lose_next_ack`); the session
     /// stays recoverable.
     Drop,
-    /// The frame's handling waits for another thread (an upstream event handler's answer):
-    /// read no further frame of this connection until the [`Completer`] of
-    /// [`Ctx::completion`] hands over the rest of the handling, which then runs on the
-    /// connection's loop. Frames to the client still flow meanwhile.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "returned once user events call the HTTP event handlers"
-        )
-    )]
-    Await(Awaited<Resume>),
+    /// The frame's handling waits in the session for an event handler's answer
+    /// ([`Session::await_answer`]): read no further frame of this connection until it has
+    /// come; then [`resume`] finishes it, on the loop of whichever socket owns the session.
+    /// Frames to the client still flow meanwhile.
+    Await,
+    /// Close the connection with this code and reason (a simple client whose event failed,
+    /// or that may not send to its group); the session ends.
+    Close { code: CloseCode, reason: String },
 }
-
-/// The rest of a frame's handling, once what it waited for is there (see [`Flow::Await`]).
-pub(crate) type Resume = Box<dyn for<'a> FnOnce(Ctx<'a>) -> Flow + Send>;
 
 /// The session a socket speaks for.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     pub shared: &'a Shared,
     pub hub: &'a Hub,
-    pub session: &'a Session,
-    /// The socket's wake-up (see [`Ctx::completion`]).
-    pub link: &'a Arc<Link>,
-}
-
-impl Ctx<'_> {
-    /// The two ends of something this frame's handling waits for: give the `Completer` to
-    /// the thread that finishes it (its `complete` never blocks) and return
-    /// [`Flow::Await`] with the `Awaited`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used once user events call the HTTP event handlers"
-        )
-    )]
-    pub fn completion<T>(&self) -> (Completer<T>, Awaited<T>) {
-        wake::completion(self.link)
-    }
+    pub session: &'a Arc<Session>,
 }
 
 /// Handles one data frame from the client, then reports it to the observers.
 pub(crate) fn on_frame(cx: Ctx<'_>, frame: Incoming<'_>) -> Flow {
+    if cx.session.speaks() == Speaks::Simple {
+        return on_simple_frame(cx, frame);
+    }
     let Some((msg, frame_len)) = decode(cx.session, frame) else {
         return Flow::Continue;
     };
@@ -99,7 +90,9 @@ pub(crate) fn on_frame(cx: Ctx<'_>, frame: Incoming<'_>) -> Flow {
 /// for a frame that is skipped: malformed, or of the other kind than the subprotocol's (a
 /// text frame on protobuf, a binary frame on JSON).
 fn decode(session: &Session, frame: Incoming<'_>) -> Option<(ClientMessage, usize)> {
-    let p = session.subprotocol();
+    let Speaks::PubSub(p) = session.speaks() else {
+        unreachable!("on_frame decodes only PubSub frames")
+    };
     let (decoded, len) = match (frame, p.is_binary()) {
         (Incoming::Text(text), false) => {
             log::trace!("emulator: <- {}: {text}", session.id());
@@ -136,7 +129,14 @@ fn on_message(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Flow {
         ClientMessage::SequenceAck { sequence_id } => cx.session.sequence_ack(sequence_id),
         ClientMessage::Ping => cx.session.push_control(&ServiceMessage::Pong),
         invoke @ ClientMessage::Invoke { .. } => on_invoke(cx, invoke, frame_len),
-        ClientMessage::CancelInvocation { .. } => {}
+        ClientMessage::CancelInvocation { invocation_id } => {
+            if cx.session.cancel_invocation(&invocation_id) {
+                log::debug!(
+                    "emulator: {} cancelled invocation {invocation_id}",
+                    cx.session.id()
+                );
+            }
+        }
         ClientMessage::Unknown { kind } => {
             log::debug!("emulator: skipping unknown message type `{kind}`");
         }
@@ -159,10 +159,19 @@ fn on_invoke(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) {
         unreachable!("on_message passes only invokes")
     };
     let answer = match checked {
-        Ok(()) => {
-            let req = event_request(cx, EventKind::Invoke, event, data, metadata);
-            cx.shared.call_handler(&req)
-        }
+        Ok(()) => match cx.session.upstream() {
+            Some(up) => {
+                let done = cx.session.invoke_upstream(&invocation_id);
+                up.user_event(&event, data, metadata, move |outcome| {
+                    done.complete(outcome)
+                });
+                return;
+            }
+            None => {
+                let req = event_request(cx, EventKind::Invoke, event, data, metadata);
+                cx.shared.call_handler(&req)
+            }
+        },
         Err(e) => {
             return cx.session.push_control(&ServiceMessage::InvokeResponse {
                 invocation_id,
@@ -198,11 +207,21 @@ fn non_null(d: Data) -> Option<Data> {
     (d != Data::Json(serde_json::Value::Null)).then_some(d)
 }
 
+/// What running a request that may carry an ack id gave.
+enum Ran {
+    /// Done: the ack says how it went.
+    Done(Result<(), AckError>),
+    /// An `event` went to the app server's event handler: [`resume`] finishes it.
+    Awaits,
+}
+
 /// joinGroup, leaveGroup, sendToGroup, event: the requests that may carry an ack id.
 fn on_acked(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Flow {
     let Some(id) = msg.ack_id() else {
-        let _ = run(cx, msg, frame_len);
-        return Flow::Continue;
+        return match run(cx, msg, frame_len, None, false) {
+            Ran::Done(_) => Flow::Continue,
+            Ran::Awaits => Flow::Await,
+        };
     };
     let lose_ack = match cx.session.admit(id) {
         AckedRun::Duplicate => {
@@ -219,7 +238,15 @@ fn on_acked(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Flow {
         }
         AckedRun::Run { lose_ack } => lose_ack,
     };
-    let result = run(cx, msg, frame_len);
+    let result = match run(cx, msg, frame_len, Some(id), lose_ack) {
+        Ran::Done(result) => result,
+        Ran::Awaits => return Flow::Await,
+    };
+    finish_acked(cx, id, result, lose_ack)
+}
+
+/// The ack of a request that ran (or the injected loss of it).
+fn finish_acked(cx: Ctx<'_>, id: u64, result: Result<(), AckError>, lose_ack: bool) -> Flow {
     if result.is_ok() {
         cx.session.executed(id);
     }
@@ -236,9 +263,17 @@ fn on_acked(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Flow {
 
 /// Runs a request that may carry an ack id, if the rules let it (group and event names,
 /// metadata, TTL, the frame's size); the ack says how it went.
-fn run(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Result<(), AckError> {
-    checks::request(&msg, frame_len)?;
-    match msg {
+fn run(
+    cx: Ctx<'_>,
+    msg: ClientMessage,
+    frame_len: usize,
+    ack_id: Option<u64>,
+    lose_ack: bool,
+) -> Ran {
+    if let Err(e) = checks::request(&msg, frame_len) {
+        return Ran::Done(Err(e));
+    }
+    Ran::Done(match msg {
         ClientMessage::JoinGroup { group, .. } => join_group(cx, &group),
         ClientMessage::LeaveGroup { group, .. } => leave_group(cx, &group),
         ClientMessage::SendToGroup {
@@ -254,11 +289,57 @@ fn run(cx: Ctx<'_>, msg: ClientMessage, frame_len: usize) -> Result<(), AckError
             data,
             metadata,
             ..
-        } => send_event(cx, event, data, metadata),
+        } => {
+            record_event(cx, &event, &data, &metadata);
+            match cx.session.upstream() {
+                Some(up) => {
+                    let done = cx
+                        .session
+                        .await_answer(Awaiting::Event { ack_id, lose_ack });
+                    up.user_event(&event, Some(data), metadata, move |outcome| {
+                        done.complete(outcome)
+                    });
+                    return Ran::Awaits;
+                }
+                None => send_event(cx, event, data, metadata),
+            }
+        }
         other => {
             log::debug!("emulator: unexpected request {other:?}");
             Ok(())
         }
+    })
+}
+
+/// Finishes a request that waited for an event handler's answer (see [`Flow::Await`]), on
+/// the loop of the socket that owns the session now: an `event`'s reply goes back to the
+/// caller as a server message, before its ack; a simple client's reply as a frame, and its
+/// failure closes it with 1011. The engine logged any failure already.
+pub(crate) fn resume(cx: Ctx<'_>, awaiting: Awaiting, outcome: EventOutcome) -> Flow {
+    let result = match outcome {
+        EventOutcome::Reply(data, metadata) => {
+            reply_to_caller(cx, data, metadata);
+            Ok(())
+        }
+        EventOutcome::NoReply(_) => Ok(()),
+        EventOutcome::Failed(f) => Err(f.for_client()),
+    };
+    match awaiting {
+        Awaiting::Event { ack_id, lose_ack } => match ack_id {
+            Some(id) => {
+                let result = result.map_err(|m| AckError::new(AckError::INVOCATION_FAILED, m));
+                finish_acked(cx, id, result, lose_ack)
+            }
+            // Without an ack id, a failure is only logged (the engine did).
+            None => Flow::Continue,
+        },
+        Awaiting::Simple => match result {
+            Ok(()) => Flow::Continue,
+            Err(reason) => Flow::Close {
+                code: CloseCode::Error,
+                reason,
+            },
+        },
     }
 }
 
@@ -320,27 +401,49 @@ fn send_to_group(
     Ok(())
 }
 
-fn send_event(cx: Ctx<'_>, event: String, data: Data, metadata: Metadata) -> Result<(), AckError> {
+/// Keeps an event for [`HubHandle::events`](crate::HubHandle::events).
+fn record_event(cx: Ctx<'_>, event: &str, data: &Data, metadata: &Metadata) {
     cx.hub.record_event(UpstreamEvent {
         connection_id: cx.session.id().to_owned(),
         user_id: cx.session.user_id().map(str::to_owned),
-        event: event.clone(),
+        event: event.to_owned(),
         data: data.clone(),
         metadata: metadata.clone(),
     });
+}
+
+/// An event for the in-process handler.
+fn send_event(cx: Ctx<'_>, event: String, data: Data, metadata: Metadata) -> Result<(), AckError> {
     let req = event_request(cx, EventKind::Event, event, Some(data), metadata);
-    let (data, metadata) = match cx.shared.call_handler(&req) {
-        EventResponse::Accept => return Ok(()),
-        EventResponse::Reply(d) => (d, Metadata::new()),
+    match in_process_reply(cx.shared.call_handler(&req)) {
+        Ok(Some((data, metadata))) => {
+            reply_to_caller(cx, data, metadata);
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(m) => Err(AckError::new(AckError::INVOCATION_FAILED, m)),
+    }
+}
+
+/// What the in-process handler's answer to an event sends back, if anything; or its
+/// failure's message.
+fn in_process_reply(answer: EventResponse) -> Result<Option<(Data, Metadata)>, String> {
+    match answer {
+        EventResponse::Accept => Ok(None),
+        EventResponse::Reply(d) => Ok(Some((d, Metadata::new()))),
         EventResponse::ReplyWithMetadata {
             data: Some(d),
             metadata,
-        } => (d, metadata),
-        EventResponse::ReplyWithMetadata { data: None, .. } => return Ok(()),
-        EventResponse::Fail(m) => return Err(AckError::new(AckError::INVOCATION_FAILED, m)),
-    };
-    // The service sends an event handler's response body back to the caller as a server
-    // message.
+        } => Ok(Some((d, metadata))),
+        EventResponse::ReplyWithMetadata { data: None, .. } => Ok(None),
+        EventResponse::Fail(m) => Err(m),
+    }
+}
+
+/// The service sends an event handler's response body back to the caller as a server
+/// message (to a simple client: as a frame), queued like any message — a reliable session
+/// keeps it until it is sequence-acked, across a recovery.
+fn reply_to_caller(cx: Ctx<'_>, data: Data, metadata: Metadata) {
     let out = Outgoing::new(ServiceMessage::ServerMessage {
         data,
         sequence_id: None,
@@ -350,7 +453,70 @@ fn send_event(cx: Ctx<'_>, event: String, data: Data, metadata: Metadata) -> Res
     if let Some(over) = cx.hub.send_to_connection(cx.session.id(), &out, limits) {
         cx.shared.end_overflowed(cx.hub, over);
     }
-    Ok(())
+}
+
+/// A simple client's frame (PROTOCOL.md §2): in `sendToGroup` mode a message to its group
+/// (which needs the group-send right: without it the connection is closed with 1008, as
+/// Microsoft's emulator does); otherwise the user event `message` — text frames as text,
+/// binary frames as binary — whose reply comes back as a frame.
+fn on_simple_frame(cx: Ctx<'_>, frame: Incoming<'_>) -> Flow {
+    let data = match frame {
+        Incoming::Text(t) => Data::Text(t.to_owned()),
+        Incoming::Binary(b) => Data::Binary(b.to_vec()),
+    };
+    let len = match &frame {
+        Incoming::Text(t) => t.len(),
+        Incoming::Binary(b) => b.len(),
+    };
+    if let Err(e) = check_message_size(len) {
+        return Flow::Close {
+            code: CloseCode::Size,
+            reason: e.to_string(),
+        };
+    }
+    if let Some(mode) = cx.session.send_mode() {
+        if !cx
+            .session
+            .allows(Permission::SendToGroup, Some(&mode.group))
+        {
+            return Flow::Close {
+                code: CloseCode::Policy,
+                reason: format!(
+                    "Connection has no permission to send to group `{}`",
+                    mode.group
+                ),
+            };
+        }
+        let (group, no_echo) = (mode.group.clone(), mode.no_echo);
+        let _ = send_to_group(cx, group, no_echo, data, None, Metadata::new());
+        return Flow::Continue;
+    }
+    record_event(cx, "message", &data, &Metadata::new());
+    if let Some(up) = cx.session.upstream() {
+        let done = cx.session.await_answer(Awaiting::Simple);
+        up.user_event("message", Some(data), Metadata::new(), move |outcome| {
+            done.complete(outcome)
+        });
+        return Flow::Await;
+    }
+    let req = event_request(
+        cx,
+        EventKind::Event,
+        "message".into(),
+        Some(data),
+        Metadata::new(),
+    );
+    match in_process_reply(cx.shared.call_handler(&req)) {
+        Ok(Some((data, metadata))) => {
+            reply_to_caller(cx, data, metadata);
+            Flow::Continue
+        }
+        Ok(None) => Flow::Continue,
+        Err(reason) => Flow::Close {
+            code: CloseCode::Error,
+            reason,
+        },
+    }
 }
 
 fn event_request(

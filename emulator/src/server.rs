@@ -104,23 +104,24 @@ mod tests {
     use crate::frames::Outgoing;
     use crate::handler;
     use crate::http::Request;
-    use crate::messages::{self, Ctx, Flow, Incoming, Resume};
-    use crate::session::UnackedLimits;
+    use crate::messages::{self, Ctx, Flow, Incoming};
+    use crate::session::{self as session, Awaiting, UnackedLimits};
     use crate::shared::Config;
     use crate::upgrade::{self, Answer, Answering};
+    use crate::upstream::{EventOutcome, Upstream, UpstreamConfig};
     use crate::wake::{self, Completer, Link};
     use parking_lot::Mutex;
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
     use tungstenite::client::IntoClientRequest;
     use tungstenite::{Message, WebSocket};
-    use webpubsub_protocol::{Data, ServiceMessage};
+    use webpubsub_protocol::{Data, Metadata, ServiceMessage};
 
     const WAIT: Duration = Duration::from_secs(10);
 
     /// Where the test hooks leave the completers of what waits: frames, and upgrades (with
     /// the answer they would have had at once).
-    static FRAMES: Mutex<Option<crossbeam_channel::Sender<Completer<Resume>>>> = Mutex::new(None);
+    static FRAMES: Mutex<Option<crossbeam_channel::Sender<session::Answer>>> = Mutex::new(None);
     type Upgrade = (Completer<Answer>, Answer);
     static UPGRADES: Mutex<Option<crossbeam_channel::Sender<Upgrade>>> = Mutex::new(None);
 
@@ -129,10 +130,13 @@ mod tests {
         if !matches!(frame, Incoming::Text("wait")) {
             return messages::on_frame(cx, frame);
         }
-        let (done, awaited) = cx.completion::<Resume>();
+        let done = cx.session.await_answer(Awaiting::Event {
+            ack_id: None,
+            lose_ack: false,
+        });
         let tx = FRAMES.lock().clone().expect("the test listens");
         tx.send(done).unwrap();
-        Flow::Await(awaited)
+        Flow::Await
     }
 
     /// `upgrade::answer`, except that an upgrade to hub `later` waits for the test.
@@ -158,7 +162,7 @@ mod tests {
 
     /// A one-loop server with the test hooks.
     fn serve() -> (Arc<Shared>, SocketAddr, Server) {
-        let shared = Arc::new(Shared::new(Config {
+        let cfg = Config {
             access_key: "key".into(),
             recovery_window: Duration::from_secs(30),
             limits: UnackedLimits {
@@ -169,7 +173,9 @@ mod tests {
             handler: handler::default_handler(),
             endpoint: "http://127.0.0.1:0".into(),
             rest_faults: false,
-        }));
+        };
+        let upstream = Upstream::new(UpstreamConfig::new(), &cfg.endpoint, &cfg.access_key);
+        let shared = Arc::new(Shared::new(cfg, upstream));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -246,21 +252,16 @@ mod tests {
         let done = waiting.recv_timeout(WAIT).expect("the frame waits");
         send("meanwhile");
         assert_eq!(server_data(next_message(&mut ws)), Data::from("meanwhile"));
-        let resume: Resume = Box::new(|cx: Ctx<'_>| {
-            let limits = cx.shared.cfg.limits;
-            let over =
-                cx.hub
-                    .send_to_connection(cx.session.id(), &server_message("resumed"), &limits);
-            assert!(over.is_some());
-            Flow::Continue
-        });
-        std::thread::spawn(move || done.complete(resume))
+        // The answer comes from another thread; its reply goes to the caller.
+        let answer = EventOutcome::Reply(Data::from("resumed"), Metadata::new());
+        std::thread::spawn(move || done.complete(answer))
             .join()
             .unwrap();
         assert_eq!(server_data(next_message(&mut ws)), Data::from("resumed"));
         assert_eq!(next_message(&mut ws), ServiceMessage::Pong);
 
-        // Abandoned: the connection reads on.
+        // Abandoned: the event fails (without an ack id, only logged) and the connection
+        // reads on.
         ws.send(Message::text("wait")).unwrap();
         ws.send(Message::text(r#"{"type":"ping"}"#)).unwrap();
         drop(waiting.recv_timeout(WAIT).expect("the frame waits"));

@@ -5,16 +5,22 @@
 //! the named operations below (`attach`, `detach`, `end`, `deliver`, ...). It knows
 //! nothing of sockets beyond the [`Link`] that wakes the one attached.
 //!
+//! A request whose answer comes from an app server's event handler waits in the session,
+//! not in its socket ([`Session::await_answer`]): a recovery in the middle finds it there, so
+//! the handler is called once and its answer reaches the client on whichever socket then
+//! owns the session.
+//!
 //! Lock order: `exec`, then `st`. A socket's I/O thread holds `st` only to move frames in or
 //! out of the queues, never across I/O or a call into user code.
 
 // Re-exported: the connection code builds grants where it builds sessions.
-use crate::frames::{OutFrame, Outgoing};
+use crate::frames::{OutFrame, Outgoing, Speaks};
 pub(crate) use crate::roles::Grants;
 use crate::types::Permission;
+use crate::upstream::{EventOutcome, Failure, FailureKind, UpstreamConnection};
 use crate::wake::Link;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use webpubsub_protocol::{AckError, ServiceMessage, Subprotocol};
@@ -76,6 +82,75 @@ pub(crate) enum AckedRun {
 #[derive(Debug)]
 pub(crate) struct TakenOver;
 
+/// A simple client's `webpubsub_mode=sendToGroup`: its frames go to a group instead of the
+/// event handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SendToGroupMode {
+    pub group: String,
+    pub no_echo: bool,
+}
+
+/// A request that waits in its session for an event handler's answer (see
+/// [`Session::await_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// An `event`: its reply goes back as a server message, then the ack (if it has an ack
+    /// id); `lose_ack` is the injected fault (the ack is lost and the socket dropped).
+    Event { ack_id: Option<u64>, lose_ack: bool },
+    /// A simple client's frame: its reply goes back as a frame; a failure closes it.
+    Simple,
+}
+
+/// Where the session's waiting request stands, as its socket sees it.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// Nothing waits: the socket reads on.
+    Free,
+    /// The answer has not come: the socket reads no further frame.
+    Pending,
+    /// The answer came: the socket finishes the request with it, then reads on.
+    Answered(Awaiting, EventOutcome),
+}
+
+enum Wait {
+    Pending { ticket: u64, awaiting: Awaiting },
+    Answered(Awaiting, EventOutcome),
+}
+
+/// Hands an event handler's answer to its session, from any thread and without blocking
+/// (a short lock and a wake-up of the socket that owns the session then). Dropped without
+/// an answer — the call was abandoned — it answers with a failure, so that nothing waits
+/// forever.
+pub(crate) struct Answer {
+    session: Arc<Session>,
+    target: Target,
+    answered: bool,
+}
+
+enum Target {
+    Wait(u64),
+    Invocation { id: String, ticket: u64 },
+}
+
+impl Answer {
+    pub fn complete(mut self, outcome: EventOutcome) {
+        self.answered = true;
+        self.session.answered(&self.target, outcome);
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.answered {
+            let f = Failure::new(
+                FailureKind::Unreachable,
+                "the call to the event handler was abandoned",
+            );
+            self.session.answered(&self.target, EventOutcome::Failed(f));
+        }
+    }
+}
+
 /// A message sent to a reliable session and not yet sequence-acked.
 struct Unacked {
     seq: u64,
@@ -90,7 +165,12 @@ pub(crate) struct Session {
     user_id: Option<String>,
     /// Fixed for the session's life: every frame it queues is in this codec, and a recovery
     /// must speak it too.
-    subprotocol: Subprotocol,
+    speaks: Speaks,
+    /// Its side of the app server's event handlers, when its hub has any: identity,
+    /// connection state and the order of its events, across recoveries.
+    upstream: Option<UpstreamConnection>,
+    /// A simple client's frames go to this group instead of the event handler.
+    send_mode: Option<SendToGroupMode>,
     /// Held while a socket's thread handles one client frame, and by a recovery while it
     /// attaches the new socket: a frame is handled by the socket that owns the session at
     /// that moment, never by a superseded socket concurrently with its successor (which
@@ -121,6 +201,13 @@ struct State {
     command: Option<Command>,
     /// Set when the session overflowed while dropped, for the `SessionEnded` observation.
     end_reason: Option<String>,
+    /// The request waiting for an event handler's answer (at most one: events go one at a
+    /// time, in order).
+    wait: Option<Wait>,
+    /// `invoke`s sent to the event handler and not answered or cancelled: id → ticket.
+    invocations: HashMap<String, u64>,
+    /// Tells one wait or invocation from a later one.
+    next_ticket: u64,
 }
 
 impl State {
@@ -144,16 +231,29 @@ fn connected(id: &str, user_id: Option<&str>, token: Option<String>) -> ServiceM
     }
 }
 
+/// What a new session is: who, speaking what, with which rights, and its side of the event
+/// handlers.
+pub(crate) struct Opening {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub speaks: Speaks,
+    pub grants: Grants,
+    pub upstream: Option<UpstreamConnection>,
+    pub send_mode: Option<SendToGroupMode>,
+}
+
 impl Session {
-    /// A new session on the socket of `link`, with its `connected` message queued.
-    pub fn open(
-        id: String,
-        user_id: Option<String>,
-        subprotocol: Subprotocol,
-        grants: Grants,
-        reconnection_token: String,
-        link: Arc<Link>,
-    ) -> Session {
+    /// A new session on the socket of `link`, with its `connected` message queued (none for
+    /// a simple client).
+    pub fn open(opening: Opening, reconnection_token: String, link: Arc<Link>) -> Session {
+        let Opening {
+            id,
+            user_id,
+            speaks,
+            grants,
+            upstream,
+            send_mode,
+        } = opening;
         let mut st = State {
             phase: Phase::Live,
             grants,
@@ -169,16 +269,20 @@ impl Session {
             faults: Faults::default(),
             command: None,
             end_reason: None,
+            wait: None,
+            invocations: HashMap::new(),
+            next_ticket: 0,
         };
-        let token = subprotocol
-            .is_reliable()
-            .then(|| st.reconnection_token.clone());
-        let hello = OutFrame::encode(&connected(&id, user_id.as_deref(), token), subprotocol);
-        st.pending.push_back(hello);
+        let token = speaks.is_reliable().then(|| st.reconnection_token.clone());
+        if let Some(hello) = speaks.frame(&connected(&id, user_id.as_deref(), token)) {
+            st.pending.push_back(hello);
+        }
         Session {
             id,
             user_id,
-            subprotocol,
+            speaks,
+            upstream,
+            send_mode,
             exec: Mutex::new(()),
             st: Mutex::new(st),
         }
@@ -196,17 +300,32 @@ impl Session {
 
     /// Whether it speaks a reliable subprotocol.
     pub fn reliable(&self) -> bool {
-        self.subprotocol.is_reliable()
+        self.speaks.is_reliable()
     }
 
-    /// The subprotocol it speaks.
-    pub fn subprotocol(&self) -> Subprotocol {
-        self.subprotocol
+    /// What it speaks.
+    pub fn speaks(&self) -> Speaks {
+        self.speaks
     }
 
-    /// `msg` encoded as this session speaks.
-    pub fn frame(&self, msg: &ServiceMessage) -> OutFrame {
-        OutFrame::encode(msg, self.subprotocol)
+    /// The PubSub subprotocol it speaks; `None` for a simple client.
+    pub fn subprotocol(&self) -> Option<Subprotocol> {
+        self.speaks.subprotocol()
+    }
+
+    /// Its side of the app server's event handlers, when its hub has any.
+    pub fn upstream(&self) -> Option<&UpstreamConnection> {
+        self.upstream.as_ref()
+    }
+
+    /// A simple client's `webpubsub_mode=sendToGroup`, if it asked for it.
+    pub fn send_mode(&self) -> Option<&SendToGroupMode> {
+        self.send_mode.as_ref()
+    }
+
+    /// `msg` as this session speaks it (`None`: a simple client does not get it).
+    pub fn frame(&self, msg: &ServiceMessage) -> Option<OutFrame> {
+        self.speaks.frame(msg)
     }
 
     // ---- the socket that owns the session ----
@@ -222,7 +341,7 @@ impl Session {
     ) -> bool {
         let st = self.st.lock();
         self.reliable()
-            && subprotocol == self.subprotocol
+            && self.speaks == Speaks::PubSub(subprotocol)
             && st.phase != Phase::Ended
             && !matches!(st.phase, Phase::Dropped(at) if at.elapsed() >= window)
             && std::iter::once(&st.reconnection_token)
@@ -240,6 +359,9 @@ impl Session {
             self.user_id.as_deref(),
             Some(fresh_token.clone()),
         ));
+        let Some(hello) = hello else {
+            unreachable!("only reliable sessions are recovered")
+        };
         // Waits for a frame the old socket's thread is handling.
         let _exec = self.exec.lock();
         let mut st = self.st.lock();
@@ -300,6 +422,8 @@ impl Session {
         st.delayed.clear();
         st.link = None;
         st.command = None;
+        st.wait = None;
+        st.invocations.clear();
         true
     }
 
@@ -352,7 +476,9 @@ impl Session {
 
     /// Queues a control message (pong, invoke response) for the current socket.
     pub fn push_control(&self, msg: &ServiceMessage) {
-        let frame = self.frame(msg);
+        let Some(frame) = self.frame(msg) else {
+            return;
+        };
         let mut st = self.st.lock();
         if st.phase == Phase::Live {
             st.pending.push_back(frame);
@@ -367,11 +493,13 @@ impl Session {
             Ok(()) => (true, None),
             Err(e) => (false, Some(e)),
         };
-        let frame = self.frame(&ServiceMessage::Ack {
+        let Some(frame) = self.frame(&ServiceMessage::Ack {
             ack_id,
             success,
             error,
-        });
+        }) else {
+            return;
+        };
         let mut st = self.st.lock();
         let delay = st.faults.ack_delay;
         if delay.is_zero() {
@@ -391,7 +519,10 @@ impl Session {
         let reliable = self.reliable();
         // The first receiver of a codec encodes the message: before the lock, which the
         // socket's thread needs to write.
-        let shared = out.frame(self.subprotocol);
+        let shared = match self.speaks {
+            Speaks::PubSub(p) => out.frame(p),
+            Speaks::Simple => out.raw(),
+        };
         let mut st = self.st.lock();
         match st.phase {
             Phase::Ended => return false,
@@ -406,9 +537,12 @@ impl Session {
         if matches!(st.command, Some(Command::Close { .. })) {
             return false; // closing for good already
         }
+        let Speaks::PubSub(p) = self.speaks else {
+            unreachable!("only PubSub subprotocols are reliable")
+        };
         let seq = st.next_seq;
         st.next_seq += 1;
-        let frame = out.sequenced(self.subprotocol, seq);
+        let frame = out.sequenced(p, seq);
         st.unacked_bytes += frame.len();
         st.unacked.push_back(Unacked {
             seq,
@@ -518,6 +652,105 @@ impl Session {
         self.st.lock().ack_ids.insert(ack_id);
     }
 
+    // ---- requests waiting for an event handler ----
+
+    /// The request being handled waits for an event handler's answer: give the [`Answer`]
+    /// to the call. Until it completes, no socket of the session reads a further frame
+    /// ([`waiting`](Self::waiting)); once it has, the socket that owns the session then
+    /// finishes the request.
+    pub fn await_answer(self: &Arc<Self>, awaiting: Awaiting) -> Answer {
+        let mut st = self.st.lock();
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        debug_assert!(st.wait.is_none(), "one request waits at a time");
+        st.wait = Some(Wait::Pending { ticket, awaiting });
+        Answer {
+            session: self.clone(),
+            target: Target::Wait(ticket),
+            answered: false,
+        }
+    }
+
+    /// Where the waiting request stands, for the socket of `link`; an answer is taken out
+    /// (the socket finishes the request with it).
+    pub fn waiting(&self, link: &Arc<Link>) -> Result<Waiting, TakenOver> {
+        let mut st = self.st.lock();
+        if !st.owned_by(link) {
+            return Err(TakenOver);
+        }
+        Ok(match st.wait.take() {
+            None => Waiting::Free,
+            Some(Wait::Answered(a, outcome)) => Waiting::Answered(a, outcome),
+            Some(pending) => {
+                st.wait = Some(pending);
+                Waiting::Pending
+            }
+        })
+    }
+
+    /// An `invoke` went to the event handler: its `invokeResponse` is queued when the answer
+    /// comes, unless it was cancelled first.
+    pub fn invoke_upstream(self: &Arc<Self>, invocation_id: &str) -> Answer {
+        let mut st = self.st.lock();
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.invocations.insert(invocation_id.to_owned(), ticket);
+        Answer {
+            session: self.clone(),
+            target: Target::Invocation {
+                id: invocation_id.to_owned(),
+                ticket,
+            },
+            answered: false,
+        }
+    }
+
+    /// `cancelInvocation`: the answer of that invocation, if it comes, is dropped. Returns
+    /// whether it was waiting.
+    pub fn cancel_invocation(&self, invocation_id: &str) -> bool {
+        self.st.lock().invocations.remove(invocation_id).is_some()
+    }
+
+    fn answered(&self, target: &Target, outcome: EventOutcome) {
+        match target {
+            Target::Wait(ticket) => {
+                let mut st = self.st.lock();
+                let Some(Wait::Pending {
+                    ticket: t,
+                    awaiting,
+                }) = &st.wait
+                else {
+                    return; // the session ended
+                };
+                if t != ticket {
+                    return;
+                }
+                let awaiting = *awaiting;
+                st.wait = Some(Wait::Answered(awaiting, outcome));
+                st.wake();
+            }
+            Target::Invocation { id, ticket } => {
+                let response = invoke_response(id, outcome);
+                let Some(frame) = self.frame(&response) else {
+                    return;
+                };
+                let mut st = self.st.lock();
+                if st.invocations.get(id) != Some(ticket) {
+                    log::debug!(
+                        "emulator: dropping the answer to invocation {id} of {}: cancelled",
+                        self.id
+                    );
+                    return;
+                }
+                st.invocations.remove(id);
+                if st.phase == Phase::Live {
+                    st.pending.push_back(frame);
+                    st.wake();
+                }
+            }
+        }
+    }
+
     // ---- rights and faults ----
 
     /// Whether it may do `perm` on `group` (`None`: on every group).
@@ -544,6 +777,27 @@ impl Session {
     }
 }
 
+/// The `invokeResponse` an event handler's answer makes.
+pub(crate) fn invoke_response(invocation_id: &str, outcome: EventOutcome) -> ServiceMessage {
+    let (success, data, error, metadata) = match outcome {
+        EventOutcome::Reply(data, metadata) => (true, Some(data), None, metadata),
+        EventOutcome::NoReply(metadata) => (true, None, None, metadata),
+        EventOutcome::Failed(f) => (
+            false,
+            None,
+            Some(AckError::new(AckError::INVOCATION_FAILED, f.for_client())),
+            Default::default(),
+        ),
+    };
+    ServiceMessage::InvokeResponse {
+        invocation_id: invocation_id.to_owned(),
+        success,
+        data,
+        error,
+        metadata,
+    }
+}
+
 /// Shrinks a queue that is mostly empty space.
 fn shrink<T>(q: &mut VecDeque<T>) {
     const KEEP: usize = 16;
@@ -555,6 +809,18 @@ fn shrink<T>(q: &mut VecDeque<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open(id: &str, p: Subprotocol, grants: Grants, token: &str, link: Arc<Link>) -> Session {
+        let opening = Opening {
+            id: id.into(),
+            user_id: None,
+            speaks: Speaks::PubSub(p),
+            grants,
+            upstream: None,
+            send_mode: None,
+        };
+        Session::open(opening, token.into(), link)
+    }
 
     fn link() -> Arc<Link> {
         let poll = mio::Poll::new().unwrap();
@@ -592,12 +858,11 @@ mod tests {
     #[test]
     fn a_recovery_resends_what_was_not_sequence_acked_after_a_fresh_connected() {
         let (a, b) = (link(), link());
-        let s = Session::open(
-            "c".into(),
-            None,
+        let s = open(
+            "c",
             Subprotocol::JsonReliable,
             Grants::default(),
-            "t1".into(),
+            "t1",
             a.clone(),
         );
         let body = server_message();
@@ -628,17 +893,77 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_request_survives_a_recovery_and_is_finished_by_the_new_socket() {
+        let (a, b) = (link(), link());
+        let s = Arc::new(open("c", JR, Grants::default(), "t", a.clone()));
+        let waiting = Awaiting::Event {
+            ack_id: Some(7),
+            lose_ack: false,
+        };
+        let answer = s.await_answer(waiting);
+        assert!(matches!(s.waiting(&a), Ok(Waiting::Pending)));
+        // The socket drops and a recovery attaches another one; the answer comes later.
+        assert!(s.detach(&a, true));
+        s.attach(b.clone(), "t2".into());
+        assert!(matches!(s.waiting(&a), Err(TakenOver)));
+        assert!(matches!(s.waiting(&b), Ok(Waiting::Pending)));
+        answer.complete(EventOutcome::NoReply(Default::default()));
+        match s.waiting(&b) {
+            Ok(Waiting::Answered(w, EventOutcome::NoReply(_))) => assert_eq!(w, waiting),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.waiting(&b), Ok(Waiting::Free)), "taken once");
+    }
+
+    #[test]
+    fn an_abandoned_answer_fails_and_an_ended_session_ignores_it() {
+        let a = link();
+        let s = Arc::new(open("c", JR, Grants::default(), "t", a.clone()));
+        drop(s.await_answer(Awaiting::Simple));
+        assert!(matches!(
+            s.waiting(&a),
+            Ok(Waiting::Answered(Awaiting::Simple, EventOutcome::Failed(_)))
+        ));
+        let answer = s.await_answer(Awaiting::Simple);
+        assert!(s.end());
+        answer.complete(EventOutcome::NoReply(Default::default()));
+        assert!(s.st.lock().wait.is_none());
+    }
+
+    #[test]
+    fn an_invocations_answer_is_queued_unless_it_was_cancelled() {
+        let a = link();
+        let s = Arc::new(open(
+            "c",
+            Subprotocol::Json,
+            Grants::default(),
+            "t",
+            a.clone(),
+        ));
+        frames(&s, &a); // connected
+        let first = s.invoke_upstream("1");
+        let second = s.invoke_upstream("2");
+        assert!(s.cancel_invocation("2"));
+        assert!(!s.cancel_invocation("2"));
+        second.complete(EventOutcome::NoReply(Default::default()));
+        first.complete(EventOutcome::Reply("hi".into(), Default::default()));
+        let sent = frames(&s, &a);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let m = ServiceMessage::decode(&sent[0]).unwrap();
+        assert!(
+            matches!(
+                m,
+                ServiceMessage::InvokeResponse { ref invocation_id, success: true, .. } if invocation_id == "1"
+            ),
+            "{m:?}"
+        );
+    }
+
+    #[test]
     fn a_recovery_does_not_resend_messages_whose_time_to_live_passed() {
         // PROTOCOL.md §11: the service may drop a message not delivered in time.
         let (a, b) = (link(), link());
-        let s = Session::open(
-            "c".into(),
-            None,
-            JR,
-            Grants::default(),
-            "t".into(),
-            a.clone(),
-        );
+        let s = open("c", JR, Grants::default(), "t", a.clone());
         let past = Instant::now() - Duration::from_millis(1);
         let later = Instant::now() + Duration::from_secs(300);
         assert!(!s.deliver(&server_message().expiring_at(Some(past)), &LIMITS));
@@ -663,14 +988,7 @@ mod tests {
     fn a_protobuf_session_queues_binary_frames_and_splices_its_sequence_ids() {
         let a = link();
         let p = Subprotocol::ProtobufReliable;
-        let s = Session::open(
-            "c".into(),
-            None,
-            p,
-            Grants::default(),
-            "t".into(),
-            a.clone(),
-        );
+        let s = open("c", p, Grants::default(), "t", a.clone());
         assert!(!s.deliver(&server_message(), &LIMITS));
         s.push_ack(7, Ok(()));
         let mut out = Vec::new();
@@ -701,12 +1019,11 @@ mod tests {
     fn an_overflow_while_dropped_ends_the_session_and_while_live_closes_it() {
         let a = link();
         let body = server_message();
-        let live = Session::open(
-            "c".into(),
-            None,
+        let live = open(
+            "c",
             Subprotocol::JsonReliable,
             Grants::default(),
-            "t".into(),
+            "t",
             a.clone(),
         );
         for _ in 0..2 {
@@ -717,12 +1034,11 @@ mod tests {
             live.take_command(&a),
             Ok(Some(Command::Close { flush: false, .. }))
         ));
-        let dropped = Session::open(
-            "d".into(),
-            None,
+        let dropped = open(
+            "d",
             Subprotocol::JsonReliable,
             Grants::default(),
-            "t".into(),
+            "t",
             a.clone(),
         );
         assert!(dropped.detach(&a, true));
@@ -736,12 +1052,11 @@ mod tests {
     #[test]
     fn queues_shrink_back_once_a_burst_has_passed() {
         let a = link();
-        let s = Session::open(
-            "c".into(),
-            None,
+        let s = open(
+            "c",
             Subprotocol::JsonReliable,
             Grants::default(),
-            "t".into(),
+            "t",
             a.clone(),
         );
         let body = server_message();
@@ -762,14 +1077,7 @@ mod tests {
 
     #[test]
     fn acked_requests_run_once_and_faults_are_used_up() {
-        let s = Session::open(
-            "c".into(),
-            None,
-            Subprotocol::Json,
-            Grants::default(),
-            "t".into(),
-            link(),
-        );
+        let s = open("c", Subprotocol::Json, Grants::default(), "t", link());
         s.inject(|f| {
             f.fail_next_acks = 1;
             f.lose_next_ack = true;
@@ -787,12 +1095,11 @@ mod tests {
             "webpubsub.joinLeaveGroup".to_owned(),
             "webpubsub.sendToGroup.g".to_owned(),
         ];
-        let s = Session::open(
-            "c".into(),
-            None,
+        let s = open(
+            "c",
             Subprotocol::Json,
             Grants::from_roles(&roles),
-            "t".into(),
+            "t",
             link(),
         );
         assert!(s.allows(Permission::JoinLeaveGroup, Some("any")));

@@ -1,5 +1,6 @@
-//! What every thread of the emulator shares: its settings, its hubs, the observers of
-//! what happens, whether it stops, and the end of sessions.
+//! What every thread of the emulator shares: its settings, its hubs, the engine that calls
+//! app servers' event handlers, the observers of what happens, whether it stops, and the
+//! end of sessions.
 //!
 //! Lock order: `Shared::hubs` → a hub's tables → a session's lock → `Shared::observers`.
 
@@ -7,6 +8,7 @@ use crate::handler::{self, EventHandler};
 use crate::hub::{Hub, Overflowed};
 use crate::session::{Session, UnackedLimits};
 use crate::types::Observation;
+use crate::upstream::Upstream;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -41,6 +43,8 @@ impl Config {
 /// Everything the emulator's threads share.
 pub(crate) struct Shared {
     pub cfg: Config,
+    /// Calls the event handlers of the hubs that have them.
+    pub upstream: Upstream,
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
     observers: Mutex<Vec<Sender<Observation>>>,
     has_observers: AtomicBool,
@@ -49,9 +53,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(cfg: Config) -> Shared {
+    pub fn new(cfg: Config, upstream: Upstream) -> Shared {
         Shared {
             cfg,
+            upstream,
             hubs: Mutex::new(HashMap::new()),
             observers: Mutex::new(Vec::new()),
             has_observers: AtomicBool::new(false),
@@ -128,11 +133,15 @@ impl Shared {
 
     // ---- the end of sessions ----
 
-    /// Ends a session for good: removes it from its hub and reports `SessionEnded`.
+    /// Ends a session for good: removes it from its hub, reports `SessionEnded` and tells
+    /// the event handler it is `disconnected` (once; not a drop that may be recovered).
     pub fn end_session(&self, hub: &Hub, session: &Arc<Session>, reason: &str) {
         hub.remove(session.id());
         if !session.end() {
             return;
+        }
+        if let Some(up) = session.upstream() {
+            up.disconnected(reason);
         }
         log::debug!(
             "emulator: session {} in hub {} ended: {reason}",

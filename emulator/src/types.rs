@@ -118,8 +118,9 @@ pub struct ConnectionInfo {
     pub groups: Vec<String>,
     /// `true` while a socket is attached; `false` while waiting for recovery.
     pub connected: bool,
-    /// The subprotocol it speaks (a recovery must speak the same).
-    pub subprotocol: Subprotocol,
+    /// The PubSub subprotocol it speaks (a recovery must speak the same); `None` for a
+    /// simple WebSocket client.
+    pub subprotocol: Option<Subprotocol>,
 }
 
 /// An upstream `event` a client sent, as recorded by

@@ -2,9 +2,10 @@
 //! the answer `admission` decides (a refusal or the 101), and once the answer is written,
 //! the WebSocket it turns the socket into.
 //!
-//! An answer may wait for another thread (a connect event handler, upstream):
-//! [`Answering::Later`] — the request's socket then waits in its own phase, reading and
-//! writing nothing, until the completion wakes it with the [`Answer`].
+//! A new connection to a hub whose event handlers take `connect` waits for that handler
+//! (UPSTREAM.md §3): [`Answering::Later`] — the request's socket then waits in its own
+//! phase, reading and writing nothing, until the completion (on an upstream worker) wakes
+//! it with the [`Answer`]: the 101, shaped by the handler's answer, or its refusal.
 
 use crate::admission::{self, Admitted, Handshake, RecoveryAttempt, Refusal};
 use crate::connection::Connection;
@@ -13,7 +14,8 @@ use crate::hub::Hub;
 use crate::net::Stream;
 use crate::session::Session;
 use crate::shared::Shared;
-use crate::wake::{Awaited, Link};
+use crate::upstream::{ConnectOutcome, HandlerEvent, SystemEvent};
+use crate::wake::{self, Awaited, Link};
 use crate::wire::{Refused, Wire};
 use std::sync::Arc;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -28,10 +30,10 @@ pub(crate) struct Answer {
 pub(crate) enum Then {
     /// Nothing: the answer was a refusal and the socket closes.
     Close,
-    /// A new session.
+    /// A new session. (Boxed: the admission is large, the other variants small.)
     Open {
         hub: Arc<Hub>,
-        admitted: Admitted,
+        admitted: Box<Admitted>,
         hs: Handshake,
     },
     /// A recovery: the session moves to this socket, or (`None`) the socket is closed
@@ -53,57 +55,118 @@ pub(crate) enum Upgraded {
 pub(crate) enum Answering {
     Now(Box<Answer>),
     /// Made with [`completion`](crate::wake::completion) on the socket's link.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "returned once connects call the HTTP event handlers"
-        )
-    )]
     Later(Awaited<Answer>),
 }
 
 /// What answers an upgrade request: [`answer`], or a test's.
 pub(crate) type Answerer = fn(&Shared, &Request, &str, &Arc<Link>) -> Answering;
 
-/// Answers an upgrade request for `hub_name` on the socket of `_link` (whose wake-up a
-/// completion would use).
+/// A new connection that passed its checks, before its 101.
+struct Admission {
+    hub: Arc<Hub>,
+    admitted: Admitted,
+    hs: Handshake,
+}
+
+/// Answers an upgrade request for `hub_name` on the socket of `link`: at once, or — a new
+/// connection whose hub's event handler takes `connect` — once the handler answered.
 pub(crate) fn answer(
     shared: &Shared,
     req: &Request,
     hub_name: &str,
-    _link: &Arc<Link>,
+    link: &Arc<Link>,
 ) -> Answering {
-    Answering::Now(Box::new(decide(shared, req, hub_name)))
+    let a = match admit(shared, req, hub_name) {
+        Ok(a) => a,
+        Err(answer) => return Answering::Now(Box::new(answer)),
+    };
+    let connect = HandlerEvent::System(SystemEvent::Connect);
+    let upstream = match &a.admitted.upstream {
+        Some(up) if shared.upstream.routes(hub_name, connect) => up.clone(),
+        _ => return Answering::Now(Box::new(opened(a))),
+    };
+    let request = admission::connect_request(req, &a.admitted, &a.hs);
+    let (done, awaited) = wake::completion(link);
+    // Runs on an upstream worker: builds the answer (no lock, no wait) and hands it over.
+    upstream.connect(request, move |outcome| done.complete(connected(a, outcome)));
+    Answering::Later(awaited)
 }
 
-/// Decides the answer to an upgrade request for `hub_name`: a new connection's token is
-/// checked, and a recovery's session looked up, before the 101.
+/// Decides the answer to an upgrade request for `hub_name` without asking a connect event
+/// handler: a new connection's token is checked, and a recovery's session looked up,
+/// before the 101 (the tests' answerers wrap it).
+#[cfg(test)]
 pub(crate) fn decide(shared: &Shared, req: &Request, hub_name: &str) -> Answer {
+    match admit(shared, req, hub_name) {
+        Ok(a) => opened(a),
+        Err(answer) => answer,
+    }
+}
+
+/// A new connection that passed its checks, or the answer to any other request: a
+/// recovery's, or a refusal.
+fn admit(shared: &Shared, req: &Request, hub_name: &str) -> Result<Admission, Answer> {
     let hs = match admission::handshake(req) {
         Ok(hs) => hs,
-        Err(r) => return refuse(shared, req, r),
+        Err(r) => return Err(refuse(shared, req, r)),
     };
     let hub = shared.hub(hub_name);
-    match admission::recovery_attempt(req) {
-        Some(attempt) => {
-            let session = admission::recoverable(shared, &hub, &attempt);
-            let response = switching_protocols(&hs);
-            let then = Then::Recover {
-                hub,
-                session,
-                attempt,
-            };
-            Answer { response, then }
-        }
-        None => match admission::admit(shared, req, hub_name) {
-            Ok(admitted) => {
-                let response = switching_protocols(&hs);
-                let then = Then::Open { hub, admitted, hs };
-                Answer { response, then }
-            }
-            Err(r) => refuse(shared, req, r),
+    if let Some(attempt) = admission::recovery_attempt(req) {
+        let session = admission::recoverable(shared, &hub, &attempt);
+        let response = switching_protocols(&hs.key, hs.subprotocol.as_deref());
+        let then = Then::Recover {
+            hub,
+            session,
+            attempt,
+        };
+        return Err(Answer { response, then });
+    }
+    match admission::admit(shared, req, hub_name, &hs) {
+        Ok(admitted) => Ok(Admission { hub, admitted, hs }),
+        Err(r) => Err(refuse(shared, req, r)),
+    }
+}
+
+/// The 101 of a new connection.
+fn opened(a: Admission) -> Answer {
+    let response = switching_protocols(&a.hs.key, a.hs.subprotocol.as_deref());
+    let Admission { hub, admitted, hs } = a;
+    Answer {
+        response,
+        then: Then::Open {
+            hub,
+            admitted: Box::new(admitted),
+            hs,
         },
+    }
+}
+
+/// The answer once the connect event handler answered: the 101 of the connection it
+/// shaped, or its refusal with its status (its body is not forwarded).
+fn connected(mut a: Admission, outcome: ConnectOutcome) -> Answer {
+    match outcome {
+        ConnectOutcome::Accepted(accepted) => {
+            admission::shape(&mut a.admitted, &mut a.hs, accepted);
+            opened(a)
+        }
+        ConnectOutcome::Refused { status, failure } => {
+            log::info!(
+                "emulator: refused the upgrade of {} to hub {} with {status}: {failure}",
+                a.admitted.connection_id,
+                a.hub.name()
+            );
+            let reason = format!("The connect event handler refused the connection ({status})");
+            Answer {
+                response: http::response(
+                    status,
+                    "text/plain; charset=utf-8",
+                    reason.as_bytes(),
+                    false,
+                    false,
+                ),
+                then: Then::Close,
+            }
+        }
     }
 }
 
@@ -139,13 +202,17 @@ fn refuse(shared: &Shared, req: &Request, r: Refusal) -> Answer {
     }
 }
 
-fn switching_protocols(hs: &Handshake) -> Vec<u8> {
-    let accept = tungstenite::handshake::derive_accept_key(hs.key.as_bytes());
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
-        hs.subprotocol
-    )
-    .into_bytes()
+/// The 101, naming `subprotocol` if there is one.
+fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(p) = subprotocol {
+        head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
 }
 
 /// The 101 is written: the session opens on this socket or moves to it, or the refused
@@ -161,7 +228,7 @@ pub(crate) fn switched(
     match then {
         Then::Close => None,
         Then::Open { hub, admitted, hs } => {
-            let session = admission::open(shared, &hub, admitted, &hs, link.clone());
+            let session = admission::open(shared, &hub, *admitted, &hs, link.clone());
             Some(Upgraded::Connection(Connection::new(
                 wire,
                 link.clone(),

@@ -175,13 +175,6 @@ pub(crate) struct Completer<T> {
 }
 
 impl<T> Completer<T> {
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used once user events call the HTTP event handlers"
-        )
-    )]
     pub fn complete(self, value: T) {
         // A connection that stopped waiting dropped its end: nothing to do.
         if let Some(tx) = &self.tx {

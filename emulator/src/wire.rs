@@ -177,10 +177,12 @@ impl Wire {
         Instant::now() >= deadline
     }
 
-    /// Starts a close: `disconnected` (the frame given, in the session's subprotocol),
-    /// then a close frame with the reason.
-    pub fn begin_close(&mut self, disconnected: &OutFrame, reason: &str, code: CloseCode) {
-        websocket::frame(disconnected, &mut self.out);
+    /// Starts a close: `disconnected` (the frame given, in the session's subprotocol; none
+    /// for a simple client), then a close frame with the reason.
+    pub fn begin_close(&mut self, disconnected: Option<&OutFrame>, reason: &str, code: CloseCode) {
+        if let Some(f) = disconnected {
+            websocket::frame(f, &mut self.out);
+        }
         websocket::close(code, reason, &mut self.out);
     }
 }

@@ -169,16 +169,6 @@ fn token_in_authorization_header_and_hub_in_query_are_accepted() {
 }
 
 #[test]
-fn unsupported_subprotocols_are_refused_with_400() {
-    let emu = Emulator::start().unwrap();
-    let url = emu.client_url("chat").build();
-    for p in [Some("mqtt"), None] {
-        let r = try_connect(&url, p, None).err().expect("refused");
-        assert_eq!(r.status, 400, "{p:?}");
-    }
-}
-
-#[test]
 fn join_needs_a_role_and_forbidden_is_not_executed() {
     let emu = Emulator::start().unwrap();
     let hub = emu.hub("chat");

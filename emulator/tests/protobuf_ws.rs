@@ -111,7 +111,7 @@ fn protobuf_subprotocols_are_chosen_as_offered_and_answer_in_binary_frames() {
         assert_eq!(reliable, p.is_reliable(), "{p}");
         let info = emu.hub("chat").connections();
         let me = info.iter().find(|c| c.connection_id == connection_id);
-        assert_eq!(me.unwrap().subprotocol, p);
+        assert_eq!(me.unwrap().subprotocol, Some(p));
     }
 }
 

@@ -1,4 +1,4 @@
-//! The upstream engine against a real app server: `tests/node/app_server.js` on the official
+//! The upstream engine against a real app server: `testkit/node/app_server.js` on the official
 //! CloudEvents handler (`@azure/web-pubsub-express` 1.1.0 with express), driven through
 //! `webpubsub_emulator::upstream` directly (UPSTREAM.md §2–§6).
 //!
@@ -16,7 +16,7 @@ use webpubsub_emulator::upstream::{
     ConnectOutcome, ConnectRequest, EventHandlerConfig, EventOutcome, FailureKind, Upstream,
     UpstreamConfig,
 };
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 
 const KEY: &str = "test-access-key-of-at-least-32-bytes";
 
@@ -49,7 +49,7 @@ fn barrier(server: &AppServer, up: &Upstream) -> Vec<Value> {
     let mark = format!("mark-{}", std::process::id());
     assert_eq!(
         event(&c, "echo", Some(Data::from(mark.as_str()))),
-        EventOutcome::Reply(Data::from(mark.as_str()))
+        EventOutcome::Reply(Data::from(mark.as_str()), Metadata::new())
     );
     let mut all = server.seen_until(|v| v["seen"] == "echo" && v["data"] == mark.as_str());
     all.pop();
@@ -59,7 +59,7 @@ fn barrier(server: &AppServer, up: &Upstream) -> Vec<Value> {
 #[test]
 fn a_connect_answer_shapes_the_connection_and_the_token_never_reaches_the_app() {
     support::init_log();
-    let Some(server) = AppServer::start("a_connect_answer_shapes_the_connection") else {
+    let Some(server) = support::app_server("a_connect_answer_shapes_the_connection") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
@@ -104,7 +104,7 @@ fn a_connect_answer_shapes_the_connection_and_the_token_never_reaches_the_app() 
 #[test]
 fn a_connect_refusal_keeps_the_handlers_401() {
     support::init_log();
-    let Some(server) = AppServer::start("a_connect_refusal_keeps_the_handlers_401") else {
+    let Some(server) = support::app_server("a_connect_refusal_keeps_the_handlers_401") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
@@ -120,9 +120,9 @@ fn a_connect_refusal_keeps_the_handlers_401() {
     conn.disconnected("never connected");
     let before = barrier(&server, &up);
     assert!(
-        !before
-            .iter()
-            .any(|v| v["connectionId"] == "conn-refused" && v["seen"] != "connect"),
+        !before.iter().any(|v| v["connectionId"] == "conn-refused"
+            && v["seen"] != "connect"
+            && v["seen"] != "ce"),
         "{before:?}"
     );
 }
@@ -130,7 +130,7 @@ fn a_connect_refusal_keeps_the_handlers_401() {
 #[test]
 fn user_events_echo_text_json_and_binary_with_their_data_types() {
     support::init_log();
-    let Some(server) = AppServer::start("user_events_echo_text_json_and_binary") else {
+    let Some(server) = support::app_server("user_events_echo_text_json_and_binary") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
@@ -144,10 +144,13 @@ fn user_events_echo_text_json_and_binary_with_their_data_types() {
     for data in cases {
         assert_eq!(
             event(&conn, "echo", Some(data.clone())),
-            EventOutcome::Reply(data)
+            EventOutcome::Reply(data, Metadata::new())
         );
     }
-    assert_eq!(event(&conn, "noreply", None), EventOutcome::NoReply);
+    assert_eq!(
+        event(&conn, "noreply", None),
+        EventOutcome::NoReply(Metadata::new())
+    );
     let seen = server.seen(|v| is(v, "echo", "conn-echo"));
     assert_eq!(
         (seen["dataType"].as_str(), seen["userId"].as_str()),
@@ -165,7 +168,7 @@ fn user_events_echo_text_json_and_binary_with_their_data_types() {
 #[test]
 fn the_handlers_state_comes_back_with_every_later_event_in_order() {
     support::init_log();
-    let Some(server) = AppServer::start("the_handlers_state_comes_back") else {
+    let Some(server) = support::app_server("the_handlers_state_comes_back") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
@@ -182,7 +185,7 @@ fn the_handlers_state_comes_back_with_every_later_event_in_order() {
     let pending: Vec<_> = (0..3).map(|_| send(&conn, "count", None)).collect();
     for (i, rx) in pending.into_iter().enumerate() {
         match rx.recv_timeout(WAIT).unwrap() {
-            EventOutcome::Reply(Data::Json(v)) => {
+            EventOutcome::Reply(Data::Json(v), _) => {
                 // `calls` is the incoming state's count plus one: the state came back.
                 assert_eq!(v["calls"], i + 1);
                 assert_eq!(v["userId"], "app-u9");
@@ -196,7 +199,7 @@ fn the_handlers_state_comes_back_with_every_later_event_in_order() {
     let seen: Vec<Value> = server
         .seen_until(|v| is(v, "disconnected", "conn-state"))
         .into_iter()
-        .filter(|v| v["connectionId"] == "conn-state")
+        .filter(|v| v["connectionId"] == "conn-state" && v["seen"] != "ce")
         .collect();
     let order: Vec<&str> = seen.iter().map(|v| v["seen"].as_str().unwrap()).collect();
     assert_eq!(
@@ -218,7 +221,7 @@ fn the_handlers_state_comes_back_with_every_later_event_in_order() {
 #[test]
 fn a_held_event_delays_its_own_connection_only() {
     support::init_log();
-    let Some(server) = AppServer::start("a_held_event_delays_its_own_connection_only") else {
+    let Some(server) = support::app_server("a_held_event_delays_its_own_connection_only") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
@@ -232,7 +235,7 @@ fn a_held_event_delays_its_own_connection_only() {
     // b is answered while a's first event is held, and a's second has not been sent.
     assert_eq!(
         event(&b, "echo", Some(Data::from("b"))),
-        EventOutcome::Reply(Data::from("b"))
+        EventOutcome::Reply(Data::from("b"), Metadata::new())
     );
     let before = server.seen_until(|v| is(v, "echo", "conn-b"));
     assert!(
@@ -243,15 +246,15 @@ fn a_held_event_delays_its_own_connection_only() {
     // Releasing a's event lets a's line go on, in order.
     assert_eq!(
         event(&b, "release", Some(Data::from("key-a"))),
-        EventOutcome::Reply(Data::from("ok"))
+        EventOutcome::Reply(Data::from("ok"), Metadata::new())
     );
     assert_eq!(
         a_hold.recv_timeout(WAIT).unwrap(),
-        EventOutcome::Reply(Data::from("released key-a"))
+        EventOutcome::Reply(Data::from("released key-a"), Metadata::new())
     );
     assert_eq!(
         a_after.recv_timeout(WAIT).unwrap(),
-        EventOutcome::Reply(Data::from("after the hold"))
+        EventOutcome::Reply(Data::from("after the hold"), Metadata::new())
     );
     assert!(up.worker_threads() <= webpubsub_emulator::upstream::DEFAULT_MAX_WORKERS);
 }
@@ -259,17 +262,23 @@ fn a_held_event_delays_its_own_connection_only() {
 #[test]
 fn validation_runs_once_per_url_and_a_refused_origin_stops_every_event() {
     support::init_log();
-    let Some(server) = AppServer::start("validation_runs_once_per_url") else {
+    let Some(server) = support::app_server("validation_runs_once_per_url") else {
         return;
     };
     let up = upstream(&server, UpstreamConfig::new());
     let chat = up.connection("chat", "conn-v1");
     for _ in 0..3 {
-        assert_eq!(event(&chat, "noreply", None), EventOutcome::NoReply);
+        assert_eq!(
+            event(&chat, "noreply", None),
+            EventOutcome::NoReply(Metadata::new())
+        );
     }
     // express with allowedEndpoints answers `127.0.0.1:8080`: the host and port match.
     let allowed = up.connection("allowed", "conn-v2");
-    assert_eq!(event(&allowed, "noreply", None), EventOutcome::NoReply);
+    assert_eq!(
+        event(&allowed, "noreply", None),
+        EventOutcome::NoReply(Metadata::new())
+    );
     let strict = up.connection("strict", "conn-v3");
     assert_eq!(
         failed(event(&strict, "noreply", None)),
@@ -307,7 +316,7 @@ fn validation_runs_once_per_url_and_a_refused_origin_stops_every_event() {
 #[test]
 fn a_5xx_answer_is_retried_then_fails_the_event() {
     support::init_log();
-    let Some(server) = AppServer::start("a_5xx_answer_is_retried_then_fails_the_event") else {
+    let Some(server) = support::app_server("a_5xx_answer_is_retried_then_fails_the_event") else {
         return;
     };
     let cfg = UpstreamConfig::new()
@@ -332,7 +341,7 @@ fn a_5xx_answer_is_retried_then_fails_the_event() {
 #[test]
 fn a_handler_slower_than_the_timeout_fails_the_event_without_a_retry() {
     support::init_log();
-    let Some(server) = AppServer::start("a_handler_slower_than_the_timeout") else {
+    let Some(server) = support::app_server("a_handler_slower_than_the_timeout") else {
         return;
     };
     let cfg = UpstreamConfig::new()
@@ -347,7 +356,7 @@ fn a_handler_slower_than_the_timeout_fails_the_event_without_a_retry() {
     // The connection goes on with its next event.
     assert_eq!(
         event(&conn, "echo", Some(Data::from("next"))),
-        EventOutcome::Reply(Data::from("next"))
+        EventOutcome::Reply(Data::from("next"), Metadata::new())
     );
     let seen = barrier(&server, &up);
     assert_eq!(

@@ -14,7 +14,7 @@ use webpubsub_emulator::upstream::{
     ConnectOutcome, ConnectRequest, EventHandlerConfig, EventOutcome, FailureKind, Upstream,
     UpstreamConfig,
 };
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 
 /// The .NET SDK's test vector (UPSTREAM.md §2).
 const VECTOR_KEY: &str = "7aab239577fd4f24bc919802fb629f5f";
@@ -141,7 +141,7 @@ fn every_request_carries_the_cloudevents_headers_and_the_signature_of_the_access
     // The connection as established: the handler's user, the state it set.
     conn.connected(Some("app-user"), Some("json.reliable.webpubsub.azure.v1"));
     let e = event(&conn, "chat.msg", Some(Data::Binary(vec![1, 2])));
-    assert_eq!(e, EventOutcome::NoReply);
+    assert_eq!(e, EventOutcome::NoReply(Metadata::new()));
     conn.disconnected("bye");
     let connected = listener.next();
     let user = listener.next();
@@ -206,7 +206,10 @@ fn the_signature_is_the_hmac_of_the_connection_id_with_the_emulators_key() {
     let key = "another-access-key-0123456789abcdef";
     let up = engine(&listener, UpstreamConfig::new(), key);
     let conn = up.connection("Chat", "conn-42");
-    assert_eq!(event(&conn, "e", None), EventOutcome::NoReply);
+    assert_eq!(
+        event(&conn, "e", None),
+        EventOutcome::NoReply(Metadata::new())
+    );
     let _validation = listener.next();
     let r = listener.next();
     assert_eq!(
@@ -248,7 +251,7 @@ fn a_validation_answer_without_the_origin_stops_events_and_is_not_asked_again() 
     );
     assert_eq!(
         event(&other.connection("h", "c2"), "e", None),
-        EventOutcome::NoReply
+        EventOutcome::NoReply(Metadata::new())
     );
     let seen: Vec<String> = (0..3).map(|_| listener.next().path).collect();
     assert_eq!(
@@ -311,7 +314,7 @@ fn only_408_5xx_and_failures_before_an_answer_are_retried() {
             ],
             3,
             3,
-            Box::new(|o| *o == EventOutcome::Reply(Data::from("third"))),
+            Box::new(|o| *o == EventOutcome::Reply(Data::from("third"), Metadata::new())),
         ),
         (
             vec![
@@ -488,7 +491,7 @@ fn an_https_handler_is_reached_over_tls_with_its_root_certificate_only() {
     );
     assert_eq!(
         event(&trusted.connection("chat", "c"), "e", Some(Data::from("x"))),
-        EventOutcome::NoReply
+        EventOutcome::NoReply(Metadata::new())
     );
     let v = listener.next();
     let e = listener.next();

@@ -217,6 +217,13 @@ impl Spawned {
         })
     }
 
+    /// Another receiver of the lines of standard output: a line goes to whichever receiver
+    /// (this one or [`next_line`](Self::next_line)) takes it first. It disconnects when the
+    /// child's standard output ends; for a reader thread that keeps every line.
+    pub fn lines(&self) -> Receiver<String> {
+        self.lines.clone()
+    }
+
     /// The child's process id (for [`threads_of`], [`rss_kib_of`], [`open_fds_of`]).
     pub fn id(&self) -> u32 {
         self.child.id()

@@ -6,8 +6,13 @@ use super::outcome::ConnectRequest;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
-use webpubsub_protocol::{is_secret_query_param, Data};
+use webpubsub_protocol::{is_secret_query_param, Data, Metadata};
+
+/// The prefix of the headers that carry message metadata, both ways (PROTOCOL.md §11), as
+/// Microsoft's emulator names them; the key follows in lower case.
+pub(crate) const METADATA_HEADER_PREFIX: &str = "x-webpubsub-metadata-";
 
 /// Who the service is, as event handlers see it.
 #[derive(Clone)]
@@ -58,6 +63,8 @@ pub(crate) enum Event<'a> {
     User {
         name: &'a str,
         data: Option<&'a Data>,
+        /// The client's metadata: `x-webpubsub-metadata-<key>` headers.
+        metadata: &'a Metadata,
     },
 }
 
@@ -81,12 +88,12 @@ impl Event<'_> {
 }
 
 /// An HTTP request to send: method, URL, headers (values may be UTF-8 beyond ASCII, as
-/// `ce-userId` can be) and body.
+/// `ce-userId` can be; names are fixed but for the metadata headers) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Outbound {
     pub method: Method,
     pub url: String,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(Cow<'static, str>, String)>,
     pub body: Vec<u8>,
 }
 
@@ -114,31 +121,33 @@ pub(crate) fn event_request(
     now: SystemTime,
     url: String,
 ) -> Outbound {
-    let mut headers: Vec<(&'static str, String)> = vec![
-        ("ce-specversion", "1.0".into()),
-        ("ce-awpsversion", "1.0".into()),
-        ("ce-type", event.ce_type()),
-        (
-            "ce-source",
-            format!("/hubs/{}/client/{}", who.hub, who.connection_id),
-        ),
-        ("ce-id", id.to_string()),
-        ("ce-time", rfc3339(now)),
-        ("ce-hub", who.hub.to_ascii_lowercase()),
-        ("ce-connectionId", who.connection_id.to_owned()),
-    ];
+    let mut headers = Headers::default();
+    headers.push("ce-specversion", "1.0".into());
+    headers.push("ce-awpsversion", "1.0".into());
+    headers.push("ce-type", event.ce_type());
+    headers.push(
+        "ce-source",
+        format!("/hubs/{}/client/{}", who.hub, who.connection_id),
+    );
+    headers.push("ce-id", id.to_string());
+    headers.push("ce-time", rfc3339(now));
+    headers.push("ce-hub", who.hub.to_ascii_lowercase());
+    headers.push("ce-connectionId", who.connection_id.to_owned());
     if let Some(u) = who.user_id {
-        headers.push(("ce-userId", u.to_owned()));
+        headers.push("ce-userId", u.to_owned());
     }
-    headers.push(("ce-eventName", event.name().to_owned()));
+    headers.push("ce-eventName", event.name().to_owned());
     if let Some(p) = who.subprotocol.filter(|p| !p.is_empty()) {
-        headers.push(("ce-subprotocol", p.to_owned()));
+        headers.push("ce-subprotocol", p.to_owned());
     }
     if let Some(s) = who.state.filter(|s| !s.is_empty()) {
-        headers.push(("ce-connectionState", s.to_owned()));
+        headers.push("ce-connectionState", s.to_owned());
     }
-    headers.push(("ce-signature", signature(&service.keys, who.connection_id)));
-    headers.push(("WebHook-Request-Origin", service.host.clone()));
+    headers.push("ce-signature", signature(&service.keys, who.connection_id));
+    headers.push("WebHook-Request-Origin", service.host.clone());
+    if let Event::User { metadata, .. } = event {
+        metadata_headers(metadata, &mut headers.0);
+    }
     let (content_type, body) = match event {
         Event::Connect(req) => (JSON_UTF8, connect_body(req)),
         // Express drops a system event whose body is not JSON: `{}` rather than nothing.
@@ -149,12 +158,35 @@ pub(crate) fn event_request(
         ),
         Event::User { data, .. } => user_body(*data),
     };
-    headers.push(("Content-Type", content_type.to_owned()));
+    headers.push("Content-Type", content_type.to_owned());
     Outbound {
         method: Method::Post,
         url,
-        headers,
+        headers: headers.0,
         body,
+    }
+}
+
+#[derive(Default)]
+struct Headers(Vec<(Cow<'static, str>, String)>);
+
+impl Headers {
+    fn push(&mut self, name: &'static str, value: String) {
+        self.0.push((Cow::Borrowed(name), value));
+    }
+}
+
+/// `x-webpubsub-metadata-<lower-case key>: <value>` for each entry. Header names ignore
+/// case, so keys that differ only in case become one header: the last in key order wins,
+/// as Microsoft's emulator collapses them.
+fn metadata_headers(metadata: &Metadata, out: &mut Vec<(Cow<'static, str>, String)>) {
+    let first = out.len();
+    for (key, value) in metadata.iter() {
+        let name = format!("{METADATA_HEADER_PREFIX}{}", key.to_ascii_lowercase());
+        match out[first..].iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => out.push((Cow::Owned(name), value.to_owned())),
+        }
     }
 }
 
@@ -164,8 +196,8 @@ pub(crate) fn validation_request(service: &Service, url: String) -> Outbound {
         method: Method::Options,
         url,
         headers: vec![
-            ("WebHook-Request-Origin", service.host.clone()),
-            ("ce-awpsversion", "1.0".into()),
+            ("WebHook-Request-Origin".into(), service.host.clone()),
+            ("ce-awpsversion".into(), "1.0".into()),
         ],
         body: Vec::new(),
     }
@@ -355,9 +387,11 @@ mod tests {
             state: Some("e30="),
         };
         let data = Data::Json(serde_json::json!({"a": 1}));
+        let metadata = Metadata::new().with("Trace-Id", "t1").with("k", "v");
         let ev = Event::User {
             name: "echo",
             data: Some(&data),
+            metadata: &metadata,
         };
         let o = event_request(&service(), &who, &ev, 7, UNIX_EPOCH, "http://h/echo".into());
         assert_eq!(o.method, Method::Post);
@@ -375,16 +409,39 @@ mod tests {
             ("ce-subprotocol", "json.webpubsub.azure.v1"),
             ("ce-connectionState", "e30="),
             ("WebHook-Request-Origin", "127.0.0.1"),
+            ("x-webpubsub-metadata-trace-id", "t1"),
+            ("x-webpubsub-metadata-k", "v"),
             ("Content-Type", "application/json"),
         ];
         for (k, v) in want {
             assert_eq!(header(&o, k), Some(v), "{k}");
         }
+        assert!(
+            o.headers
+                .iter()
+                .any(|(k, _)| k == "x-webpubsub-metadata-trace-id"),
+            "metadata keys go in lower case"
+        );
         assert_eq!(
             header(&o, "ce-signature"),
             Some(signature(&["key".into()], "c1").as_str())
         );
         assert_eq!(o.body, br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn metadata_keys_that_differ_only_in_case_become_one_header() {
+        let mut out = Vec::new();
+        let m = Metadata::new().with("A", "1").with("a", "2").with("b", "3");
+        metadata_headers(&m, &mut out);
+        let got: Vec<(&str, &str)> = out.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("x-webpubsub-metadata-a", "2"),
+                ("x-webpubsub-metadata-b", "3")
+            ]
+        );
     }
 
     #[test]

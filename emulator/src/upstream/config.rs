@@ -499,6 +499,13 @@ impl UpstreamConfig {
             .and_then(|(_, list)| list.iter().find(|h| h.takes(event)))
     }
 
+    /// Whether `hub` (compared ignoring ASCII case) has at least one handler.
+    pub fn serves(&self, hub: &str) -> bool {
+        self.hubs
+            .iter()
+            .any(|(h, l)| h.eq_ignore_ascii_case(hub) && !l.is_empty())
+    }
+
     /// Whether no hub has a handler.
     pub fn is_empty(&self) -> bool {
         self.hubs.iter().all(|(_, l)| l.is_empty())

@@ -38,13 +38,13 @@
 //! ```
 //! use std::time::Duration;
 //! use webpubsub_emulator::upstream::{EventOutcome, FailureKind, Upstream, UpstreamConfig};
-//! use webpubsub_protocol::Data;
+//! use webpubsub_protocol::{Data, Metadata};
 //!
 //! // No handler: a user event fails at once, on a worker thread.
 //! let upstream = Upstream::new(UpstreamConfig::new(), "http://127.0.0.1:8080", "key");
 //! let conn = upstream.connection("chat", "conn1");
 //! let (tx, rx) = crossbeam_channel::bounded(1);
-//! conn.user_event("echo", Some(Data::from("hi")), move |outcome| {
+//! conn.user_event("echo", Some(Data::from("hi")), Metadata::new(), move |outcome| {
 //!     let _ = tx.send(outcome);
 //! });
 //! match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
@@ -79,7 +79,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use transport::Transport;
-use webpubsub_protocol::{redact_query, Data};
+use webpubsub_protocol::{redact_query, Data, Metadata};
 use workers::{Lane, Pool};
 
 /// How long calls already in flight get after [`Upstream::shutdown`]'s bound before they
@@ -145,10 +145,16 @@ impl Upstream {
         &self.engine.config
     }
 
-    /// Whether a handler of `hub` takes `event` (when none does, the emulator's own
-    /// behaviour applies: accept the connection, the in-process handler, …).
+    /// Whether a handler of `hub` takes `event`.
     pub fn routes(&self, hub: &str, event: HandlerEvent<'_>) -> bool {
         self.engine.config.route(hub, event).is_some()
+    }
+
+    /// Whether `hub` has event handlers at all: its connections' events go to them (and an
+    /// event none of them takes fails, as in the service); a hub without any keeps the
+    /// emulator's own behaviour (the in-process handler).
+    pub fn serves(&self, hub: &str) -> bool {
+        self.engine.config.serves(hub)
     }
 
     /// The upstream side of a new connection (before its `connect` event).
@@ -333,16 +339,18 @@ impl UpstreamConnection {
     }
 
     /// Sends a user event (an `event` or `invoke` message, or a simple client's frame as
-    /// the event `message`) with its data, if any; `done` gets the handler's answer.
+    /// the event `message`) with its data, if any, and the client's metadata (as
+    /// `x-webpubsub-metadata-<key>` headers); `done` gets the handler's answer.
     pub fn user_event(
         &self,
         event: &str,
         data: Option<Data>,
+        metadata: Metadata,
         done: impl FnOnce(EventOutcome) + Send + 'static,
     ) {
         let me = self.clone();
         let event = event.to_owned();
-        self.submit(move || done(me.run_user_event(&event, data.as_ref())));
+        self.submit(move || done(me.run_user_event(&event, data.as_ref(), &metadata)));
     }
 
     /// The session ended for good: sends `disconnected` with `reason`, once, and only if
@@ -417,14 +425,18 @@ impl UpstreamConnection {
         outcome
     }
 
-    fn run_user_event(&self, name: &str, data: Option<&Data>) -> EventOutcome {
+    fn run_user_event(&self, name: &str, data: Option<&Data>, metadata: &Metadata) -> EventOutcome {
         if self.inner.engine.stopping() {
             return EventOutcome::Failed(Failure::new(
                 FailureKind::Stopping,
                 "the emulator is stopping",
             ));
         }
-        let event = Event::User { name, data };
+        let event = Event::User {
+            name,
+            data,
+            metadata,
+        };
         let user = self.inner.ident.lock().user_id.clone();
         let outcome = match self.exchange(&event, user.as_deref()) {
             Ok((reply, url)) => response::event_outcome(&reply, name, &url),
@@ -541,7 +553,9 @@ mod tests {
         let c = up.connection("h", "c");
         let (tx, rx) = crossbeam_channel::bounded(2);
         let t = tx.clone();
-        c.user_event("e", None, move |o| t.send(format!("{o:?}")).unwrap());
+        c.user_event("e", None, Metadata::new(), move |o| {
+            t.send(format!("{o:?}")).unwrap()
+        });
         c.connect(ConnectRequest::new(), move |o| {
             tx.send(format!("{o:?}")).unwrap()
         });

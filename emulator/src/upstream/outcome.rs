@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 use std::fmt;
-use webpubsub_protocol::Data;
+use webpubsub_protocol::{Data, Metadata};
 
 /// What the `connect` event tells the handler about a client that is upgrading.
 ///
@@ -165,15 +165,38 @@ pub enum ConnectOutcome {
 }
 
 /// What a user event (or `invoke`) completion gets.
+///
+/// The metadata of a reply comes from the answer's `x-webpubsub-metadata-<key>` headers
+/// (keys in lower case), checked with the protocol's rules; an entry that breaks them is
+/// logged and dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
-    /// The handler answered with a body: send it back to the caller. Its data type comes
-    /// from the response's `Content-Type`: `text/plain` text, `application/json` JSON,
-    /// anything else binary.
-    Reply(Data),
-    /// The handler answered 2xx without a body (204, or 200 with an empty body).
-    NoReply,
+    /// The handler answered with a body: send it back to the caller, with the answer's
+    /// metadata. Its data type comes from the response's `Content-Type`: `text/plain` text,
+    /// `application/json` JSON, anything else binary.
+    Reply(Data, Metadata),
+    /// The handler answered 2xx without a body (204, or 200 with an empty body); an
+    /// `invokeResponse` still carries the answer's metadata.
+    NoReply(Metadata),
     /// No usable answer: for a PubSub client an ack (or `invokeResponse`) with
     /// `InvocationFailed`; for a simple client a close with 1011.
     Failed(Failure),
+}
+
+impl Failure {
+    /// What the client is told about the failure (the ack's or `invokeResponse`'s error
+    /// message): what went wrong, without the handler's URL.
+    pub fn for_client(&self) -> String {
+        match self.kind {
+            FailureKind::NoHandler => "No event handler takes this event".into(),
+            FailureKind::Validation => {
+                "The event handler's endpoint did not pass abuse protection".into()
+            }
+            FailureKind::Status(s) => format!("The event handler answered {s}"),
+            FailureKind::Timeout => "The event handler did not answer in time".into(),
+            FailureKind::Unreachable => "The event handler could not be reached".into(),
+            FailureKind::BadResponse => "The event handler's answer could not be used".into(),
+            FailureKind::Stopping => "The service is stopping".into(),
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use super::outcome::{ConnectAccepted, ConnectOutcome, EventOutcome, Failure, FailureKind};
 use serde_json::Value;
 use std::time::Duration;
-use webpubsub_protocol::{check_group_name, Data};
+use webpubsub_protocol::{check_group_name, check_metadata, check_metadata_entry, Data, Metadata};
 
 /// A handler's HTTP answer, read in full.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub(crate) struct Reply {
     pub state: Option<String>,
     /// Every `WebHook-Allowed-Origin` line.
     pub allowed_origins: Vec<String>,
+    /// Each `x-webpubsub-metadata-<key>` header: the key (in lower case) and the value, in
+    /// the order received.
+    pub metadata: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -119,7 +122,7 @@ fn strings(v: &Value) -> Result<Option<Vec<String>>, ()> {
     }
 }
 
-/// A user event's answer.
+/// A user event's answer, with the metadata of its headers.
 pub(crate) fn event_outcome(reply: &Reply, event: &str, url: &str) -> EventOutcome {
     if !reply.is_success() {
         return EventOutcome::Failed(Failure::new(
@@ -127,8 +130,9 @@ pub(crate) fn event_outcome(reply: &Reply, event: &str, url: &str) -> EventOutco
             format!("{url} answered {} to event `{event}`", reply.status),
         ));
     }
+    let metadata = reply_metadata(reply, event, url);
     if reply.status == 204 || reply.body.is_empty() {
-        return EventOutcome::NoReply;
+        return EventOutcome::NoReply(metadata);
     }
     let media = reply
         .content_type
@@ -141,17 +145,44 @@ pub(crate) fn event_outcome(reply: &Reply, event: &str, url: &str) -> EventOutco
             format!("{url} answered event `{event}` with {why}"),
         ))
     };
-    match media.as_deref() {
+    let data = match media.as_deref() {
         Some("text/plain") => match String::from_utf8(reply.body.clone()) {
-            Ok(t) => EventOutcome::Reply(Data::Text(t)),
-            Err(_) => bad("text/plain that is not UTF-8".into()),
+            Ok(t) => Data::Text(t),
+            Err(_) => return bad("text/plain that is not UTF-8".into()),
         },
         Some("application/json") => match serde_json::from_slice(&reply.body) {
-            Ok(v) => EventOutcome::Reply(Data::Json(v)),
-            Err(e) => bad(format!("application/json that is not JSON ({e})")),
+            Ok(v) => Data::Json(v),
+            Err(e) => return bad(format!("application/json that is not JSON ({e})")),
         },
-        _ => EventOutcome::Reply(Data::Binary(reply.body.clone())),
+        _ => Data::Binary(reply.body.clone()),
+    };
+    EventOutcome::Reply(data, metadata)
+}
+
+/// The metadata of an answer's `x-webpubsub-metadata-*` headers (the last of a repeated
+/// key wins), checked with the protocol's rules: an entry that breaks them is logged and
+/// dropped, and so is all of it when together it is too large. The answer itself stands
+/// (Microsoft's emulator fails the event instead; a reply should not be lost to a bad
+/// header).
+fn reply_metadata(reply: &Reply, event: &str, url: &str) -> Metadata {
+    let mut metadata = Metadata::new();
+    for (key, value) in &reply.metadata {
+        match check_metadata_entry(key, value) {
+            Ok(()) => {
+                metadata.insert(key.clone(), value.clone());
+            }
+            Err(e) => log::warn!(
+                "upstream: {url} answered event `{event}` with a metadata header the service refuses ({e}); it is dropped"
+            ),
+        }
     }
+    if let Err(e) = check_metadata(&metadata) {
+        log::warn!(
+            "upstream: {url} answered event `{event}` with metadata the service refuses ({e}); it is dropped"
+        );
+        return Metadata::new();
+    }
+    metadata
 }
 
 /// Whether abuse protection passes: a 2xx whose `WebHook-Allowed-Origin` (repeated lines
@@ -350,26 +381,54 @@ mod tests {
     #[test]
     fn a_user_event_answer_becomes_a_reply_by_content_type() {
         let out = |ct: Option<&str>, body: &str| event_outcome(&reply(200, ct, body), "e", "u");
+        let none = Metadata::new;
         assert_eq!(
             out(Some("text/plain; charset=utf-8"), "hi"),
-            EventOutcome::Reply(Data::Text("hi".into()))
+            EventOutcome::Reply(Data::Text("hi".into()), none())
         );
         assert_eq!(
             out(Some("Application/JSON"), r#"{"a":[1]}"#),
-            EventOutcome::Reply(Data::Json(serde_json::json!({"a":[1]})))
+            EventOutcome::Reply(Data::Json(serde_json::json!({"a":[1]})), none())
         );
         assert_eq!(
             out(Some("application/octet-stream"), "b"),
-            EventOutcome::Reply(Data::Binary(b"b".to_vec()))
+            EventOutcome::Reply(Data::Binary(b"b".to_vec()), none())
         );
         assert_eq!(
             out(None, "b"),
-            EventOutcome::Reply(Data::Binary(b"b".to_vec()))
+            EventOutcome::Reply(Data::Binary(b"b".to_vec()), none())
         );
-        assert_eq!(out(Some("text/plain"), ""), EventOutcome::NoReply);
+        assert_eq!(out(Some("text/plain"), ""), EventOutcome::NoReply(none()));
         assert_eq!(
             event_outcome(&reply(204, Some("text/plain"), "x"), "e", "u"),
-            EventOutcome::NoReply
+            EventOutcome::NoReply(none())
+        );
+    }
+
+    #[test]
+    fn metadata_headers_of_an_answer_become_its_metadata_and_bad_ones_are_dropped() {
+        let mut r = reply(200, Some("text/plain"), "hi");
+        r.metadata = vec![
+            ("trace-id".into(), "t1".into()),
+            ("trace-id".into(), "t2".into()),
+            ("bad key".into(), "x".into()),
+            ("k".into(), "line\nbreak".into()),
+            ("ok".into(), "v".into()),
+        ];
+        let want = Metadata::new().with("trace-id", "t2").with("ok", "v");
+        assert_eq!(
+            event_outcome(&r, "e", "u"),
+            EventOutcome::Reply(Data::from("hi"), want.clone())
+        );
+        r.body.clear();
+        assert_eq!(event_outcome(&r, "e", "u"), EventOutcome::NoReply(want));
+        // Too large together: none of it.
+        r.metadata = (0..9)
+            .map(|i| (format!("k{i}"), "v".repeat(1000)))
+            .collect();
+        assert_eq!(
+            event_outcome(&r, "e", "u"),
+            EventOutcome::NoReply(Metadata::new())
         );
     }
 

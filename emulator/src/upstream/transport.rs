@@ -1,7 +1,7 @@
 //! The outbound HTTP calls: one shared `ureq` agent (a pool of keep-alive connections),
 //! a deadline per call, and the retries of §6 with waits that a shutdown cuts short.
 
-use super::cloudevents::{Method, Outbound};
+use super::cloudevents::{Method, Outbound, METADATA_HEADER_PREFIX};
 use super::config::UpstreamConfig;
 use super::outcome::{Failure, FailureKind};
 use super::response::{Attempt, Reply, RetryPolicy};
@@ -137,7 +137,7 @@ impl Transport {
                     .timeout_global(Some(timeout))
                     .build();
                 for (k, v) in &req.headers {
-                    b = b.header(*k, v.as_bytes());
+                    b = b.header(k.as_ref(), v.as_bytes());
                 }
                 b.send(&req.body[..])
             }
@@ -149,7 +149,7 @@ impl Transport {
                     .timeout_global(Some(timeout))
                     .build();
                 for (k, v) in &req.headers {
-                    b = b.header(*k, v.as_bytes());
+                    b = b.header(k.as_ref(), v.as_bytes());
                 }
                 b.call()
             }
@@ -169,6 +169,17 @@ impl Transport {
                 .get_all("webhook-allowed-origin")
                 .iter()
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect(),
+            // Header names come lower-cased.
+            metadata: resp
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| {
+                    let key = name.as_str().strip_prefix(METADATA_HEADER_PREFIX)?;
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    Some((key.to_owned(), value))
+                })
+                .filter(|(key, _)| !key.is_empty())
                 .collect(),
             body: Vec::new(),
         };
@@ -233,6 +244,14 @@ fn classify(e: &ureq::Error, answered: bool) -> (Attempt, FailureKind, String) {
                 Attempt::Unusable,
                 FailureKind::Stopping,
                 "the emulator is stopping".into(),
+            ),
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable => (
+                Attempt::NoResponse,
+                FailureKind::Unreachable,
+                format!("unreachable ({text})"),
             ),
             _ => (
                 Attempt::NoResponse,

@@ -163,6 +163,80 @@ pub fn recovery_url(url: &str, c: &Ws) -> String {
     )
 }
 
+/// A simple WebSocket client (no PubSub subprotocol): the socket and the subprotocol the
+/// 101 named, if any. `offered` are the subprotocols it offers (none, or unknown ones).
+pub fn connect_simple(
+    url: &str,
+    offered: &[&str],
+) -> Result<(WebSocket<TcpStream>, Option<String>), Refused> {
+    let mut req = request(url, None, None);
+    if !offered.is_empty() {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            offered.join(", ").parse().unwrap(),
+        );
+    }
+    match tungstenite::client(req, tcp_for(url)) {
+        Ok((ws, resp)) => {
+            let chosen = resp
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, chosen))
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(Refused {
+            status: resp.status().as_u16(),
+            body: String::from_utf8_lossy(resp.body().as_deref().unwrap_or(&[])).into_owned(),
+        }),
+        Err(e) => panic!("handshake failed: {e:?}"),
+    }
+}
+
+/// The next data frame of a simple client (bounded by the socket's read timeout).
+pub fn next_frame(ws: &mut WebSocket<TcpStream>) -> Message {
+    loop {
+        match ws.read() {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => return m,
+            Ok(Message::Close(f)) => panic!("closed while waiting for a frame: {f:?}"),
+            Ok(_) => {}
+            Err(e) => panic!("read failed while waiting for a frame: {e}"),
+        }
+    }
+}
+
+/// Reads until the socket's close frame: its code (`None`: EOF or reset without one), and
+/// the data frames before it.
+pub fn close_code(ws: &mut WebSocket<TcpStream>) -> (Option<CloseCode>, Vec<Message>) {
+    let mut before = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(f)) => {
+                let _ = ws.flush();
+                return (f.map(|f| f.code), before);
+            }
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => before.push(m),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("socket still open after the read timeout")
+            }
+            Err(_) => return (None, before),
+        }
+    }
+}
+
+/// The id of the next connection the emulator reports.
+pub fn next_connected(rx: &Receiver<Observation>) -> String {
+    wait_for(rx, |o| match o {
+        Observation::Connected { connection_id, .. } => Some(connection_id.clone()),
+        _ => None,
+    })
+}
+
 /// Opens a recovery socket; returns the socket before reading anything.
 pub fn open_raw(url: &str, subprotocol: &str) -> WebSocket<TcpStream> {
     let (ws, _) = tungstenite::client(request(url, Some(subprotocol), None), tcp_for(url))

@@ -3,20 +3,16 @@
 #![allow(dead_code)]
 
 use crossbeam_channel::Receiver;
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use webpubsub_emulator::upstream::{
     ConnectOutcome, ConnectRequest, EventOutcome, UpstreamConnection,
 };
-use webpubsub_protocol::Data;
-use webpubsub_testkit::node;
-use webpubsub_testkit::process::Spawned;
+use webpubsub_protocol::{Data, Metadata};
 
 /// Bound of every wait.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -37,7 +33,7 @@ pub fn connect(conn: &UpstreamConnection, req: ConnectRequest) -> ConnectOutcome
 /// Sends a user event; its outcome arrives on the returned receiver.
 pub fn send(conn: &UpstreamConnection, event: &str, data: Option<Data>) -> Receiver<EventOutcome> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    conn.user_event(event, data, move |o| {
+    conn.user_event(event, data, Metadata::new(), move |o| {
         let _ = tx.send(o);
     });
     rx
@@ -50,63 +46,13 @@ pub fn event(conn: &UpstreamConnection, event: &str, data: Option<Data>) -> Even
         .expect("event outcome in time")
 }
 
-/// The Node app server of `tests/node/app_server.js`, with what it printed.
-pub struct AppServer {
-    pub process: Spawned,
-    pub port: u16,
-}
+#[allow(unused_imports)]
+pub use webpubsub_testkit::node::{is, AppServer};
 
-impl AppServer {
-    /// Starts it (after installing the packages); `None` when Node is missing.
-    pub fn start(test: &str) -> Option<AppServer> {
-        let modules = node::node_modules(test)?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/app_server.js");
-        let process = node::spawn(&modules, &script, &["0", "http://127.0.0.1:8080"]);
-        let mut server = AppServer { process, port: 0 };
-        let listening = server.seen(|v| v.get("listening").is_some());
-        server.port = listening["listening"].as_u64().expect("a port") as u16;
-        Some(server)
-    }
-
-    /// `http://127.0.0.1:PORT/api/webpubsub/hubs/{hub}/{event}`, where express's handler listens.
-    pub fn url_template(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}/api/webpubsub/hubs/{{hub}}/{{event}}",
-            self.port
-        )
-    }
-
-    /// The next record for which `pick` holds, skipping others.
-    pub fn seen(&self, mut pick: impl FnMut(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let line = self.process.next_line(deadline).unwrap_or_else(|e| {
-                panic!(
-                    "not seen ({e:?}); the app server's stderr:\n{}",
-                    self.process.stderr()
-                )
-            });
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if pick(&v) {
-                    return v;
-                }
-            }
-        }
-    }
-
-    /// Every record up to and including the one for which `last` holds.
-    pub fn seen_until(&self, mut last: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let mut out = Vec::new();
-        self.seen(|v| {
-            out.push(v.clone());
-            last(v)
-        });
-        out
-    }
-}
-
-pub fn is(v: &Value, seen: &str, connection_id: &str) -> bool {
-    v["seen"] == seen && v["connectionId"] == connection_id
+/// Starts the app server for the engine's tests (hub `allowed` allows the origin
+/// `http://127.0.0.1:8080`, the engine's tests' service).
+pub fn app_server(test: &str) -> Option<AppServer> {
+    AppServer::start(test, "http://127.0.0.1:8080")
 }
 
 /// A request as the raw listener read it.
