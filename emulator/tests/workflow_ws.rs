@@ -535,3 +535,45 @@ fn a_hub_without_event_handlers_serves_simple_clients_with_the_in_process_handle
             .then_some(())
     });
 }
+
+#[test]
+fn a_protobuf_clients_events_reach_the_app_server_as_bytes_and_its_replies_come_back_in_protobuf() {
+    let Some((server, emu)) = setup("a_protobuf_clients_events_reach_the_app_server") else {
+        return;
+    };
+    let url = emu.client_url("chat").user_id("pb").build();
+    for p in [
+        webpubsub_protocol::Subprotocol::ProtobufReliable,
+        webpubsub_protocol::Subprotocol::Protobuf,
+    ] {
+        let mut c = connect_as(p, &url);
+        // Binary data travels as bytes on both sides: the handler gets `binary`, the reply
+        // comes back as protobuf `binary_data`, before the ack.
+        c.send(event("echo", Some(1), Data::Binary(vec![0, 1, 2, 255])));
+        let (data, _) = server_data(c.recv());
+        assert_eq!(data, Data::Binary(vec![0, 1, 2, 255]), "{p}");
+        assert_eq!(c.ack(1), (true, None), "{p}");
+        let seen = server.seen(|v| v["seen"] == "echo" && v["connectionId"] == c.connection_id);
+        assert_eq!(seen["dataType"], "binary", "{p}");
+        assert_eq!(seen["data"], base64(&[0, 1, 2, 255]), "{p}");
+
+        // A protobuf payload (a serialised `Any`) reaches the handler as its bytes, which the
+        // handler packages know as binary; an echo of them is binary again.
+        let any = webpubsub_protocol::ProtobufAny::new("type.googleapis.com/demo.Point", [8, 1]);
+        c.send(event("echo", Some(2), Data::from(any.clone())));
+        let (data, _) = server_data(c.recv());
+        assert_eq!(data, Data::Binary(any.to_bytes()), "{p}");
+        assert_eq!(c.ack(2), (true, None), "{p}");
+        let seen = server.seen(|v| v["seen"] == "echo" && v["connectionId"] == c.connection_id);
+        assert_eq!(seen["dataType"], "binary", "{p}");
+        assert_eq!(seen["data"], base64(&any.to_bytes()), "{p}");
+
+        // Text and JSON arrive as text and JSON.
+        c.send(event("echo", Some(3), "hi"));
+        assert_eq!(server_data(c.recv()).0, Data::Text("hi".into()), "{p}");
+        assert_eq!(c.ack(3), (true, None), "{p}");
+        c.send(event("echo", Some(4), Data::Json(json!({"k": 1}))));
+        assert_eq!(server_data(c.recv()).0, Data::Json(json!({"k": 1})), "{p}");
+        assert_eq!(c.ack(4), (true, None), "{p}");
+    }
+}
