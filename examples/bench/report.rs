@@ -159,6 +159,56 @@ const FIGURES: &[Figure] = &[
         target: "≤ 0.5 %",
         check: Some(|o, _| o <= 0.5),
     },
+    // The 1 KiB binary workloads (bench/binary.rs): each protocol the median of its rounds.
+    Figure {
+        id: "bbin.json",
+        label: "(bbin) receive 1 KiB binary, msgs/s to the callback: JSON reliable",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "bbin.pbr",
+        label: "(bbin) receive 1 KiB binary, msgs/s to the callback: protobuf reliable",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "bbin.pb",
+        label: "(bbin) receive 1 KiB binary, msgs/s to the callback: protobuf (plain)",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "bbin.ratio",
+        label: "(bbin) protobuf reliable ÷ JSON reliable",
+        ratio: false,
+        target: "≥ 1.5",
+        check: Some(|o, _| o >= 1.5),
+    },
+    Figure {
+        id: "a2bin.json",
+        label: "(a2bin) pipelined acked sends of 1 KiB binary/s: JSON reliable",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "a2bin.pbr",
+        label: "(a2bin) pipelined acked sends of 1 KiB binary/s: protobuf reliable",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
+        id: "a2bin.ratio",
+        label: "(a2bin) protobuf reliable ÷ JSON reliable",
+        ratio: false,
+        target: "≥ 1.5",
+        check: Some(|o, _| o >= 1.5),
+    },
 ];
 
 /// The scale rows, once per number of clients (`{n}` in the label is that number).
