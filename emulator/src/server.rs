@@ -169,6 +169,7 @@ mod tests {
             handler: handler::default_handler(),
             endpoint: "http://127.0.0.1:0".into(),
             rest_faults: false,
+            flush_each_frame: false,
         }));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
