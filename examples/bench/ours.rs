@@ -26,7 +26,7 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
         record("ours", out, "a2.rate", r);
     }
     if enabled("b") {
-        let r = receive_callback(emu, out);
+        let r = receive_callback(emu, out, "b.cb");
         record("ours", out, "b.cb", r);
     }
     if enabled("b") {
@@ -105,9 +105,9 @@ fn pipelined(emu: &Emulator, out: &mut Figures) -> R<()> {
 }
 
 /// (b) to an `on_server_message` callback.
-fn receive_callback(emu: &Emulator, out: &mut Figures) -> R<()> {
-    let group = "ours-b";
-    let client = started(&client_url(emu, "ours-b", group))?;
+fn receive_callback(emu: &Emulator, out: &mut Figures, id: &'static str) -> R<()> {
+    let group = &format!("ours-{id}");
+    let client = started(&client_url(emu, group, group))?;
     let count = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let c = count.clone();
@@ -126,11 +126,15 @@ fn receive_callback(emu: &Emulator, out: &mut Figures) -> R<()> {
             count.load(Ordering::Relaxed)
         )
     })?;
-    out.insert(
-        "b.cb",
-        Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()),
-    );
+    out.insert(id, Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()));
     Ok(())
+}
+
+/// (b1): (b) to the callback, against an emulator that writes each frame with a system
+/// call of its own.
+pub fn run_each_frame(emu: &Emulator, out: &mut Figures) {
+    let r = receive_callback(emu, out, "b1.cb");
+    record("ours", out, "b1.cb", r);
 }
 
 /// (b) to a `client.events()` receiver read on the calling thread.

@@ -467,7 +467,7 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
         record("raw", out, "a2.rate", r);
     }
     if enabled("b") {
-        let r = receive(emu, out);
+        let r = receive(emu, out, "b.cb");
         record("raw", out, "b.cb", r);
     }
     if enabled("b") {
@@ -615,10 +615,16 @@ fn receive_binary(emu: &Emulator, protocol: Protocol, round: usize) -> R<f64> {
     Ok(BIN_RECEIVE as f64 / (end - begin).as_secs_f64())
 }
 
-/// (b): messages counted in the reading loop.
-fn receive(emu: &Emulator, out: &mut Figures) -> R<()> {
-    let group = "raw-b";
-    let mut c = Raw::connect(&client_url(emu, "raw-b", group))?;
+/// (b1): (b) against an emulator that writes each frame with a system call of its own.
+pub fn run_each_frame(emu: &Emulator, out: &mut Figures) {
+    let r = receive(emu, out, "b1.cb");
+    record("raw", out, "b1.cb", r);
+}
+
+/// (b) and (b1): messages counted in the reading loop, recorded as `id`.
+fn receive(emu: &Emulator, out: &mut Figures, id: &'static str) -> R<()> {
+    let group = &format!("raw-{id}");
+    let mut c = Raw::connect(&client_url(emu, group, group))?;
     let begin = Instant::now();
     let deadline = begin + WAIT;
     let sender = blast(emu.hub(HUB), group.into(), RECEIVE);
@@ -633,10 +639,7 @@ fn receive(emu: &Emulator, out: &mut Figures) -> R<()> {
     if got < RECEIVE {
         return Err(format!("{got} of {RECEIVE} within {WAIT:?}"));
     }
-    out.insert(
-        "b.cb",
-        Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()),
-    );
+    out.insert(id, Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()));
     Ok(())
 }
 
