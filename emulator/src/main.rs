@@ -304,7 +304,12 @@ mod tests {
     #[test]
     fn flush_each_frame_is_a_flag_that_is_off_by_default() {
         assert!(!args(&[]).unwrap().unwrap().flush_each_frame);
-        assert!(args(&["--flush-each-frame"]).unwrap().unwrap().flush_each_frame);
+        assert!(
+            args(&["--flush-each-frame"])
+                .unwrap()
+                .unwrap()
+                .flush_each_frame
+        );
         assert_eq!(
             args(&["--flush-each-frame=yes"]).err().unwrap(),
             "--flush-each-frame takes no value"

@@ -165,7 +165,12 @@ fn frames_written_one_per_system_call_arrive_whole_and_in_order() {
                 ServiceMessage::ServerMessage { data, .. } => Some(data.clone()),
                 _ => None,
             });
-            assert_eq!(got, Data::from(text(i)), "message {i} to a {}", rx.subprotocol);
+            assert_eq!(
+                got,
+                Data::from(text(i)),
+                "message {i} to a {}",
+                rx.subprotocol
+            );
         }
     }
 }

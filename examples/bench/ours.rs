@@ -33,6 +33,10 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
         let r = receive_receiver(emu, out);
         record("ours", out, "b.rx", r);
     }
+    if named("bstep") {
+        let r = receive_stepped(emu, out);
+        record("ours", out, "bstep.cb", r);
+    }
     if enabled("c") {
         let r = recovery(emu, out);
         record("ours", out, "c.lost", r);
@@ -127,6 +131,32 @@ fn receive_callback(emu: &Emulator, out: &mut Figures, id: &'static str) -> R<()
         )
     })?;
     out.insert(id, Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()));
+    Ok(())
+}
+
+/// (bstep): one message at a time to an `on_server_message` callback, the next sent when
+/// the callback saw the last.
+fn receive_stepped(emu: &Emulator, out: &mut Figures) -> R<()> {
+    let group = "ours-bstep";
+    let client = started(&client_url(emu, group, group))?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let (next_tx, next_rx) = crossbeam_channel::bounded(1);
+    let c = count.clone();
+    let _sub = client.on_server_message(move |_m| {
+        c.fetch_add(1, Ordering::Relaxed);
+        let _ = next_tx.try_send(());
+    });
+    let begin = Instant::now();
+    let sender = blast_stepped(emu.hub(HUB), group.into(), RECEIVE, next_rx);
+    let _ = sender.join();
+    let got = count.load(Ordering::Relaxed);
+    if got < RECEIVE {
+        return Err(format!("{got} of {RECEIVE} arrived"));
+    }
+    out.insert(
+        "bstep.cb",
+        Val::Num(RECEIVE as f64 / begin.elapsed().as_secs_f64()),
+    );
     Ok(())
 }
 

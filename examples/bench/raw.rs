@@ -476,6 +476,10 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
             Val::Na("no Receiver: the reading loop is the callback".into()),
         );
     }
+    if named("bstep") {
+        let r = receive_stepped(emu, out);
+        record("raw", out, "bstep.cb", r);
+    }
     if enabled("c") {
         let r = recovery(emu, out);
         record("raw", out, "c.lost", r);
@@ -640,6 +644,34 @@ fn receive(emu: &Emulator, out: &mut Figures, id: &'static str) -> R<()> {
         return Err(format!("{got} of {RECEIVE} within {WAIT:?}"));
     }
     out.insert(id, Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()));
+    Ok(())
+}
+
+/// (bstep): one message at a time, counted in the reading loop, which asks for the next.
+fn receive_stepped(emu: &Emulator, out: &mut Figures) -> R<()> {
+    let group = "raw-bstep";
+    let mut c = Raw::connect(&client_url(emu, group, group))?;
+    let (next_tx, next_rx) = crossbeam_channel::bounded(1);
+    let begin = Instant::now();
+    let deadline = begin + WAIT;
+    let sender = blast_stepped(emu.hub(HUB), group.into(), RECEIVE, next_rx);
+    let mut got = 0;
+    while got < RECEIVE && Instant::now() < deadline {
+        if let In::Msg(_) = c.read()? {
+            got += 1;
+            let _ = next_tx.try_send(());
+        }
+    }
+    let end = Instant::now();
+    drop(next_tx);
+    let _ = sender.join();
+    if got < RECEIVE {
+        return Err(format!("{got} of {RECEIVE} within {WAIT:?}"));
+    }
+    out.insert(
+        "bstep.cb",
+        Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()),
+    );
     Ok(())
 }
 

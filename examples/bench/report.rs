@@ -97,6 +97,13 @@ const FIGURES: &[Figure] = &[
         check: Some(|o, r| r.is_some_and(|r| o >= 0.75 * r)),
     },
     Figure {
+        id: "bstep.cb",
+        label: "(bstep) receive one at a time (profiling), msgs/s to the callback",
+        ratio: true,
+        target: "",
+        check: None,
+    },
+    Figure {
         id: "c.lost",
         label: "(c) lost",
         ratio: false,
