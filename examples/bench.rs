@@ -8,7 +8,8 @@
 //! Prints one table (each figure per client, and its ratio to the raw client of the same run)
 //! and writes it as Markdown to `target/bench.md`. Every wait is bounded. The workloads are
 //! described in `BENCH.md`; `BENCH_CLIENTS=raw,ours,py,js`,
-//! `BENCH_WORKLOADS=a,a2,b,b1,c,d,bbin,a2bin,scale` and `BENCH_SCALE=1000,10000` select a subset
+//! `BENCH_WORKLOADS=a,a2,b,b1,c,d,bbin,a2bin,scale` (and `bstep`, only when named) and
+//! `BENCH_SCALE=1000,10000` select a subset
 //! (`bbin` and `a2bin`: 1 KiB binary payloads in JSON and protobuf, this crate and raw only).
 //!
 //! Hidden modes, run by the bench itself in a process of their own so that neither the
