@@ -7,8 +7,10 @@
 //!
 //! Prints one table (each figure per client, and its ratio to the raw client of the same run)
 //! and writes it as Markdown to `target/bench.md`. Every wait is bounded. The workloads are
-//! described in `BENCH.md`; `BENCH_CLIENTS=raw,ours,py,js`, `BENCH_WORKLOADS=a,a2,b,c,d,scale`
-//! and `BENCH_SCALE=1000,10000` select a subset.
+//! described in `BENCH.md`; `BENCH_CLIENTS=raw,ours,py,js`,
+//! `BENCH_WORKLOADS=a,a2,b,b1,c,d,bbin,a2bin,scale` (and `bstep`, only when named) and
+//! `BENCH_SCALE=1000,10000` select a subset
+//! (`bbin` and `a2bin`: 1 KiB binary payloads in JSON and protobuf, this crate and raw only).
 //!
 //! Hidden modes, run by the bench itself in a process of their own so that neither the
 //! emulator's nor the bench's memory counts:
@@ -17,6 +19,8 @@
 //! - `bench --child-scale ours|raw CONFIG` (scale): many clients, driven over stdin/stdout as
 //!   `bench/scale.rs` describes.
 
+#[path = "bench/binary.rs"]
+mod binary;
 #[path = "bench/common.rs"]
 mod common;
 #[path = "bench/emulator_process.rs"]
@@ -121,6 +125,25 @@ fn main() {
         js::run(&emu, table.column(Client::Js));
     }
     emu.stop();
+    if common::enabled("b1") && (wants("raw") || wants("ours")) {
+        // (b1): (b) again, each frame written with a system call of its own, so that the
+        // clients' reads find one frame each rather than many.
+        let emu = Emulator::builder()
+            .flush_each_frame(true)
+            .max_unacked_messages(usize::MAX)
+            .max_unacked_bytes(usize::MAX)
+            .start()
+            .expect("emulator starts");
+        if wants("raw") {
+            eprintln!("[bench] raw tungstenite client, one frame per write ...");
+            raw::run_each_frame(&emu, table.column(Client::Raw));
+        }
+        if wants("ours") {
+            eprintln!("[bench] webpubsub-client, one frame per write ...");
+            ours::run_each_frame(&emu, table.column(Client::Ours));
+        }
+        emu.stop();
+    }
     if common::enabled("scale") {
         // Each run with an emulator process of its own (see bench/scale.rs).
         scale::run(&mut table, wants);

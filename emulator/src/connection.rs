@@ -338,29 +338,37 @@ impl Connection {
         }
     }
 
-    /// Writes what the session queued, many frames per system call, until the socket is
-    /// full, the queue empty or the turn's budget spent. Returns whether more is queued.
+    /// Writes what the session queued, many frames per system call (one with
+    /// `flush_each_frame`), until the socket is full, the queue empty or the turn's budget
+    /// spent. Returns whether more is queued.
     fn write_some(&mut self, io: &mut Io) -> io::Result<bool> {
         if !self.wire.flush_out()? {
             return Ok(false);
         }
+        let each_frame = io.shared.cfg.flush_each_frame;
         let mut written = 0;
         loop {
             io.wbuf.clear();
-            let mut more = true;
-            while more && io.wbuf.len() < WRITE_CHUNK {
+            let (mut more, mut gathered) = (true, 0);
+            while more && gathered < WRITE_CHUNK {
                 more = self.take_batch(io);
                 for f in io.batch.drain(..) {
+                    let before = io.wbuf.len();
                     websocket::frame(&f, &mut io.wbuf);
+                    gathered += io.wbuf.len() - before;
+                    if each_frame {
+                        self.wire.write(&io.wbuf)?;
+                        io.wbuf.clear();
+                    }
                 }
             }
-            if io.wbuf.is_empty() {
+            if gathered == 0 {
                 self.trim_if_quiet();
                 return Ok(false);
             }
             self.trim_at = Some(Instant::now() + TRIM_AFTER);
             let r = self.wire.write(&io.wbuf);
-            written += io.wbuf.len();
+            written += gathered;
             io.trim();
             r?;
             if !more || !self.wire.writable {

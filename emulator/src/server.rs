@@ -173,6 +173,7 @@ mod tests {
             handler: handler::default_handler(),
             endpoint: "http://127.0.0.1:0".into(),
             rest_faults: false,
+            flush_each_frame: false,
         };
         let upstream = Upstream::new(UpstreamConfig::new(), &cfg.endpoint, &cfg.access_key);
         let shared = Arc::new(Shared::new(cfg, upstream));

@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub endpoint: String,
     /// Whether the fault routes (`/emulator/faults/...`) are served.
     pub rest_faults: bool,
+    /// Each frame written with a system call of its own (`EmulatorBuilder::flush_each_frame`).
+    pub flush_each_frame: bool,
 }
 
 impl Config {

@@ -136,3 +136,41 @@ fn stop_is_bounded_and_says_goodbye_whatever_the_sockets_are_doing() {
     ));
     assert_eq!(wait_ended(&obs, &id), "The service is stopping");
 }
+
+#[test]
+fn frames_written_one_per_system_call_arrive_whole_and_in_order() {
+    let emu = Emulator::builder()
+        .io_threads(1)
+        .flush_each_frame(true)
+        .max_unacked_messages(usize::MAX)
+        .max_unacked_bytes(usize::MAX)
+        .start()
+        .unwrap();
+    // One receiver per subprotocol; none reads until everything is queued, and the large
+    // messages among the small ones are more than the sockets hold, so that writes block
+    // and the rest waits behind them.
+    let mut receivers = one_per_subprotocol(&emu);
+    let hub = emu.hub("chat");
+    let text = |i: usize| {
+        let size = if i % 100 == 0 { 64 * 1024 } else { i % 300 };
+        format!("{i:05}{}", "x".repeat(size))
+    };
+    const N: usize = 2_000;
+    for i in 0..N {
+        hub.send_to_group("g", text(i).as_str());
+    }
+    for rx in &mut receivers {
+        for i in 0..N {
+            let got = rx.recv_until(|m| match m {
+                ServiceMessage::ServerMessage { data, .. } => Some(data.clone()),
+                _ => None,
+            });
+            assert_eq!(
+                got,
+                Data::from(text(i)),
+                "message {i} to a {}",
+                rx.subprotocol
+            );
+        }
+    }
+}

@@ -37,6 +37,12 @@ pub fn enabled(w: &str) -> bool {
     std::env::var("BENCH_WORKLOADS").map_or(true, |v| v.split(',').any(|x| x.trim() == w))
 }
 
+/// Whether workload `w` is named in `BENCH_WORKLOADS`: for the profiling workloads, which
+/// a full run leaves out.
+pub fn named(w: &str) -> bool {
+    std::env::var("BENCH_WORKLOADS").is_ok_and(|v| v.split(',').any(|x| x.trim() == w))
+}
+
 /// A 100-byte text payload whose first 8 characters are `i`.
 pub fn payload(i: usize) -> String {
     let mut s = format!("{i:08}");
@@ -120,6 +126,29 @@ pub fn blast(hub: HubHandle, group: String, n: usize) -> JoinHandle<()> {
             let data = payload(0);
             for _ in 0..n {
                 hub.send_to_group(&group, data.clone());
+            }
+        })
+        .expect("spawn")
+}
+
+/// (bstep)'s service side: `n` server messages to `group`, each sent once the client said
+/// (on `next`) that the one before arrived, so that every read finds one frame. Ends early
+/// if a message does not arrive within `WAIT`.
+pub fn blast_stepped(
+    hub: HubHandle,
+    group: String,
+    n: usize,
+    next: crossbeam_channel::Receiver<()>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("bench-step".into())
+        .spawn(move || {
+            let data = payload(0);
+            for _ in 0..n {
+                hub.send_to_group(&group, data.clone());
+                if next.recv_timeout(WAIT).is_err() {
+                    return;
+                }
             }
         })
         .expect("spawn")

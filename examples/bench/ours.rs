@@ -1,5 +1,6 @@
 //! The workloads with this crate's `WebPubSubClient`, as an application would write them.
 
+use crate::binary::*;
 use crate::common::*;
 use crate::scale::ScaleConfig;
 use crate::scale_child;
@@ -7,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use webpubsub_client::{Data, Event, RequestOptions, StartGuard, WebPubSubClient};
+use webpubsub_client::{Data, Event, Protocol, RequestOptions, StartGuard, WebPubSubClient};
 use webpubsub_emulator::Emulator;
 
 fn started(url: &str) -> R<StartGuard> {
@@ -25,12 +26,16 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
         record("ours", out, "a2.rate", r);
     }
     if enabled("b") {
-        let r = receive_callback(emu, out);
+        let r = receive_callback(emu, out, "b.cb");
         record("ours", out, "b.cb", r);
     }
     if enabled("b") {
         let r = receive_receiver(emu, out);
         record("ours", out, "b.rx", r);
+    }
+    if named("bstep") {
+        let r = receive_stepped(emu, out);
+        record("ours", out, "bstep.cb", r);
     }
     if enabled("c") {
         let r = recovery(emu, out);
@@ -38,6 +43,16 @@ pub fn run(emu: &Emulator, out: &mut Figures) {
     }
     if enabled("d") {
         idle_child("ours", &client_url(emu, "ours-d", "ours-d"), out);
+    }
+    if enabled("bbin") {
+        rounds("ours", out, &RECEIVE_ROWS, "bbin.ratio", |p, round| {
+            receive_binary(emu, p, round)
+        });
+    }
+    if enabled("a2bin") {
+        rounds("ours", out, &SEND_ROWS, "a2bin.ratio", |p, round| {
+            pipelined_binary(emu, p, round)
+        });
     }
 }
 
@@ -94,9 +109,9 @@ fn pipelined(emu: &Emulator, out: &mut Figures) -> R<()> {
 }
 
 /// (b) to an `on_server_message` callback.
-fn receive_callback(emu: &Emulator, out: &mut Figures) -> R<()> {
-    let group = "ours-b";
-    let client = started(&client_url(emu, "ours-b", group))?;
+fn receive_callback(emu: &Emulator, out: &mut Figures, id: &'static str) -> R<()> {
+    let group = &format!("ours-{id}");
+    let client = started(&client_url(emu, group, group))?;
     let count = Arc::new(AtomicUsize::new(0));
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let c = count.clone();
@@ -115,11 +130,41 @@ fn receive_callback(emu: &Emulator, out: &mut Figures) -> R<()> {
             count.load(Ordering::Relaxed)
         )
     })?;
+    out.insert(id, Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()));
+    Ok(())
+}
+
+/// (bstep): one message at a time to an `on_server_message` callback, the next sent when
+/// the callback saw the last.
+fn receive_stepped(emu: &Emulator, out: &mut Figures) -> R<()> {
+    let group = "ours-bstep";
+    let client = started(&client_url(emu, group, group))?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let (next_tx, next_rx) = crossbeam_channel::bounded(1);
+    let c = count.clone();
+    let _sub = client.on_server_message(move |_m| {
+        c.fetch_add(1, Ordering::Relaxed);
+        let _ = next_tx.try_send(());
+    });
+    let begin = Instant::now();
+    let sender = blast_stepped(emu.hub(HUB), group.into(), RECEIVE, next_rx);
+    let _ = sender.join();
+    let got = count.load(Ordering::Relaxed);
+    if got < RECEIVE {
+        return Err(format!("{got} of {RECEIVE} arrived"));
+    }
     out.insert(
-        "b.cb",
-        Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()),
+        "bstep.cb",
+        Val::Num(RECEIVE as f64 / begin.elapsed().as_secs_f64()),
     );
     Ok(())
+}
+
+/// (b1): (b) to the callback, against an emulator that writes each frame with a system
+/// call of its own.
+pub fn run_each_frame(emu: &Emulator, out: &mut Figures) {
+    let r = receive_callback(emu, out, "b1.cb");
+    record("ours", out, "b1.cb", r);
 }
 
 /// (b) to a `client.events()` receiver read on the calling thread.
@@ -148,6 +193,72 @@ fn receive_receiver(emu: &Emulator, out: &mut Figures) -> R<()> {
         Val::Num(RECEIVE as f64 / (end - begin).as_secs_f64()),
     );
     Ok(())
+}
+
+fn started_with(url: &str, protocol: Protocol) -> R<StartGuard> {
+    let client = WebPubSubClient::builder(url)
+        .protocol(protocol)
+        .build()
+        .map_err(|e| e.to_string())?;
+    client.start().map_err(|e| e.to_string())
+}
+
+/// (bbin): `BIN_RECEIVE` binary server messages to an `on_server_message` callback, which
+/// checks each payload's length; msgs/s.
+fn receive_binary(emu: &Emulator, protocol: Protocol, round: usize) -> R<f64> {
+    let group = format!("ours-bbin-{}-{round}", short(protocol));
+    let client = started_with(&client_url(emu, &group, &group), protocol)?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let (c, w) = (count.clone(), wrong.clone());
+    let _sub = client.on_server_message(move |m| {
+        if !matches!(&m.data, Data::Binary(b) if b.len() == BIN_SIZE) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+        if c.fetch_add(1, Ordering::Relaxed) + 1 == BIN_RECEIVE {
+            let _ = done_tx.try_send(Instant::now());
+        }
+    });
+    let begin = Instant::now();
+    let sender = blast_binary(emu.hub(HUB), group, BIN_RECEIVE);
+    let end = done_rx.recv_timeout(WAIT);
+    let _ = sender.join();
+    let end = end.map_err(|_| {
+        format!(
+            "{} of {BIN_RECEIVE} within {WAIT:?}",
+            count.load(Ordering::Relaxed)
+        )
+    })?;
+    match wrong.load(Ordering::Relaxed) {
+        0 => Ok(BIN_RECEIVE as f64 / (end - begin).as_secs_f64()),
+        n => Err(format!("{n} payloads were not {BIN_SIZE} bytes of binary")),
+    }
+}
+
+/// (a2bin): `send_to_group_nowait` of 1 KiB binary with up to `WINDOW` acks
+/// outstanding, to a group without members; acked sends/s.
+fn pipelined_binary(emu: &Emulator, protocol: Protocol, round: usize) -> R<f64> {
+    let user = format!("ours-a2bin-{}-{round}", short(protocol));
+    let client = started_with(&client_url(emu, &user, &format!("{user}-member")), protocol)?;
+    let data = bin_payload();
+    let opts = RequestOptions::new().no_echo(true);
+    let mut window = VecDeque::with_capacity(WINDOW);
+    let begin = Instant::now();
+    for _ in 0..BIN_PIPELINED {
+        if window.len() == WINDOW {
+            let h: webpubsub_client::AckHandle = window.pop_front().expect("full");
+            h.wait().map_err(|e| e.to_string())?;
+        }
+        let h = client
+            .send_to_group_nowait(&user, data.as_slice(), &opts)
+            .map_err(|e| e.to_string())?;
+        window.push_back(h);
+    }
+    for h in window {
+        h.wait().map_err(|e| e.to_string())?;
+    }
+    Ok(BIN_PIPELINED as f64 / begin.elapsed().as_secs_f64())
 }
 
 /// (c): deliveries to a callback while the emulator drops the socket three times.

@@ -16,6 +16,13 @@ const READ_BUDGET: usize = 512;
 impl IoThread {
     /// Reads until `WouldBlock`, the end of the connection, or the budget.
     pub(super) fn read(&mut self, o: &mut Open, now: Instant) {
+        // No poll runs until this turn ends, so no readiness edge is lost meanwhile.
+        o.ws.get_mut().trust_short_reads(true);
+        self.read_turn(o, now);
+        o.ws.get_mut().trust_short_reads(false);
+    }
+
+    fn read_turn(&mut self, o: &mut Open, now: Instant) {
         for _ in 0..READ_BUDGET {
             match o.ws.read() {
                 Ok(Message::Text(text)) if !self.subprotocol.is_binary() => {

@@ -16,8 +16,11 @@
 
 use super::data::read_data_named;
 use super::raw::optional;
+use crate::data::{Data, DataType};
 use crate::metadata::Metadata;
 use crate::service_msg::ServiceMessage;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -26,6 +29,11 @@ use std::fmt;
 /// Decodes the common, well-formed frames (`message`, `ack`, `pong`); `None` means "ask the
 /// two-pass decoder".
 pub(crate) fn decode(text: &str) -> Option<ServiceMessage> {
+    decode_flat(text).or_else(|| decode_serde(text))
+}
+
+/// The one-pass serde decoder.
+fn decode_serde(text: &str) -> Option<ServiceMessage> {
     let f: Frame<'_> = serde_json::from_str(text).ok()?;
     match f.ty.as_deref()? {
         "message" => {
@@ -60,6 +68,188 @@ pub(crate) fn decode(text: &str) -> Option<ServiceMessage> {
         "pong" => Some(ServiceMessage::Pong),
         _ => None,
     }
+}
+
+/// The frames the service writes most, read by hand: one flat object, no whitespace, every
+/// key one of those below at most once, strings without a backslash, ids in plain digits,
+/// `data` a string of `text` or base64. Anything else — an escape, a nested value, `null`,
+/// another key, a number the serde decoder might read otherwise — is `None`, and
+/// [`decode_serde`] reads the frame; so whatever this answers is what that answers (the
+/// differential test in `service.rs` runs both through [`decode`]).
+pub(crate) fn decode_flat(text: &str) -> Option<ServiceMessage> {
+    let mut r = Flat {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut f = FlatFrame::default();
+    r.eat(b'{')?;
+    loop {
+        let key = r.string(text)?;
+        r.eat(b':')?;
+        match key {
+            "type" => once(&mut f.ty, r.string(text)?)?,
+            "from" => once(&mut f.from, r.string(text)?)?,
+            "group" => once(&mut f.group, r.string(text)?)?,
+            "fromUserId" => once(&mut f.from_user_id, r.string(text)?)?,
+            "dataType" => once(&mut f.data_type, r.string(text)?)?,
+            "data" => once(&mut f.data, r.string(text)?)?,
+            "ackId" => once(&mut f.ack_id, r.digits()?)?,
+            "sequenceId" => once(&mut f.sequence_id, r.digits()?)?,
+            "success" => once(&mut f.success, r.boolean()?)?,
+            _ => return None,
+        }
+        match r.next()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if r.i != r.b.len() {
+        return None;
+    }
+    match f.ty? {
+        "message" => {
+            let data = match DataType::parse(f.data_type?)? {
+                DataType::Text => Data::Text(f.data?.to_owned()),
+                DataType::Binary => Data::Binary(BASE64.decode(f.data?).ok()?),
+                DataType::Protobuf => Data::Protobuf(BASE64.decode(f.data?).ok()?),
+                // A JSON payload is parsed by serde.
+                DataType::Json => return None,
+            };
+            match f.from? {
+                "group" => Some(ServiceMessage::GroupMessage {
+                    group: f.group?.to_owned(),
+                    data,
+                    from_user_id: f.from_user_id.map(str::to_owned),
+                    sequence_id: f.sequence_id,
+                    metadata: Metadata::new(),
+                }),
+                "server" => Some(ServiceMessage::ServerMessage {
+                    data,
+                    sequence_id: f.sequence_id,
+                    metadata: Metadata::new(),
+                }),
+                _ => None,
+            }
+        }
+        "ack" => Some(ServiceMessage::Ack {
+            ack_id: f.ack_id?,
+            success: f.success?,
+            error: None,
+        }),
+        "pong" => Some(ServiceMessage::Pong),
+        _ => None,
+    }
+}
+
+/// The fields [`decode_flat`] reads, strings borrowed from the frame.
+#[derive(Default)]
+struct FlatFrame<'a> {
+    ty: Option<&'a str>,
+    from: Option<&'a str>,
+    group: Option<&'a str>,
+    from_user_id: Option<&'a str>,
+    data_type: Option<&'a str>,
+    data: Option<&'a str>,
+    ack_id: Option<u64>,
+    sequence_id: Option<u64>,
+    success: Option<bool>,
+}
+
+/// Sets a field seen for the first time; `None` for a repeated key.
+fn once<T>(field: &mut Option<T>, value: T) -> Option<()> {
+    if field.is_some() {
+        return None;
+    }
+    *field = Some(value);
+    Some(())
+}
+
+/// A cursor over a frame's bytes.
+struct Flat<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Flat<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    /// A string without escapes or control characters: its content is its bytes. `text` is
+    /// the frame as `str` (the quotes are ASCII, so the slice is on character boundaries).
+    fn string<'t>(&mut self, text: &'t str) -> Option<&'t str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let end = start + string_end(&self.b[start..]);
+        if self.b.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.i = end + 1;
+        text.get(start..end)
+    }
+
+    /// A `u64` in plain digits, without a leading zero, followed by `,` or `}`.
+    fn digits(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut n: u64 = 0;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let len = self.i - start;
+        if len == 0 || (len > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        matches!(self.b.get(self.i), Some(b',' | b'}')).then_some(n)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        let rest = &self.b[self.i..];
+        let (value, len) = if rest.starts_with(b"true") {
+            (true, 4)
+        } else if rest.starts_with(b"false") {
+            (false, 5)
+        } else {
+            return None;
+        };
+        self.i += len;
+        Some(value)
+    }
+}
+
+/// The index of the first `"`, `\\` or control character in `b` (`b.len()` if none): eight
+/// bytes at a time, each test a borrow into the high bit of the bytes that match (exact for
+/// the first match, which is the one taken).
+fn string_end(b: &[u8]) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    let chunks = b.chunks_exact(8);
+    let tail = b.len() - chunks.remainder().len();
+    for (n, chunk) in chunks.enumerate() {
+        let v = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        let control = v.wrapping_sub(ONES * 0x20) & !v;
+        let q = v ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let e = v ^ (ONES * u64::from(b'\\'));
+        let escape = e.wrapping_sub(ONES) & !e;
+        let hits = (control | quote | escape) & (ONES << 7);
+        if hits != 0 {
+            return n * 8 + (hits.trailing_zeros() / 8) as usize;
+        }
+    }
+    tail + b[tail..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(b.len() - tail)
 }
 
 /// The fields of a service frame, each present only with the expected type.
@@ -253,6 +443,88 @@ mod tests {
             r#"["ack",null]"#,
         ] {
             assert!(decode(text).is_none(), "{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod flat_tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_read_path_reads_the_frames_the_service_writes_most() {
+        let group = r#"{"type":"message","from":"group","fromUserId":"u","group":"g","dataType":"text","data":"hi é","sequenceId":7}"#;
+        assert_eq!(
+            decode_flat(group),
+            Some(ServiceMessage::GroupMessage {
+                group: "g".into(),
+                data: Data::Text("hi é".into()),
+                from_user_id: Some("u".into()),
+                sequence_id: Some(7),
+                metadata: Metadata::new(),
+            })
+        );
+        let server = r#"{"sequenceId":18446744073709551615,"type":"message","from":"server","dataType":"binary","data":"AAH/"}"#;
+        assert_eq!(
+            decode_flat(server),
+            Some(ServiceMessage::ServerMessage {
+                data: Data::Binary(vec![0, 1, 255]),
+                sequence_id: Some(u64::MAX),
+                metadata: Metadata::new(),
+            })
+        );
+        assert_eq!(
+            decode_flat(r#"{"type":"ack","ackId":0,"success":true}"#),
+            Some(ServiceMessage::Ack {
+                ack_id: 0,
+                success: true,
+                error: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_quote_escape_or_control_character() {
+        // Every position, inside the eight-byte steps and in the tail.
+        for len in 0..20 {
+            for (stop, c) in [
+                (true, b'"'),
+                (true, b'\\'),
+                (true, 0x1f),
+                (true, 0),
+                (false, 0x7f),
+            ] {
+                for at in 0..len {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    let want = if stop { at } else { len };
+                    assert_eq!(string_end(&b), want, "{c:#x} at {at} of {len}");
+                }
+            }
+            assert_eq!(string_end("é€😀".repeat(len).as_bytes()), 9 * len);
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_serde_decoders() {
+        for text in [
+            r#"{"type":"message","from":"server","dataType":"text","data":"a\"b"}"#,
+            r#"{"type":"message","from":"server","dataType":"json","data":"x"}"#,
+            r#"{"type":"message","from":"server","data":"x"}"#,
+            r#"{"type":"message","from":"server","dataType":"binary","data":"!!"}"#,
+            r#"{"type":"message","from":"server","dataType":"text","data":"x","metadata":{}}"#,
+            r#"{"type":"ack","ackId":01,"success":true}"#,
+            r#"{"type":"ack","ackId":1.0,"success":true}"#,
+            r#"{"type":"ack","ackId":18446744073709551616,"success":true}"#,
+            r#"{"type":"ack","ackId":1,"ackId":2,"success":true}"#,
+            r#"{"type":"ack","ackId":1,"success":null}"#,
+            r#"{"type":"ack","ackId":1,"success":false,"error":{"name":"Forbidden"}}"#,
+            r#"{"type": "ack","ackId":1,"success":true}"#,
+            r#"{"type":"ack","ackId":1,"success":true} "#,
+            r#"{"type":"ack","ackId":1,"success":true"#,
+            r#"{"type":"system","event":"connected"}"#,
+        ] {
+            assert_eq!(decode_flat(text), None, "{text}");
         }
     }
 }

@@ -797,10 +797,18 @@ mod tests {
     #[test]
     fn answers_equal_the_two_pass_decoder_or_none() {
         let mut rng = Rng::new(0x5eed_1234_abcd_0001);
-        let mut answered = 0;
+        let (mut answered, mut flat) = (0, 0);
         const FRAMES: usize = 60_000;
         for _ in 0..FRAMES {
             let text = frame(&mut rng);
+            if let Some(msg) = fast::decode_flat(&text) {
+                flat += 1;
+                assert_eq!(
+                    ServiceMessage::decode_two_pass(&text),
+                    Ok(msg),
+                    "hand-read and two-pass decoders disagree on {text}"
+                );
+            }
             if let Some(fast) = fast::decode(&text) {
                 answered += 1;
                 assert_eq!(
@@ -815,5 +823,6 @@ mod tests {
             answered > FRAMES / 5,
             "one-pass decoder answered only {answered}"
         );
+        assert!(flat > FRAMES / 10, "hand-read path answered only {flat}");
     }
 }
