@@ -736,6 +736,7 @@ mod io;
 mod options;
 mod proxy;
 mod retry;
+mod runtime;
 mod state;
 mod timers;
 mod transport;
@@ -759,6 +760,7 @@ pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
 pub use protocol::{Data, DataType, Metadata};
 pub use proxy::Proxy;
 pub use retry::{RetryMode, RetryPolicy};
+pub use runtime::{Runtime, RuntimeBuilder};
 pub use state::ClientState;
 
 /// Re-exported so that TLS options can be given without a direct dependency.
@@ -779,6 +781,8 @@ const _: () = {
     assert_send_sync::<WebPubSubClientBuilder>();
     assert_send_sync::<Subscription>();
     assert_send_sync::<Proxy>();
+    assert_send_sync::<Runtime>();
+    assert_send_sync::<RuntimeBuilder>();
 };
 
 /// The README's code blocks, compiled as doctests so the README cannot drift from the API.

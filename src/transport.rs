@@ -11,8 +11,6 @@ use mio::{Interest, Registry, Token};
 use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 
 /// The socket of a connection: plain TCP or TLS over TCP, both non-blocking.
 pub(crate) enum Stream {
@@ -54,13 +52,6 @@ impl Write for Stream {
     }
 }
 
-/// The WebSocket configuration: frames up to the service's message limit plus headroom.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
-}
-
 /// The stages of a connection attempt, in order. A new stage (a proxy's `CONNECT`, say)
 /// is one more variant, one more step function, and one more arm in [`Dialer::step`].
 enum Stage {
@@ -79,8 +70,8 @@ enum Progress {
     Next(Stage),
     /// Wait for the socket's readiness in this stage.
     Wait(Stage),
-    /// The WebSocket is open.
-    Open(WebSocket<Stream>),
+    /// The WebSocket is open: its stream, and the bytes read behind the upgrade's head.
+    Open(Stream, Vec<u8>),
 }
 
 /// The WebSocket upgrade in progress. We write the request ourselves rather than through
@@ -177,8 +168,9 @@ impl Dialer {
         }
     }
 
-    /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
-    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<WebSocket<Stream>>> {
+    /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness;
+    /// once open, the stream and the bytes of frames the upgrade's last read took in.
+    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<(Stream, Vec<u8>)>> {
         loop {
             let stage = std::mem::replace(&mut self.stage, Stage::Done);
             match self.step(stage, registry)? {
@@ -187,7 +179,7 @@ impl Dialer {
                     self.stage = stage;
                     return Ok(None);
                 }
-                Progress::Open(ws) => return Ok(Some(ws)),
+                Progress::Open(stream, leftover) => return Ok(Some((stream, leftover))),
             }
         }
     }
@@ -207,12 +199,7 @@ impl Dialer {
             },
             Stage::WsStart(stream) => Ok(Progress::Next(self.begin_upgrade(stream))),
             Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
-                Some(part) => Ok(Progress::Open(WebSocket::from_partially_read(
-                    up.stream,
-                    part,
-                    tungstenite::protocol::Role::Client,
-                    Some(ws_config()),
-                ))),
+                Some(leftover) => Ok(Progress::Open(up.stream, leftover)),
                 None => Ok(Progress::Wait(Stage::Ws(up))),
             },
             Stage::Done => Err(handshake("connection attempt already finished")),
