@@ -256,21 +256,21 @@ fn one(
         (Launch::Bench(_) | Launch::Shared, _) => {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut cmd = Command::new(exe);
-            let mode = match launch {
+            let (mode, name) = match launch {
                 Launch::Bench(mode) => {
                     cmd.env_remove(RUNTIME_ENV);
-                    mode
+                    (mode, mode)
                 }
                 _ => {
                     cmd.env(RUNTIME_ENV, "shared");
-                    "ours"
+                    ("ours", "ours-shared")
                 }
             };
             cmd.args(["--child-scale", mode, &cfg.to_json().to_string()]);
             Script::start(
                 cmd,
-                &format!("scale child {mode}"),
-                &format!("bench-scale-{mode}.stderr"),
+                &format!("scale child {name}"),
+                &format!("bench-scale-{name}.stderr"),
             )?
         }
         (Launch::Node, Some(modules)) => crate::js::script(
