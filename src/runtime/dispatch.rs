@@ -18,6 +18,10 @@ use std::sync::Arc;
 
 /// Queues above this many slots are let go once empty (B45).
 const KEEP_QUEUE: usize = 64;
+/// The dispatcher's wait for the next event before it sleeps: spins of 2^step rounds up to
+/// this step, then yields up to `YIELD_LIMIT` (crossbeam's `Backoff` takes the same steps).
+const SPIN_LIMIT: u32 = 6;
+const YIELD_LIMIT: u32 = 10;
 
 /// What the dispatcher and the I/O thread share.
 pub(crate) struct DispatchShared {
@@ -185,19 +189,40 @@ impl DispatchShared {
     }
 
     /// The next queue to serve; `None` once the loop is gone and nothing is left.
+    ///
+    /// Events come in runs: before it sleeps, the dispatcher waits a few microseconds for the
+    /// next one (spinning, then yielding, as crossbeam's receivers do), so that a stream of
+    /// events costs the I/O thread a wake-up per lull, not one per event.
     fn next(&self) -> Option<Arc<ClientQueue>> {
-        let mut ring = self.ring.lock();
+        let mut step = 0;
         loop {
-            if let Some(q) = ring.ready.pop_front() {
-                self.waiting.store(ring.ready.len(), Ordering::SeqCst);
-                return Some(q);
+            {
+                let mut ring = self.ring.lock();
+                if let Some(q) = ring.ready.pop_front() {
+                    self.waiting.store(ring.ready.len(), Ordering::SeqCst);
+                    return Some(q);
+                }
+                if ring.loop_gone {
+                    return None;
+                }
+                if step > YIELD_LIMIT {
+                    ring.sleeping = true;
+                    self.cv.wait(&mut ring);
+                    ring.sleeping = false;
+                    continue;
+                }
             }
-            if ring.loop_gone {
-                return None;
+            while step <= YIELD_LIMIT && self.waiting.load(Ordering::SeqCst) == 0 {
+                if step <= SPIN_LIMIT {
+                    for _ in 0..1 << step {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
+                step += 1;
             }
-            ring.sleeping = true;
-            self.cv.wait(&mut ring);
-            ring.sleeping = false;
+            step = step.max(YIELD_LIMIT + 1);
         }
     }
 }
