@@ -185,15 +185,37 @@ impl Runtime {
     /// The running threads, started on first use.
     pub(crate) fn threads(&self) -> std::io::Result<Threads> {
         let mut running = self.inner.running.lock();
-        if let Some(r) = &*running {
-            return Ok(r.threads.clone());
+        // The loop ends before the runtime only if its poll failed, which ended every client
+        // of it: later clients get new threads, whose dispatcher joins the old ones first.
+        let (old, mut previous) = match running.take() {
+            Some(r) if !r.handles[0].is_finished() => {
+                let threads = r.threads.clone();
+                *running = Some(r);
+                return Ok(threads);
+            }
+            Some(r) => (Some(r.threads), r.handles),
+            None => (None, Vec::new()),
+        };
+        match spawn(&self.inner.config, self.owner(), false, &mut previous) {
+            Ok((threads, handles)) => {
+                *running = Some(Running {
+                    threads: threads.clone(),
+                    handles,
+                });
+                Ok(threads)
+            }
+            Err(e) => {
+                // Nothing was spawned and `previous` is untouched: the old threads stay to be
+                // joined by the next start or the drop.
+                if let Some(threads) = old {
+                    *running = Some(Running {
+                        threads,
+                        handles: previous,
+                    });
+                }
+                Err(e)
+            }
         }
-        let (threads, handles) = spawn(&self.inner.config, self.owner(), false, &mut Vec::new())?;
-        *running = Some(Running {
-            threads: threads.clone(),
-            handles,
-        });
-        Ok(threads)
     }
 
     /// What marks this runtime's threads (see [`current_owner`]).
