@@ -1,6 +1,6 @@
 //! What a client's threads share: the [`Core`] (options, the session behind its mutex, the
-//! handler registry, the threads of the current run) and the controls of one run
-//! ([`RunCtl`]: stop request, waker, the start signal).
+//! handler registry, what the end of each run leaves to wait for) and the controls of one
+//! run ([`RunCtl`]: stop request, wake-up, the start signal, the end's latch).
 //!
 //! Request threads, the I/O thread and the dispatcher hold the `Core`; the user-facing
 //! handle in `client.rs` owns it and stops it when the last clone goes away.
@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::events::Registry;
 use crate::invocations::InvokeResult;
 use crate::options::Options;
+use crate::runtime::{ClientQueue, DispatchShared, Latch, Wake};
 use crate::state::Session;
 use crate::waiter::{AckResult, SlotReceiver, Waiter};
 use crate::wire::WireFrame;
@@ -22,20 +23,51 @@ use std::time::Instant;
 
 /// Everything a client's threads share.
 ///
-/// Lock order: `lifecycle`, then `threads`, then `shared`. No lock is held while user code
-/// runs; only `lifecycle` is held while a thread is joined or a start is waited for, and only
-/// by threads that are not the client's own (a callback never takes it, so a `stop()` that
-/// joins the dispatcher cannot wait for a callback that waits for it).
+/// Lock order: `lifecycle`, then `ends`, then `queue`, then `shared`. No lock is held while
+/// user code runs; only `lifecycle` is held while a run's end is waited for or a start is
+/// waited for, and only by threads that are not the client's own (a callback never takes it,
+/// so a `stop()` that waits for the dispatcher cannot wait for a callback that waits for it).
 pub(crate) struct Core {
     pub(crate) options: Options,
     pub(crate) shared: Mutex<Shared>,
     pub(crate) registry: Arc<Registry>,
     /// Serialises `start()` and `stop()` calls from threads that are not the client's own.
     pub(crate) lifecycle: Mutex<()>,
-    /// The threads of the current (or last) run, joined by `stop()`, the next `start()`, or
-    /// the next run's dispatcher (for a start from a callback).
-    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// What the current (or last) runs leave to wait for, waited by `stop()`, the next
+    /// `start()`, or the next run's dispatcher (for a start from a callback).
+    pub(crate) ends: Mutex<RunEnds>,
+    /// The client's event queue on a shared runtime's dispatcher, kept across runs so that
+    /// the events of one run are delivered before those of the next.
+    queue: Mutex<Option<Arc<ClientQueue>>>,
+    /// The shared runtime the client runs on (its threads' mark), if any.
+    shared_runtime: Option<usize>,
     tls: Mutex<Option<native_tls::TlsConnector>>,
+}
+
+/// What the end of runs leaves to wait for: the threads of a runtime of the client's own,
+/// or the latch a shared runtime's dispatcher opens after the run's last event.
+#[derive(Default)]
+pub(crate) struct RunEnds {
+    pub(crate) threads: Vec<JoinHandle<()>>,
+    latches: Vec<Arc<Latch>>,
+}
+
+impl RunEnds {
+    /// Keeps a shared runtime's run to wait for (forgetting those already over).
+    pub(crate) fn add_latch(&mut self, latch: Arc<Latch>) {
+        self.latches.retain(|l| !l.is_open());
+        self.latches.push(latch);
+    }
+
+    /// Waits until every run's events were delivered and its threads ended.
+    pub(crate) fn wait(self) {
+        for l in self.latches {
+            l.wait();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What waits for an ack.
@@ -60,28 +92,26 @@ impl Shared {
 
 /// The controls of one run (one `start` to its stop).
 pub(crate) struct RunCtl {
-    pub(crate) waker: mio::Waker,
+    pub(crate) wake: Wake,
     stop_requested: AtomicBool,
     pub(crate) start: StartSignal,
-}
-
-thread_local! {
-    /// The `Core` (by address) whose I/O or dispatcher thread this is; 0 elsewhere.
-    static OWN_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Opened by the dispatcher once the run's last event was delivered.
+    pub(crate) done: Arc<Latch>,
 }
 
 impl RunCtl {
-    pub(crate) fn new(waker: mio::Waker) -> RunCtl {
+    pub(crate) fn new(wake: Wake) -> RunCtl {
         RunCtl {
-            waker,
+            wake,
             stop_requested: AtomicBool::new(false),
             start: StartSignal::default(),
+            done: Arc::default(),
         }
     }
 
     pub(crate) fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        self.wake.wake();
     }
 
     pub(crate) fn stop_requested(&self) -> bool {
@@ -143,7 +173,8 @@ impl StartSignal {
 }
 
 impl Core {
-    pub(crate) fn new(options: Options) -> Core {
+    /// A client's core; `shared_runtime` marks the threads of the shared runtime it runs on.
+    pub(crate) fn new(options: Options, shared_runtime: Option<usize>) -> Core {
         let auto_rejoin = options.auto_rejoin_groups;
         let subprotocol = options.protocol.subprotocol();
         Core {
@@ -154,20 +185,37 @@ impl Core {
             }),
             registry: Arc::default(),
             lifecycle: Mutex::new(()),
-            threads: Mutex::new(Vec::new()),
+            ends: Mutex::new(RunEnds::default()),
+            queue: Mutex::new(None),
+            shared_runtime,
             tls: Mutex::new(None),
         }
     }
 
     /// Whether the calling thread is one of this client's threads (of any run, even one
-    /// that is ending): joining or waiting for them from there would deadlock.
+    /// that is ending) or of the shared runtime it runs on: waiting for them from there
+    /// would deadlock.
     pub(crate) fn on_own_thread(&self) -> bool {
-        OWN_CLIENT.with(|c| c.get() == self as *const Core as usize)
+        let owner = crate::runtime::current_owner();
+        owner != 0 && (owner == self.owner() || Some(owner) == self.shared_runtime)
     }
 
-    /// Marks the calling thread as one of this client's threads.
-    pub(crate) fn mark_own_thread(&self) {
-        OWN_CLIENT.with(|c| c.set(self as *const Core as usize));
+    /// What marks the threads of this client's own runtimes.
+    pub(crate) fn owner(&self) -> usize {
+        self as *const Core as usize
+    }
+
+    /// The client's queue on `dispatch`: the same for every run on a shared runtime.
+    pub(crate) fn queue_on(&self, dispatch: &Arc<DispatchShared>) -> Arc<ClientQueue> {
+        let mut queue = self.queue.lock();
+        match &*queue {
+            Some(q) if q.is_on(dispatch) => q.clone(),
+            _ => {
+                let q = ClientQueue::new(dispatch.clone(), self.registry.clone());
+                *queue = Some(q.clone());
+                q
+            }
+        }
     }
 
     /// Makes `run` the current run. A stop requested since `begin_start` (before the run
@@ -180,13 +228,9 @@ impl Core {
         sh.run = Some(run);
     }
 
-    /// Forgets `run` if it is the current one (it could not start).
-    pub(crate) fn detach_run(&self, run: &Arc<RunCtl>) {
-        self.shared.lock().detach_run(run);
-    }
-
-    /// Stops the current run (B5) and waits for its threads. From the client's own threads it
-    /// only requests the stop.
+    /// Stops the current run (B5) and waits for its end: its threads, or on a shared runtime
+    /// the delivery of its last event. From the client's own threads (or the shared
+    /// runtime's) it only requests the stop.
     pub(crate) fn stop(&self) {
         let waits = !self.on_own_thread();
         let run = {
@@ -203,10 +247,8 @@ impl Core {
         }
         {
             let _serial = self.lifecycle.lock();
-            let threads = std::mem::take(&mut *self.threads.lock());
-            for t in threads {
-                let _ = t.join();
-            }
+            let ends = std::mem::take(&mut *self.ends.lock());
+            ends.wait();
         }
         self.shared.lock().session.stop_returned();
     }
@@ -287,7 +329,7 @@ impl Core {
             }
         };
         if let Some(run) = wake {
-            let _ = run.waker.wake();
+            run.wake.wake();
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
-//! Events, the handler registry and the dispatcher thread (`webpubsub-dispatch`).
+//! Events and the handler registry: what the dispatcher thread (`runtime/dispatch.rs`)
+//! delivers each event to.
 //!
-//! The I/O thread never runs user code: it hands each event to the dispatcher over a
-//! channel and goes back to the socket. The dispatcher takes one event at a time, in order
-//! (B12): it forwards the event to every [`events()`](crate::WebPubSubClient::events)
+//! The I/O thread never runs user code: it queues each event for the dispatcher and goes
+//! back to the socket. The dispatcher takes one event at a time, in order (B12):
+//! [`Registry::deliver`] forwards it to every [`events()`](crate::WebPubSubClient::events)
 //! receiver, then calls the handlers, catching panics (B15) — receivers first, so that a
 //! handler that wakes a GUI finds the event already in the GUI's receiver. Because acks are
 //! resolved on the I/O thread, a handler may block on a client request (or call `stop()`)
@@ -171,7 +172,7 @@ impl Registry {
 
     /// Forwards `event` to the streams, then calls every handler with it. Streams first, so
     /// that a handler which wakes a UI (to drain its receiver) never wakes it too early.
-    fn deliver(&self, event: Event) {
+    pub(crate) fn deliver(&self, event: Event) {
         let handlers = self.handlers.lock().clone();
         let kept = self.forward(event, !handlers.is_empty());
         if let Some(event) = kept {
@@ -228,12 +229,4 @@ impl Subscription {
     pub fn unsubscribe(self) -> bool {
         self.remove()
     }
-}
-
-/// The dispatcher thread's body: delivers events until the I/O thread drops its sender.
-pub(crate) fn run_dispatcher(events: Receiver<Event>, registry: Arc<Registry>) {
-    for event in events.iter() {
-        registry.deliver(event);
-    }
-    log::debug!("dispatcher thread exits");
 }

@@ -210,12 +210,13 @@
 //! # Threads and cloning
 //!
 //! [`WebPubSubClient`] is `Clone + Send + Sync`; clones share one connection, and every
-//! operation takes `&self`. While started, a client runs exactly two threads:
+//! operation takes `&self`. While started, a client runs exactly two threads (none of its
+//! own on a shared [`Runtime`]: see [Many clients in one process](#many-clients-in-one-process)):
 //!
-//! - `webpubsub-io` (module `io`): a mio readiness loop that dials, reads, writes,
-//!   resolves acks, sends sequence acks and keep-alive pings, and runs recovery and reconnect.
-//!   Requests reach the socket at once (the caller queues the frame and wakes the loop); an idle
-//!   client sleeps in `poll`.
+//! - `webpubsub-io` (modules `runtime` and `io`): a mio readiness loop that dials, reads,
+//!   writes, resolves acks, sends sequence acks and keep-alive pings, and runs recovery and
+//!   reconnect. Requests reach the socket at once (the caller queues the frame and wakes the
+//!   loop); an idle client sleeps in `poll`.
 //! - `webpubsub-dispatch`: takes one event at a time, in order: it feeds the
 //!   [`events()`](WebPubSubClient::events) receivers, then runs your callbacks (receivers
 //!   first, so that a callback that wakes a GUI finds the event already there).
@@ -230,7 +231,13 @@
 //!
 //! Memory stays bounded when messages arrive faster than they are consumed: past
 //! [`max_event_backlog`](WebPubSubClientBuilder::max_event_backlog) waiting events the I/O
-//! thread stops reading the socket until the callbacks and receivers catch up.
+//! thread stops reading the socket until the callbacks and receivers catch up. And an idle
+//! client holds little (B45): every read goes into one buffer of the I/O loop, a connection
+//! keeps bytes only for a frame that is not complete yet or output the socket has not taken,
+//! and buffers a burst of large messages grew are let go once it has passed. The threads
+//! have small stacks (256 KiB for the I/O thread, 1 MiB for the dispatcher, where your
+//! callbacks run: [`dispatcher_stack_size`](WebPubSubClientBuilder::dispatcher_stack_size)
+//! raises it); only the pages a thread touches count in the process's memory.
 //!
 //! To keep many requests in flight from one thread, use the `*_nowait` variants, which return
 //! an [`AckHandle`] to wait on later (or an [`InvokeHandle`] for an invocation). A wait can be
@@ -584,6 +591,62 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Many clients in one process
+//!
+//! Load generators, bot farms, device simulators and gateways that hold a connection per
+//! user run hundreds or thousands of clients. On its own a client costs two threads; on a
+//! shared [`Runtime`] any number of clients run on two threads in all (B44):
+//!
+//! ```no_run
+//! use webpubsub_client::{Runtime, WebPubSubClient};
+//!
+//! # fn main() -> Result<(), webpubsub_client::Error> {
+//! # let urls: Vec<String> = Vec::new();
+//! let runtime = Runtime::builder().thread_name("sim").build(); // sim-io, sim-dispatch
+//! let mut clients = Vec::new();
+//! for url in &urls {
+//!     let client = WebPubSubClient::builder(url.as_str()).runtime(&runtime).build()?;
+//!     client.on_server_message(|m| println!("{:?}", m.data));
+//!     client.start()?.detach();
+//!     clients.push(client);
+//! }
+//! // ... later: dropping the clients stops them; dropping the runtime too ends its threads.
+//! # Ok(()) }
+//! ```
+//!
+//! - **What is shared**: one I/O thread with one readiness loop over every client's socket
+//!   (and one read buffer for all of them), and one dispatcher thread that feeds every
+//!   client's [`events()`](WebPubSubClient::events) receivers and runs every client's
+//!   callbacks.
+//! - **What stays each client's own**: its connection and session, recovery and reconnect,
+//!   timers, acks, callbacks and receivers, the order of its events (B12), its
+//!   [`max_event_backlog`](WebPubSubClientBuilder::max_event_backlog) (past it, the loop stops
+//!   reading that client's socket alone), and its `start()` and `stop()`: stopping one client
+//!   touches no other.
+//! - **Fairness**: each turn of the loop gives every ready client one read budget, and the
+//!   dispatcher serves the clients round-robin: while a callback of one client runs, an event
+//!   of another waits for at most that one callback, never for the first client's backlog.
+//! - **The price**: a callback that blocks holds up the callbacks and receivers of every
+//!   client of the runtime (their sockets are still read, up to each one's backlog bound).
+//!   Keep callbacks short and hand long work to threads of your own.
+//! - **Lifetime**: the threads start with the first client's `start()` and end when the last
+//!   clone of the runtime and the last client built with it are dropped; that drop waits for
+//!   them (the clients are stopped by then, so the wait is bounded), unless it happens on one
+//!   of them. A callback that captures its own client keeps that client, and so the runtime,
+//!   alive: remove the callback or let the client go another way.
+//! - **From a callback**: every callback of the runtime runs on its dispatcher, so a
+//!   `stop()` there, of any client of the runtime, stops asynchronously (waiting would wait
+//!   for the dispatcher itself).
+//! - **When**: many clients, or a process that must bound its threads. For one or a few
+//!   clients the default is as fast, and one client's slow callback cannot delay another's.
+//!
+//! Memory per idle connected client (B45), measured by `examples/bench/scale.rs` with the
+//! clients in one process and the emulator in another (2-core Linux VM, `ws://`): about
+//! 5–6 KiB on a shared runtime with 1,000 to 10,000 clients, and about 50 KiB on a client's
+//! own two threads (mostly the pages of their stacks), at 1,000 and at 6,000 clients. A
+//! client on its own threads also holds three file descriptors (its socket, its loop's
+//! epoll and waker), one on a shared runtime.
+//!
 //! ## Subprotocols
 //!
 //! [`Protocol::JsonReliable`] (`json.reliable.webpubsub.azure.v1`, the default) numbers every
@@ -621,11 +684,9 @@
 //! the client's own lines down to `debug`. The crate's own lines never contain an access token
 //! or a reconnection token.
 //!
-//! One caution: the WebSocket library underneath, tungstenite, logs the full text of every
-//! received message at `trace` level (targets `tungstenite::protocol` and its `frame`
-//! module), and the service's `connected` message carries the session's reconnection token.
-//! Keep tungstenite at `debug` or below when you trace everything, e.g.
-//! `RUST_LOG=trace,tungstenite=debug` with `env_logger`.
+//! The client reads and writes WebSocket frames itself (the protocol crate's `websocket`
+//! module) and writes its own upgrade request, so no library underneath logs a message's
+//! text (the service's `connected` message carries the session's reconnection token).
 //!
 //! ## Bad input
 //!
@@ -710,15 +771,19 @@
 //!    (recovery, reconnect and sequence-ack timing, pure), `wire` (an encoded frame: text for
 //!    JSON, binary for protobuf), `ack_table` (requests waiting for acks), `invocations`
 //!    (invocations waiting for their response, and [`InvokeResponse`]), `waiter` (the one-shot
-//!    slot a caller waits on, cancellable), `events` (event types, handler registry, the
-//!    dispatcher thread);
-//! 3. `state`: the session state machine, pure — it owns every transition;
+//!    slot a caller waits on, cancellable), `events` (event types, handler registry);
+//! 3. `state`: the session state machine, pure — it owns every transition; `runtime`: the
+//!    threads clients run on, which know no client — `runtime/reactor` (the I/O thread: one
+//!    mio loop that steps each client's driver when its socket is ready, a request woke it
+//!    or its deadline passed), `runtime/dispatch` (the dispatcher thread: a queue per client,
+//!    served round-robin) and [`Runtime`] (one made per run by default, or shared);
 //! 4. `options` (options, builder, credential), then `transport` (non-blocking TCP, proxy
-//!    tunnel, TLS and WebSocket dialing), then `core` (what the threads share: the session
+//!    tunnel, TLS and the WebSocket upgrade), then `core` (what the threads share: the session
 //!    behind its mutex, the run's controls);
-//! 5. `acks` ([`AckHandle`] and its retries), `invoke` ([`InvokeHandle`]) and `io` (the I/O
-//!    thread; `io/receive` has one handler per message kind, `io/ended` decides between
-//!    recovery, reconnect and stop);
+//! 5. `acks` ([`AckHandle`] and its retries), `invoke` ([`InvokeHandle`]) and `io` (a client's
+//!    driver on the I/O thread; `io/socket` frames the open connection with the protocol
+//!    crate's `websocket`, `io/receive` has one handler per message kind, `io/ended` decides
+//!    between recovery, reconnect and stop);
 //! 6. `client`: the handle, its operations and the `on_*` registrations.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -736,6 +801,7 @@ mod io;
 mod options;
 mod proxy;
 mod retry;
+mod runtime;
 mod state;
 mod timers;
 mod transport;
@@ -759,6 +825,7 @@ pub use options::{Credential, Protocol, ProviderError, WebPubSubClientBuilder};
 pub use protocol::{Data, DataType, Metadata};
 pub use proxy::Proxy;
 pub use retry::{RetryMode, RetryPolicy};
+pub use runtime::{Runtime, RuntimeBuilder};
 pub use state::ClientState;
 
 /// Re-exported so that TLS options can be given without a direct dependency.
@@ -779,6 +846,8 @@ const _: () = {
     assert_send_sync::<WebPubSubClientBuilder>();
     assert_send_sync::<Subscription>();
     assert_send_sync::<Proxy>();
+    assert_send_sync::<Runtime>();
+    assert_send_sync::<RuntimeBuilder>();
 };
 
 /// The README's code blocks, compiled as doctests so the README cannot drift from the API.

@@ -6,6 +6,7 @@ use crate::error::{Cause, ConnectError, Error, Result};
 use crate::protocol::Subprotocol;
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::retry::RetryPolicy;
+use crate::runtime::{Runtime, ThreadConfig};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +188,8 @@ pub(crate) struct Options {
     pub root_certificates: Vec<native_tls::Certificate>,
     pub accept_invalid_certs: bool,
     pub proxy: ProxyConfig,
+    /// The client's own threads (without a shared runtime).
+    pub threads: ThreadConfig,
 }
 
 impl fmt::Debug for Options {
@@ -209,6 +212,7 @@ impl fmt::Debug for Options {
             .field("root_certificates", &self.root_certificates.len())
             .field("accept_invalid_certs", &self.accept_invalid_certs)
             .field("proxy", &self.proxy)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -218,6 +222,7 @@ impl fmt::Debug for Options {
 #[derive(Debug, Clone)]
 pub struct WebPubSubClientBuilder {
     options: Options,
+    runtime: Option<Runtime>,
 }
 
 impl WebPubSubClientBuilder {
@@ -242,7 +247,9 @@ impl WebPubSubClientBuilder {
                 root_certificates: Vec::new(),
                 accept_invalid_certs: false,
                 proxy: ProxyConfig::from_process_env(),
+                threads: ThreadConfig::default(),
             },
+            runtime: None,
         }
     }
 
@@ -403,10 +410,40 @@ impl WebPubSubClientBuilder {
         self
     }
 
-    /// The checked options, for `build` (in `client.rs`).
-    pub(crate) fn into_options(self) -> Result<Options> {
+    // ----- threads (B44, B45); see the crate docs' "Many clients in one process" -----
+
+    /// Runs the client on `runtime`'s two threads, shared with the other clients built with
+    /// it, instead of two threads of its own. Callbacks, backpressure, recovery and
+    /// lifecycle stay the client's own; see [`Runtime`]. Defaults to no shared runtime: the
+    /// client starts its own two threads for each run.
+    pub fn runtime(mut self, runtime: &Runtime) -> Self {
+        self.runtime = Some(runtime.clone());
+        self
+    }
+
+    /// The stack size of the client's own I/O thread, in bytes. It runs the readiness loop,
+    /// TLS handshakes, name resolution and the [credential provider](Credential::from_fn) —
+    /// never a callback. Ignored with a shared [`runtime`](Self::runtime), whose own
+    /// setting applies. Defaults to 256 KiB.
+    pub fn io_stack_size(mut self, bytes: usize) -> Self {
+        self.options.threads.io_stack_size = bytes;
+        self
+    }
+
+    /// The stack size of the client's own dispatcher thread, in bytes: **your callbacks run
+    /// on it**. Raise it for callbacks that recurse deeply or keep large values on the stack.
+    /// Ignored with a shared [`runtime`](Self::runtime), whose own setting applies.
+    /// Defaults to 1 MiB (Rust's spawned threads get 2 MiB; only the pages a thread touches
+    /// count in its memory, whatever the size).
+    pub fn dispatcher_stack_size(mut self, bytes: usize) -> Self {
+        self.options.threads.dispatcher_stack_size = bytes;
+        self
+    }
+
+    /// The checked options and the shared runtime, for `build` (in `client.rs`).
+    pub(crate) fn into_parts(self) -> Result<(Options, Option<Runtime>)> {
         self.options.credential.check()?;
-        Ok(self.options)
+        Ok((self.options, self.runtime))
     }
 }
 

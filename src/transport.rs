@@ -11,43 +11,18 @@ use mio::{Interest, Registry, Token};
 use native_tls::{HandshakeError as TlsHandshakeError, MidHandshakeTlsStream, TlsConnector};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::WebSocket;
 
 /// The socket of a connection: plain TCP or TLS over TCP, both non-blocking.
 pub(crate) enum Stream {
-    Plain(TcpStream, ShortReads),
+    Plain(TcpStream),
     Tls(Box<native_tls::TlsStream<TcpStream>>),
-}
-
-/// A read of plain TCP that returns less than it asked for has emptied the socket, and
-/// bytes that arrive later raise a new readiness edge. While the reader trusts that (one
-/// turn of reads of the I/O loop, between which no poll can take an edge away), the read
-/// after a short one answers `WouldBlock` without asking the socket: the system call that
-/// would only say so is saved, once per turn. (Not for TLS, whose records the TLS library
-/// reads ahead.)
-#[derive(Debug, Default)]
-pub(crate) struct ShortReads {
-    trusted: bool,
-    emptied: bool,
 }
 
 impl Stream {
     pub(crate) fn tcp(&mut self) -> &mut TcpStream {
         match self {
-            Stream::Plain(s, _) => s,
+            Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_mut(),
-        }
-    }
-
-    /// Starts (`true`) or ends a turn of reads in which a short read means the socket is
-    /// empty (see [`ShortReads`]). The turn must end before the loop polls again.
-    pub(crate) fn trust_short_reads(&mut self, trusted: bool) {
-        if let Stream::Plain(_, short) = self {
-            *short = ShortReads {
-                trusted,
-                emptied: false,
-            };
         }
     }
 }
@@ -55,15 +30,7 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s, short) => {
-                if short.emptied {
-                    *short = ShortReads::default();
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                let n = s.read(buf)?;
-                short.emptied = short.trusted && n > 0 && n < buf.len();
-                Ok(n)
-            }
+            Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
         }
     }
@@ -72,32 +39,17 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s, _) => s.write(buf),
+            Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(s, _) => s.flush(),
+            Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
         }
     }
-}
-
-/// Bytes asked of the socket per read. tungstenite zeroes this much of its read buffer
-/// before every read — also before the read that only finds the socket empty, which ends
-/// each turn of the I/O loop — so its default (128 KiB) costs more than the frame itself
-/// when frames arrive one per read. A large message is still read whole: the buffer grows
-/// to the frame's length, read this much at a time.
-const READ_CHUNK: usize = 8 * 1024;
-
-/// The WebSocket configuration: frames up to the service's message limit plus headroom.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_CHUNK)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
 }
 
 /// The stages of a connection attempt, in order. A new stage (a proxy's `CONNECT`, say)
@@ -118,8 +70,8 @@ enum Progress {
     Next(Stage),
     /// Wait for the socket's readiness in this stage.
     Wait(Stage),
-    /// The WebSocket is open.
-    Open(WebSocket<Stream>),
+    /// The WebSocket is open: its stream, and the bytes read behind the upgrade's head.
+    Open(Stream, Vec<u8>),
 }
 
 /// The WebSocket upgrade in progress. We write the request ourselves rather than through
@@ -216,8 +168,9 @@ impl Dialer {
         }
     }
 
-    /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness.
-    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<WebSocket<Stream>>> {
+    /// Drives the attempt as far as the socket allows. `Ok(None)`: waiting for readiness;
+    /// once open, the stream and the bytes of frames the upgrade's last read took in.
+    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<(Stream, Vec<u8>)>> {
         loop {
             let stage = std::mem::replace(&mut self.stage, Stage::Done);
             match self.step(stage, registry)? {
@@ -226,7 +179,7 @@ impl Dialer {
                     self.stage = stage;
                     return Ok(None);
                 }
-                Progress::Open(ws) => return Ok(Some(ws)),
+                Progress::Open(stream, leftover) => return Ok(Some((stream, leftover))),
             }
         }
     }
@@ -246,12 +199,7 @@ impl Dialer {
             },
             Stage::WsStart(stream) => Ok(Progress::Next(self.begin_upgrade(stream))),
             Stage::Ws(mut up) => match self.upgrade_step(&mut up)? {
-                Some(part) => Ok(Progress::Open(WebSocket::from_partially_read(
-                    up.stream,
-                    part,
-                    tungstenite::protocol::Role::Client,
-                    Some(ws_config()),
-                ))),
+                Some(leftover) => Ok(Progress::Open(up.stream, leftover)),
                 None => Ok(Progress::Wait(Stage::Ws(up))),
             },
             Stage::Done => Err(handshake("connection attempt already finished")),
@@ -297,7 +245,7 @@ impl Dialer {
     /// upgrade.
     fn secure(&self, s: TcpStream) -> Result<Stage> {
         match &self.tls {
-            None => Ok(Stage::WsStart(Stream::Plain(s, ShortReads::default()))),
+            None => Ok(Stage::WsStart(Stream::Plain(s))),
             Some(c) => {
                 // Through a proxy too, TLS runs to the service: SNI and certificate check
                 // name the service's host, never the proxy's.
@@ -512,76 +460,4 @@ pub(crate) fn tls_connector(options: &Options) -> Result<TlsConnector> {
         b.danger_accept_invalid_hostnames(true);
     }
     b.build().map_err(Error::tls)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mio::{Events, Poll};
-    use std::time::Duration;
-
-    /// A plain stream and the peer that writes to it, with a poll that sees it readable.
-    fn pair() -> (Stream, std::net::TcpStream, Poll) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut tcp = TcpStream::from_std(ours);
-        let poll = Poll::new().unwrap();
-        poll.registry()
-            .register(&mut tcp, Token(0), Interest::READABLE)
-            .unwrap();
-        (Stream::Plain(tcp, ShortReads::default()), peer, poll)
-    }
-
-    /// Writes `bytes` from the peer and waits (bounded) until the stream's readiness edge.
-    fn arrive(peer: &mut std::net::TcpStream, poll: &mut Poll, bytes: &[u8]) {
-        peer.write_all(bytes).unwrap();
-        let mut events = Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_secs(10)))
-            .unwrap();
-        assert!(!events.is_empty(), "no readiness within 10 s");
-    }
-
-    #[test]
-    fn in_a_trusted_turn_the_read_after_a_short_one_would_block_without_asking_the_socket() {
-        let (mut s, mut peer, mut poll) = pair();
-        let mut buf = [0u8; 64];
-        arrive(&mut peer, &mut poll, b"0123456789");
-        s.trust_short_reads(true);
-        assert_eq!(s.read(&mut buf).unwrap(), 10);
-        // Bytes that arrive now raise an edge of their own, which the loop's next poll sees;
-        // this turn does not ask for them.
-        arrive(&mut peer, &mut poll, b"abcde");
-        let e = s.read(&mut buf).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        // The next turn reads them.
-        s.trust_short_reads(false);
-        s.trust_short_reads(true);
-        assert_eq!(s.read(&mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"abcde");
-    }
-
-    #[test]
-    fn outside_a_turn_or_after_a_full_read_every_read_asks_the_socket() {
-        let (mut s, mut peer, mut poll) = pair();
-        let mut buf = [0u8; 4];
-        arrive(&mut peer, &mut poll, b"01");
-        assert_eq!(s.read(&mut buf).unwrap(), 2);
-        arrive(&mut peer, &mut poll, b"234567");
-        assert_eq!(
-            s.read(&mut buf).unwrap(),
-            4,
-            "untrusted: the socket is asked"
-        );
-        s.trust_short_reads(true);
-        assert_eq!(s.read(&mut buf[..2]).unwrap(), 2, "a full read");
-        arrive(&mut peer, &mut poll, b"89");
-        assert_eq!(
-            s.read(&mut buf).unwrap(),
-            2,
-            "after a full read: the socket is asked"
-        );
-        assert_eq!(&buf[..2], b"89");
-    }
 }

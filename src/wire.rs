@@ -3,7 +3,7 @@
 //! recovery (B21) costs no copy.
 
 use crate::protocol::{ClientMessage, Frame, Subprotocol};
-use tungstenite::{Bytes, Message, Utf8Bytes};
+use tungstenite::{Bytes, Utf8Bytes};
 
 /// One encoded message, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +25,6 @@ impl WireFrame {
         match self {
             WireFrame::Text(t) => t.len(),
             WireFrame::Binary(b) => b.len(),
-        }
-    }
-
-    /// The WebSocket message that carries it (sharing the bytes).
-    pub(crate) fn to_message(&self) -> Message {
-        match self {
-            WireFrame::Text(t) => Message::Text(t.clone()),
-            WireFrame::Binary(b) => Message::Binary(b.clone()),
         }
     }
 
@@ -64,10 +56,9 @@ mod tests {
         let ping = ClientMessage::Ping;
         let text = WireFrame::encode(&ping, Subprotocol::JsonReliable);
         assert_eq!(text.as_text(), Some(r#"{"type":"ping"}"#));
-        assert!(matches!(text.to_message(), Message::Text(_)));
+        assert!(matches!(text, WireFrame::Text(_)));
         let binary = WireFrame::encode(&ping, Subprotocol::Protobuf);
         assert!(matches!(&binary, WireFrame::Binary(b) if b.len() == binary.len()));
-        assert!(matches!(binary.to_message(), Message::Binary(_)));
         assert_eq!(binary.as_text(), None);
     }
 }

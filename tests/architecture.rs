@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "waiter",
         "events",
     ],
-    &["state"],
+    &["state", "runtime"],
     &["options"],
     &["transport"],
     &["core"],

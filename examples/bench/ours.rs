@@ -313,9 +313,18 @@ pub fn child_idle(url: &str) -> R<Idle> {
 /// threads and memory are what the driver reads; a client mode that shares threads between
 /// clients is another `build`.
 pub fn child_scale(cfg: &ScaleConfig, build: impl Fn(&str) -> R<WebPubSubClient> + Sync) {
+    // `scale.rs` runs this child once more with every client on one shared runtime.
+    let shared = (std::env::var(crate::scale::RUNTIME_ENV).as_deref() == Ok("shared"))
+        .then(webpubsub_client::Runtime::new);
     scale_child::child(cfg, |deliveries| {
         let (connected, clients) = scale_child::connect_all(cfg, || {
-            let client = build(&cfg.url)?;
+            let client = match &shared {
+                Some(rt) => WebPubSubClient::builder(cfg.url.as_str())
+                    .runtime(rt)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+                None => build(&cfg.url)?,
+            };
             let d = deliveries.clone();
             let _sub = client.on_server_message(move |m| {
                 if let Data::Text(t) = &m.data {

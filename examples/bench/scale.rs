@@ -24,9 +24,13 @@
 //! the clients' process alone. A kind that cannot connect all `n` reports how many it did
 //! and why (the first error), with the open files and their limit of both processes.
 //!
-//! To add a column (e.g. this crate on a shared runtime): a `Client` and its header in
-//! `report.rs`, an entry in `KINDS` below, and a `--child-scale` mode in `bench.rs` that
-//! calls `ours::child_scale` with a closure building such a client.
+//! This crate on a shared runtime (every client of the child on one `Runtime`: two threads
+//! in all) runs as the `ours` child with `BENCH_SCALE_RUNTIME=shared`; its figures are a
+//! note under the table, one line per size, until `report.rs` has a column for it.
+//!
+//! To add a column: a `Client` and its header in `report.rs`, an entry in `KINDS` below,
+//! and a `--child-scale` mode in `bench.rs` that calls `ours::child_scale` with a closure
+//! building such a client.
 
 use crate::common::*;
 use crate::emulator_process::{emulator_binary, EmulatorProcess};
@@ -46,6 +50,8 @@ pub const BIG: usize = 256 * 1024;
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// Bound of one client's connect.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Set to `shared` in the environment of an `ours` child: its clients share one runtime.
+pub const RUNTIME_ENV: &str = "BENCH_SCALE_RUNTIME";
 
 /// The client kinds of the scale workload: the table's column and the child to start.
 const KINDS: &[(Client, Launch)] = &[
@@ -58,6 +64,8 @@ const KINDS: &[(Client, Launch)] = &[
 enum Launch {
     /// This bench binary as `--child-scale MODE CONFIG`.
     Bench(&'static str),
+    /// This bench binary as `--child-scale ours CONFIG`, its clients on one shared runtime.
+    Shared,
     /// `benches/node/bench_js.js` with `{"scale": CONFIG}`.
     Node,
 }
@@ -166,10 +174,12 @@ pub fn run(table: &mut Table, wants: impl Fn(&str) -> bool) {
         .copied()
         .filter(|(_, l)| match l {
             Launch::Bench(mode) => wants(mode),
+            Launch::Shared => unreachable!("not a column"),
             Launch::Node => wants("js"),
         })
         .collect();
-    if chosen.is_empty() {
+    let shared = wants("ours") || wants("ours-shared");
+    if chosen.is_empty() && !shared {
         return;
     }
     let emulator = emulator_binary();
@@ -200,6 +210,35 @@ pub fn run(table: &mut Table, wants: impl Fn(&str) -> bool) {
                 }
             }
         }
+        if shared {
+            let what = "webpubsub-client on one shared runtime";
+            eprintln!("[bench] scale: {n} clients of {what} ...");
+            let mut out = Figures::new();
+            let r = emulator
+                .clone()
+                .and_then(|bin| one(&bin, n, Launch::Shared, None, &mut out));
+            if let Err(e) = &r {
+                out.entry("scale.connect").or_insert(Val::Na(e.clone()));
+            }
+            let cell = |id: &str| match out.get(id) {
+                Some(Val::Num(v)) => format!("{v:.1}"),
+                Some(Val::Na(why)) => format!("n/a ({why})"),
+                None => "—".into(),
+            };
+            table.note(format!(
+                "(scale) {} clients of {what}: connect all {} s, {} threads, RSS per client {} KiB \
+                 ({} KiB after a {} KiB message each), one broadcast to all {} ms{}",
+                fmt_count(n),
+                cell("scale.connect"),
+                cell("scale.threads"),
+                cell("scale.rss"),
+                cell("scale.rss_burst"),
+                BIG / 1024,
+                cell("scale.broadcast"),
+                r.map(|emu| format!("; the emulator process: {emu}"))
+                    .unwrap_or_default(),
+            ));
+        }
     }
 }
 
@@ -214,14 +253,24 @@ fn one(
     let emu = EmulatorProcess::start(bin, "bench-scale-emulator.stderr")?;
     let cfg = ScaleConfig::new(emu.client_url(), n);
     let mut s = match (launch, modules) {
-        (Launch::Bench(mode), _) => {
+        (Launch::Bench(_) | Launch::Shared, _) => {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut cmd = Command::new(exe);
+            let (mode, name) = match launch {
+                Launch::Bench(mode) => {
+                    cmd.env_remove(RUNTIME_ENV);
+                    (mode, mode)
+                }
+                _ => {
+                    cmd.env(RUNTIME_ENV, "shared");
+                    ("ours", "ours-shared")
+                }
+            };
             cmd.args(["--child-scale", mode, &cfg.to_json().to_string()]);
             Script::start(
                 cmd,
-                &format!("scale child {mode}"),
-                &format!("bench-scale-{mode}.stderr"),
+                &format!("scale child {name}"),
+                &format!("bench-scale-{name}.stderr"),
             )?
         }
         (Launch::Node, Some(modules)) => crate::js::script(

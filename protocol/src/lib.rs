@@ -108,10 +108,19 @@
 //! sequence id and gives each receiver its own with [`splice_sequence_id`] (JSON) or
 //! [`splice_protobuf_sequence_id`]; the result equals the direct encoding byte for byte.
 //!
+//! # WebSocket framing
+//!
+//! [`websocket`] is the frame codec of RFC 6455, sans I/O, for both ends: a
+//! [`FrameReader`](websocket::FrameReader) turns the bytes of each read into whole messages
+//! (fragments joined, control frames apart, sizes bounded) and keeps bytes only while a frame
+//! is incomplete; `write_text`, `write_binary`, `write_close`, ... append frames, masked when
+//! the writer is a client. The caller owns the buffers (a loop over many connections shares
+//! one read buffer), so an idle connection holds none.
+//!
 //! # Architecture
 //!
 //! Modules, lowest first; each uses only those before it (`tests/architecture.rs` checks
-//! it): `error` ([`ProtocolError`]); the values `any`, `data`, `metadata`; `rules`; the
+//! it): `error` ([`ProtocolError`]) and `websocket` (framing, which knows no message); the values `any`, `data`, `metadata`; `rules`; the
 //! message types `client_msg` and `service_msg`, which know no wire format; the codecs
 //! `json/` (with a one-pass decoder for the common service frames beside the reference
 //! two-pass decoder) and `protobuf/` (messages declared with prost's derive, no build
@@ -130,6 +139,7 @@ mod protobuf;
 mod rules;
 mod service_msg;
 mod subprotocol;
+pub mod websocket;
 
 pub use any::ProtobufAny;
 pub use client_msg::ClientMessage;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 const LAYERS: &[&[&str]] = &[
-    &["error"],
+    &["error", "websocket"],
     &["any", "data", "metadata"],
     &["rules"],
     &["client_msg", "service_msg"],

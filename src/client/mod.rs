@@ -3,12 +3,13 @@
 
 use crate::ack_table::{AckOutcome, RequestKind};
 use crate::acks::{AckHandle, RequestOptions};
-use crate::core::{Core, RunCtl};
+use crate::core::{Core, RunCtl, RunEnds};
 use crate::error::{Error, InvalidInput, Result, TimeoutKind};
 use crate::invocations::InvokeResponse;
 use crate::invoke::{InvokeHandle, InvokeOptions};
 use crate::options::{Credential, Options, WebPubSubClientBuilder};
 use crate::protocol::{check_message_size, check_protobuf_payload, ClientMessage, Data};
+use crate::runtime::Runtime;
 use crate::state::ClientState;
 use crate::wire::WireFrame;
 use std::fmt;
@@ -27,9 +28,12 @@ pub struct WebPubSubClient {
 }
 
 /// Stops the client when the last user-facing clone goes away. Background threads hold the
-/// `Core`, never a `Handle`, so they do not keep the client alive.
+/// `Core`, never a `Handle`, so they do not keep the client alive. The shared runtime is
+/// held here, not by the `Core`: the last client (or runtime handle) to go ends its threads
+/// on the user's side, after the client stopped.
 struct Handle {
     core: Arc<Core>,
+    runtime: Option<Runtime>,
 }
 
 impl Drop for Handle {
@@ -90,7 +94,8 @@ impl WebPubSubClientBuilder {
     /// [`start`](WebPubSubClient::start)). Fails with [`InvalidInput::Url`] for an unusable
     /// fixed URL.
     pub fn build(self) -> Result<WebPubSubClient> {
-        Ok(WebPubSubClient::from_options(self.into_options()?))
+        let (options, runtime) = self.into_parts()?;
+        Ok(WebPubSubClient::from_options(options, runtime))
     }
 }
 
@@ -106,10 +111,12 @@ impl WebPubSubClient {
         WebPubSubClientBuilder::new(credential.into())
     }
 
-    fn from_options(options: Options) -> WebPubSubClient {
+    fn from_options(options: Options, runtime: Option<Runtime>) -> WebPubSubClient {
+        let shared = runtime.as_ref().map(Runtime::owner);
         WebPubSubClient {
             handle: Arc::new(Handle {
-                core: Arc::new(Core::new(options)),
+                core: Arc::new(Core::new(options, shared)),
+                runtime,
             }),
         }
     }
@@ -142,23 +149,22 @@ impl WebPubSubClient {
         let core = self.core();
         let deadline = Instant::now() + core.options.start_timeout;
         let outcome = if core.on_own_thread() {
-            // This thread is one of the previous run's: the new dispatcher joins them.
+            // This thread is one of the previous run's (or the shared runtime's): the new
+            // dispatcher joins the previous threads, or the shared one delivers the previous
+            // run's last events first.
             let run = {
-                let mut threads = core.threads.lock();
+                let mut ends = core.ends.lock();
                 core.shared.lock().session.begin_start()?;
-                self.launch(&mut threads)?
+                self.launch(&mut ends)?
             };
             run.start.wait(deadline)
         } else {
             let _serial = core.lifecycle.lock();
             core.shared.lock().session.begin_start()?;
-            // Threads of a run that ended by itself (or stopped asynchronously) are joined
-            // here; they are past their last event.
-            let previous = std::mem::take(&mut *core.threads.lock());
-            for t in previous {
-                let _ = t.join();
-            }
-            let run = self.launch(&mut core.threads.lock())?;
+            // A run that ended by itself (or stopped asynchronously) is waited for here; it
+            // is past its last event.
+            std::mem::take(&mut *core.ends.lock()).wait();
+            let run = self.launch(&mut core.ends.lock())?;
             run.start.wait(deadline)
         };
         match outcome {
@@ -179,11 +185,28 @@ impl WebPubSubClient {
         }
     }
 
-    /// Spawns the run that `begin_start` admitted; `threads` are the previous run's, if any
-    /// are left to join (see [`crate::io::spawn`]).
-    fn launch(&self, threads: &mut Vec<std::thread::JoinHandle<()>>) -> Result<Arc<RunCtl>> {
+    /// Begins the run that `begin_start` admitted: on the shared runtime, or on two new
+    /// threads of the client's own, whose dispatcher first joins the previous run's threads
+    /// left in `ends` (see [`crate::runtime::spawn`]).
+    fn launch(&self, ends: &mut RunEnds) -> Result<Arc<RunCtl>> {
         let core = self.core();
-        crate::io::spawn(core.clone(), threads).inspect_err(|_| {
+        let launched = match &self.handle.runtime {
+            Some(runtime) => runtime.threads().map(|threads| {
+                let run = crate::io::launch(core, &threads, core.queue_on(&threads.dispatch));
+                ends.add_latch(run.done.clone());
+                run
+            }),
+            None => {
+                crate::runtime::spawn(&core.options.threads, core.owner(), true, &mut ends.threads)
+                    .map(|(threads, handles)| {
+                        let run =
+                            crate::io::launch(core, &threads, core.queue_on(&threads.dispatch));
+                        ends.threads.extend(handles);
+                        run
+                    })
+            }
+        };
+        launched.map_err(Error::io).inspect_err(|_| {
             core.shared.lock().session.abort_start();
         })
     }

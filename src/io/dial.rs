@@ -1,16 +1,18 @@
-//! Connection attempts of the I/O thread: which URL (start, recovery, reconnect), the
+//! Connection attempts of a client's driver: which URL (start, recovery, reconnect), the
 //! attempt's deadline, and driving the transport's dialer until the WebSocket is open.
 
-use super::{Attempt, Conn, IoThread, Open, SOCKET};
+use super::{Attempt, ClientIo, Conn, Open};
 use crate::endpoint::AccessUrl;
 use crate::error::{Error, Result, TimeoutKind};
+use crate::runtime::Cx;
 use crate::timers::RecoveryPlan;
 use crate::transport::Dialer;
 use std::time::Instant;
 
-impl IoThread {
+impl ClientIo {
     /// Begins the next connection attempt.
-    pub(super) fn dial(&mut self, now: Instant) {
+    pub(super) fn dial(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
         self.attempt_began = now;
         let dialer = self.attempt_url().and_then(|url| {
             log::debug!("connecting to {url} ({:?})", self.attempt);
@@ -19,7 +21,7 @@ impl IoThread {
             } else {
                 None
             };
-            Dialer::start(url, &self.core.options, tls, self.poll.registry(), SOCKET)
+            Dialer::start(url, &self.core.options, tls, cx.registry, cx.token)
         });
         match dialer {
             Ok(dialer) => {
@@ -68,15 +70,17 @@ impl IoThread {
     }
 
     /// Advances a dial; `true` if the connection state changed.
-    pub(super) fn advance_dial(&mut self, now: Instant) -> bool {
+    pub(super) fn advance_dial(&mut self, cx: &mut Cx<'_>) -> bool {
+        let now = cx.now;
         let Conn::Dialing { dialer, deadline } = &mut self.conn else {
             return false;
         };
         let deadline = *deadline;
-        match dialer.advance(self.poll.registry()) {
-            Ok(Some(ws)) => {
+        match dialer.advance(cx.registry) {
+            Ok(Some((stream, leftover))) => {
                 self.conn = Conn::Open(Box::new(Open::new(
-                    ws,
+                    stream,
+                    leftover,
                     deadline,
                     now,
                     self.core.options.keep_alive_interval,
@@ -84,22 +88,22 @@ impl IoThread {
                 true
             }
             Ok(None) if deadline.is_some_and(|d| d <= now) => {
-                self.abort_dial();
+                self.abort_dial(cx);
                 self.attempt_failed(None, Error::Timeout(TimeoutKind::Dial), now);
                 true
             }
             Ok(None) => false,
             Err(e) => {
-                self.abort_dial();
+                self.abort_dial(cx);
                 self.attempt_failed(None, e, now);
                 true
             }
         }
     }
 
-    pub(super) fn abort_dial(&mut self) {
+    pub(super) fn abort_dial(&mut self, cx: &mut Cx<'_>) {
         if let Conn::Dialing { dialer, .. } = std::mem::replace(&mut self.conn, Conn::Idle) {
-            dialer.abort(self.poll.registry());
+            dialer.abort(cx.registry);
         }
     }
 }

@@ -1,18 +1,18 @@
-//! What the I/O thread does when a connection or an attempt ends: recover the session, lose
-//! it and reconnect, or stop — and the orderly shutdown at the end of a run.
+//! What a client's driver does when a connection or an attempt ends: recover the session,
+//! lose it and reconnect, or stop — and the orderly end of a run, which never blocks the loop.
 
-use super::{Attempt, Conn, IoThread, Open, CLOSE_WAIT};
+use super::{Attempt, ClientIo, Closing, Conn, CLOSE_WAIT};
 use crate::error::{ConnectError, Error};
 use crate::events::Event;
+use crate::protocol::websocket::Inbound;
+use crate::runtime::{Cx, Item, Next};
 use crate::state::AfterClose;
 use crate::timers::{ReconnectPlan, RecoveryPlan};
-use mio::Events;
 use std::io::ErrorKind;
+use std::ops::ControlFlow;
 use std::time::Instant;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
 
-impl IoThread {
+impl ClientIo {
     /// A connection, or an attempt at one, ended with `cause` (and `code`, if it was closed
     /// with a close frame): the session decides what follows (B17).
     pub(super) fn attempt_failed(&mut self, code: Option<u16>, cause: Error, now: Instant) {
@@ -138,18 +138,94 @@ impl IoThread {
         }
     }
 
-    /// The end of the run: close the connection, fail what waits, fire the last events.
-    pub(super) fn shutdown(&mut self) {
+    // ----- the end of the run -----
+
+    /// The run is to end: a connection still open is closed politely first (see
+    /// [`close_step`](Self::close_step)); otherwise the run finishes now.
+    pub(super) fn begin_close(&mut self, cx: &mut Cx<'_>) -> Next {
         let mut close_code = self.drop_code;
         match std::mem::replace(&mut self.conn, Conn::Idle) {
             Conn::Open(mut o) => {
                 if self.core.shared.lock().session.is_ready() {
                     close_code = Some(1000);
                 }
-                self.close_politely(&mut o);
-                let _ = self.poll.registry().deregister(o.ws.get_mut().tcp());
+                // The service learns that the session ended on purpose, and unread data does
+                // not turn our close into a reset.
+                o.link.sock.queue_close(1000);
+                let deadline = cx.now + CLOSE_WAIT;
+                self.conn = Conn::Open(o);
+                self.closing = Some(Closing {
+                    deadline,
+                    close_code,
+                });
+                self.close_step(cx)
             }
-            Conn::Dialing { dialer, .. } => dialer.abort(self.poll.registry()),
+            Conn::Dialing { dialer, .. } => {
+                dialer.abort(cx.registry);
+                self.finish_with(cx, close_code)
+            }
+            Conn::Idle => self.finish_with(cx, close_code),
+        }
+    }
+
+    /// Waits, without blocking the loop, for the service's answer to our close frame (or the
+    /// end of the connection) for at most [`CLOSE_WAIT`]; what else arrives is dropped.
+    pub(super) fn close_step(&mut self, cx: &mut Cx<'_>) -> Next {
+        let Some(deadline) = self.closing.as_ref().map(|c| c.deadline) else {
+            return self.finish(cx);
+        };
+        let Conn::Open(o) = &mut self.conn else {
+            return self.finish(cx);
+        };
+        let done = match o.link.sock.flush() {
+            Err(_) => true,
+            Ok(()) => loop {
+                match o.link.sock.read(cx.buf) {
+                    Ok(0) => break true,
+                    Ok(n) => {
+                        let mut closed = false;
+                        let flow = o.reader.feed(&mut cx.buf[..n], &mut |m| {
+                            closed |= matches!(m, Inbound::Close(_));
+                            if closed {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        });
+                        if closed || flow.is_err() {
+                            break true;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break cx.now >= deadline,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break true,
+                }
+            },
+        };
+        if done {
+            self.finish(cx)
+        } else {
+            Next::Wait(Some(deadline))
+        }
+    }
+
+    /// The end of the run: drop the connection, fail what waits, fire the last events.
+    pub(super) fn finish(&mut self, cx: &mut Cx<'_>) -> Next {
+        let close_code = match self.closing.take() {
+            Some(c) => c.close_code,
+            None => self.drop_code,
+        };
+        self.finish_with(cx, close_code)
+    }
+
+    fn finish_with(&mut self, cx: &mut Cx<'_>, close_code: Option<u16>) -> Next {
+        // The socket is closed before the run's end is announced: a `stop()` that returns
+        // leaves no file descriptor behind.
+        match std::mem::replace(&mut self.conn, Conn::Idle) {
+            Conn::Open(mut o) => {
+                let _ = cx.registry.deregister(o.link.sock.tcp());
+            }
+            Conn::Dialing { dialer, .. } => dialer.abort(cx.registry),
             Conn::Idle => {}
         }
         let event = {
@@ -172,32 +248,8 @@ impl IoThread {
             let e = self.exit_error.take().unwrap_or(Error::Stopped);
             self.run.start.complete(Err(e));
         }
-        log::debug!("I/O thread exits");
-    }
-
-    /// Sends a close frame and waits briefly for the service's answer, so that the service
-    /// knows the session ended on purpose and unread data does not turn our close into a reset.
-    fn close_politely(&mut self, o: &mut Open) {
-        let _ = o.ws.close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        }));
-        let deadline = Instant::now() + CLOSE_WAIT;
-        let mut events = Events::with_capacity(4);
-        loop {
-            let _ = o.ws.flush();
-            match o.ws.read() {
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            if self.poll.poll(&mut events, Some(deadline - now)).is_err() {
-                return;
-            }
-        }
+        self.queue.push(Item::End(self.run.done.clone()));
+        log::debug!("the run ends");
+        Next::Done
     }
 }

@@ -1,31 +1,27 @@
-//! The I/O thread (`webpubsub-io`): one mio readiness loop that dials, reads, writes, keeps
-//! the timers (sequence acks, keep-alive, recovery and reconnect backoff) and resolves acks.
+//! A client's I/O, one run of it (`start()` to the end): a [`Driver`] that the runtime's I/O
+//! loop steps. It dials, reads, writes, keeps the timers (sequence acks, keep-alive, recovery
+//! and reconnect backoff) and resolves acks.
 //!
-//! Request threads push onto the session's outbox and wake the loop through a `mio::Waker`;
-//! the loop writes every queued frame and flushes once (batching). An idle connected client
-//! sleeps in `poll` until the next keep-alive deadline. The socket is edge-triggered: reads go
-//! on until `WouldBlock` (or a budget, then the loop comes back at once). User code never runs
-//! here: events go to the dispatcher thread.
+//! Request threads push onto the session's outbox and wake the driver through the loop;
+//! each step writes every queued frame and flushes once (batching). An idle connected client
+//! costs the loop nothing until its next keep-alive deadline. The socket is edge-triggered:
+//! reads go on until `WouldBlock` (or a budget, then the driver runs again next turn, after
+//! the other clients of the loop). User code never runs here: events go to the dispatcher.
 
 use crate::core::{Core, RunCtl};
 use crate::endpoint::AccessUrl;
-use crate::error::{Cause, ConnectError, Error, Result, TimeoutKind};
-use crate::events::{run_dispatcher, Event};
+use crate::error::{Cause, ConnectError, Error, TimeoutKind};
+use crate::events::Event;
+use crate::protocol::websocket::{FrameError, FrameReader};
 use crate::protocol::{ClientMessage, Subprotocol};
+use crate::runtime::{ClientQueue, Cx, Driver, Item, Next, Threads};
 use crate::timers::{ReconnectPlan, RecoveryPlan, Sequence};
 use crate::transport::{Dialer, Stream};
 use crate::wire::WireFrame;
-use crossbeam_channel::Sender;
-use mio::{Events, Poll, Token, Waker};
-use std::io::ErrorKind;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::WebSocket;
 
-const SOCKET: Token = Token(0);
-const WAKER: Token = Token(1);
-/// While reading is paused for a full event backlog, how often the loop looks whether it
+/// While reading is paused for a full event backlog, how often the driver looks whether it
 /// drained (the consumers cannot wake it: one of them may be a user's `Receiver`).
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 /// How long `stop()` waits for the service to answer our close frame.
@@ -34,61 +30,18 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 mod dial;
 mod ended;
 mod receive;
+mod socket;
 
-/// Starts a run: the dispatcher and I/O threads. `threads` holds the previous run's threads,
-/// if the caller could not join them (a start from a callback runs on one of them): the new
-/// dispatcher joins them before its first event, so that callbacks still run one at a time.
-/// On success `threads` holds the new run's two threads; on failure it is unchanged.
-pub(crate) fn spawn(core: Arc<Core>, threads: &mut Vec<JoinHandle<()>>) -> Result<Arc<RunCtl>> {
-    let poll = Poll::new().map_err(Error::io)?;
-    let waker = Waker::new(poll.registry(), WAKER).map_err(Error::io)?;
-    let run = Arc::new(RunCtl::new(waker));
+use socket::Socket;
+
+/// Starts a run of `core` on `threads`: its events go to `queue`.
+pub(crate) fn launch(core: &Arc<Core>, threads: &Threads, queue: Arc<ClientQueue>) -> Arc<RunCtl> {
+    let wake = threads.io.reserve();
+    let run = Arc::new(RunCtl::new(wake.clone()));
     core.attach_run(run.clone());
-    let (events_tx, events_rx) = crossbeam_channel::unbounded();
-    // The previous run's threads, handed over once both new threads exist.
-    let (previous_tx, previous_rx) = crossbeam_channel::bounded::<Vec<JoinHandle<()>>>(1);
-    let registry = core.registry.clone();
-    let core_d = core.clone();
-    let dispatch = std::thread::Builder::new()
-        .name("webpubsub-dispatch".into())
-        .spawn(move || {
-            core_d.mark_own_thread();
-            // Only the address is kept: the dispatcher must not keep the client alive.
-            drop(core_d);
-            for t in previous_rx.recv().unwrap_or_default() {
-                let _ = t.join();
-            }
-            run_dispatcher(events_rx, registry)
-        });
-    let dispatch = match dispatch {
-        Ok(h) => h,
-        Err(e) => {
-            core.detach_run(&run);
-            return Err(Error::io(e));
-        }
-    };
-    let io_thread = IoThread::new(core.clone(), run.clone(), poll, events_tx);
-    let io = std::thread::Builder::new()
-        .name("webpubsub-io".into())
-        .spawn(move || {
-            io_thread.core.mark_own_thread();
-            io_thread.main()
-        });
-    match io {
-        Ok(io) => {
-            let _ = previous_tx.send(std::mem::take(threads));
-            threads.extend([io, dispatch]);
-            Ok(run)
-        }
-        Err(e) => {
-            // The closure (and the events sender) is gone, and nothing to join is handed
-            // over: the dispatcher ends by itself.
-            drop(previous_tx);
-            let _ = dispatch.join();
-            core.detach_run(&run);
-            Err(Error::io(e))
-        }
-    }
+    let driver = ClientIo::new(core.clone(), run.clone(), queue);
+    threads.io.insert(&wake, Box::new(driver));
+    run
 }
 
 /// What the next connection attempt is for.
@@ -109,7 +62,13 @@ enum Conn {
 }
 
 struct Open {
-    ws: WebSocket<Stream>,
+    reader: FrameReader,
+    link: Link,
+}
+
+/// An open connection apart from its reader (what the handlers of received frames use).
+struct Link {
+    sock: Socket,
     /// Until `connected` arrives: when to give the attempt up.
     deadline: Option<Instant>,
     last_recv: Instant,
@@ -118,33 +77,44 @@ struct Open {
     readable: bool,
     /// Reading is paused: too many received events wait for their consumers.
     paused: bool,
-    /// Frames written but not flushed.
-    dirty: bool,
     /// Why the connection ended: close code and reason, or an error.
     ended: Option<(Option<u16>, Error)>,
 }
 
 impl Open {
-    fn new(ws: WebSocket<Stream>, deadline: Option<Instant>, now: Instant, ping: Duration) -> Open {
+    fn new(
+        stream: Stream,
+        leftover: Vec<u8>,
+        deadline: Option<Instant>,
+        now: Instant,
+        ping: Duration,
+    ) -> Open {
         Open {
-            ws,
-            deadline,
-            last_recv: now,
-            next_ping: (!ping.is_zero()).then(|| now + ping),
-            // The handshake may have read the first frames already.
-            readable: true,
-            paused: false,
-            dirty: false,
-            ended: None,
+            reader: Socket::reader(leftover),
+            link: Link {
+                sock: Socket::new(stream),
+                deadline,
+                last_recv: now,
+                next_ping: (!ping.is_zero()).then(|| now + ping),
+                // The handshake may have read the first frames already.
+                readable: true,
+                paused: false,
+                ended: None,
+            },
         }
     }
 }
 
-struct IoThread {
+/// The end of a run in progress: our close frame is out, the service's answer awaited.
+struct Closing {
+    deadline: Instant,
+    close_code: Option<u16>,
+}
+
+struct ClientIo {
     core: Arc<Core>,
     run: Arc<RunCtl>,
-    poll: Poll,
-    events: Sender<Event>,
+    queue: Arc<ClientQueue>,
     /// The codec of every frame, and whether the session recovers.
     subprotocol: Subprotocol,
     conn: Conn,
@@ -161,6 +131,7 @@ struct IoThread {
     started: bool,
     exit: bool,
     exit_error: Option<Error>,
+    closing: Option<Closing>,
     out: Vec<WireFrame>,
     /// The keep-alive frame, encoded once.
     ping: WireFrame,
@@ -169,14 +140,46 @@ struct IoThread {
     held: Option<Vec<Event>>,
 }
 
-impl IoThread {
-    fn new(core: Arc<Core>, run: Arc<RunCtl>, poll: Poll, events: Sender<Event>) -> IoThread {
+impl Driver for ClientIo {
+    fn step(&mut self, cx: &mut Cx<'_>) -> Next {
+        if cx.readable {
+            if let Conn::Open(o) = &mut self.conn {
+                o.link.readable = true;
+            }
+        }
+        if cx.abort {
+            self.exit_error
+                .get_or_insert_with(|| Error::Protocol("the I/O loop failed".into()));
+            return self.finish(cx);
+        }
+        if self.closing.is_some() {
+            return self.close_step(cx);
+        }
+        if !self.ending() {
+            self.advance(cx);
+        }
+        if self.ending() {
+            return self.begin_close(cx);
+        }
+        let next = self.next_deadline(cx.now);
+        if next.is_some_and(|t| t <= cx.now) {
+            return Next::Wait(next);
+        }
+        if !self.core.shared.lock().session.io_sleep() {
+            // A request came in after the outbox was drained: go round again at once.
+            return Next::Wait(Some(cx.now));
+        }
+        Next::Wait(next)
+    }
+}
+
+impl ClientIo {
+    fn new(core: Arc<Core>, run: Arc<RunCtl>, queue: Arc<ClientQueue>) -> ClientIo {
         let subprotocol = core.options.protocol.subprotocol();
-        IoThread {
+        ClientIo {
             core,
             run,
-            poll,
-            events,
+            queue,
             subprotocol,
             conn: Conn::Idle,
             seq: Sequence::default(),
@@ -190,103 +193,72 @@ impl IoThread {
             started: false,
             exit: false,
             exit_error: None,
-            out: Vec::with_capacity(64),
+            closing: None,
+            out: Vec::new(),
             // B32: the protobuf codec encodes `ping` too (the JS protobuf codec cannot).
             ping: WireFrame::encode(&ClientMessage::Ping, subprotocol),
             held: None,
         }
     }
 
-    fn main(mut self) {
-        let mut events = Events::with_capacity(16);
-        loop {
-            if self.run.stop_requested() || self.exit {
-                break;
-            }
-            self.step(Instant::now());
-            if self.run.stop_requested() || self.exit {
-                break;
-            }
-            let mut timeout = self.poll_timeout(Instant::now());
-            if timeout != Some(Duration::ZERO) && !self.core.shared.lock().session.io_sleep() {
-                // A request came in after the outbox was drained: go round again at once.
-                timeout = Some(Duration::ZERO);
-            }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                log::error!("poll failed: {e}; stopping");
-                self.exit_error = Some(Error::io(e));
-                break;
-            }
-            for ev in events.iter() {
-                if ev.token() == SOCKET {
-                    if let Conn::Open(o) = &mut self.conn {
-                        // A writable edge needs no flag: every turn flushes what is pending.
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            o.readable = true;
-                        }
-                    }
-                }
-            }
-        }
-        self.shutdown();
+    /// A stop was asked for, or the run decided to end.
+    fn ending(&self) -> bool {
+        self.exit || self.run.stop_requested()
     }
 
     /// Does everything that can be done now without blocking.
-    fn step(&mut self, now: Instant) {
+    fn advance(&mut self, cx: &mut Cx<'_>) {
         // A dial can complete at once (and an open connection may hold data already), so
         // go on while the connection advances; the bound only guards against a loop.
         for _ in 0..4 {
             match &mut self.conn {
                 Conn::Idle => {
-                    if self.next_dial.is_some_and(|t| t <= now) {
+                    if self.next_dial.is_some_and(|t| t <= cx.now) {
                         self.next_dial = None;
-                        self.dial(now);
+                        self.dial(cx);
                         continue;
                     }
                     return;
                 }
                 Conn::Dialing { .. } => {
-                    if !self.advance_dial(now) {
+                    if !self.advance_dial(cx) {
                         return;
                     }
                 }
                 Conn::Open(_) => {
-                    self.service_open(now);
+                    self.service_open(cx);
                     return;
                 }
             }
         }
     }
 
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        let deadline = match &self.conn {
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        match &self.conn {
             Conn::Idle => self.next_dial,
             Conn::Dialing { deadline, .. } => *deadline,
             Conn::Open(o) => {
-                if (o.readable && !o.paused) || o.ended.is_some() {
-                    return Some(Duration::ZERO);
+                let l = &o.link;
+                if (l.readable && !l.paused) || l.ended.is_some() {
+                    return Some(now);
                 }
-                if o.paused {
-                    return Some(BACKLOG_RECHECK);
+                if l.paused {
+                    return Some(now + BACKLOG_RECHECK);
                 }
                 let opts = &self.core.options;
                 let dead = (!opts.keep_alive_timeout.is_zero())
-                    .then(|| o.last_recv + opts.keep_alive_timeout);
-                [o.deadline, o.next_ping, dead, self.seq.deadline()]
+                    .then(|| l.last_recv + opts.keep_alive_timeout);
+                [l.deadline, l.next_ping, dead, self.seq.deadline()]
                     .into_iter()
                     .flatten()
                     .min()
             }
-        };
-        deadline.map(|d| d.saturating_duration_since(now))
+        }
     }
 
     fn emit(&self, event: Option<Event>) {
         if let Some(e) = event {
-            let _ = self.events.send(e);
+            self.queue.push(Item::Event(e));
         }
     }
 
@@ -307,31 +279,31 @@ impl IoThread {
 
     // ----- an open connection -----
 
-    fn service_open(&mut self, now: Instant) {
+    fn service_open(&mut self, cx: &mut Cx<'_>) {
         let Conn::Open(mut o) = std::mem::replace(&mut self.conn, Conn::Idle) else {
             return;
         };
-        self.check_backlog(&mut o, now);
-        if o.readable && !o.paused {
-            self.read(&mut o, now);
+        let now = cx.now;
+        self.check_backlog(&mut o.link, now);
+        if o.link.readable && !o.link.paused {
+            self.read(&mut o, cx.buf, now);
         }
-        if o.ended.is_none() {
-            let ready = self.write_outbox(&mut o);
-            self.timers(&mut o, ready, now);
+        if o.link.ended.is_none() {
+            let ready = self.write_outbox(&mut o.link);
+            self.timers(&mut o.link, ready, now);
         }
-        if o.dirty && o.ended.is_none() {
-            match o.ws.flush() {
-                Ok(()) => o.dirty = false,
-                // Waits for the writable edge; tungstenite keeps the bytes.
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => o.ended = Some((None, ws_error(e))),
+        if o.link.sock.has_unwritten() && o.link.ended.is_none() {
+            // The rest waits for the writable edge.
+            if let Err(e) = o.link.sock.flush() {
+                o.link.ended = Some((None, Error::io(e)));
             }
         }
-        match o.ended.take() {
+        match o.link.ended.take() {
             None => self.conn = Conn::Open(o),
             Some((code, cause)) => {
-                let _ = o.ws.flush();
-                let _ = self.poll.registry().deregister(o.ws.get_mut().tcp());
+                // A close reply (or anything else still queued) goes out if it can.
+                let _ = o.link.sock.flush();
+                let _ = cx.registry.deregister(o.link.sock.tcp());
                 drop(o);
                 log::debug!("connection ended: {cause}");
                 self.attempt_failed(code, cause, now);
@@ -342,47 +314,52 @@ impl IoThread {
     /// Bounds the client's memory under a flood: reading pauses while the events waiting for
     /// the dispatcher or the slowest `events()` receiver reach `max_event_backlog`, and resumes
     /// when they drain to half. The socket buffers, then the service, hold the rest.
-    fn check_backlog(&mut self, o: &mut Open, now: Instant) {
+    fn check_backlog(&mut self, l: &mut Link, now: Instant) {
         let max = self.core.options.max_event_backlog;
         let held = self.held.as_ref().map_or(0, Vec::len);
-        let backlog = || held + self.events.len() + self.core.registry.stream_backlog();
-        if !o.paused && o.readable && backlog() >= max {
+        let backlog = || held + self.queue.backlog() + self.core.registry.stream_backlog();
+        if !l.paused && l.readable && backlog() >= max {
             log::debug!("{max} events wait for their consumers: reading pauses");
-            o.paused = true;
-        } else if o.paused && backlog() <= max / 2 {
+            l.paused = true;
+        } else if l.paused && backlog() <= max / 2 {
             log::debug!("event backlog drained: reading resumes");
-            o.paused = false;
+            l.paused = false;
             // Frames waited unread in the socket; the connection was not silent.
-            o.last_recv = now;
+            l.last_recv = now;
         }
     }
 
     /// Writes what the outbox holds; returns whether the session is ready (`connected`
     /// arrived on this socket).
-    fn write_outbox(&mut self, o: &mut Open) -> bool {
+    fn write_outbox(&mut self, l: &mut Link) -> bool {
         let mut out = std::mem::take(&mut self.out);
         let ready = self.core.shared.lock().session.drain_outbox(&mut out);
+        l.sock
+            .reserve(out.iter().map(|f| f.len() + FRAME_OVERHEAD).sum());
         for f in out.drain(..) {
-            write(o, &f);
+            l.sock.queue(&f);
+        }
+        if out.capacity() > KEEP_OUT_FRAMES {
+            out = Vec::new();
         }
         self.out = out;
         ready
     }
 
-    fn timers(&mut self, o: &mut Open, ready: bool, now: Instant) {
+    fn timers(&mut self, l: &mut Link, ready: bool, now: Instant) {
         if ready {
             if self.subprotocol.is_reliable() {
-                self.sequence_ack(o, now);
+                self.sequence_ack(l, now);
             }
-            self.ping(o, now);
+            self.ping(l, now);
         }
-        if let Some(timeout) = self.expired(o, now) {
-            o.ended = Some((None, Error::Timeout(timeout)));
+        if let Some(timeout) = self.expired(l, now) {
+            l.ended = Some((None, Error::Timeout(timeout)));
         }
     }
 
     /// B31: the largest sequence id seen, when due.
-    fn sequence_ack(&mut self, o: &mut Open, now: Instant) {
+    fn sequence_ack(&mut self, l: &mut Link, now: Instant) {
         if let Some(sequence_id) = self.seq.ack_due(now) {
             let frame = WireFrame::encode(
                 &ClientMessage::SequenceAck { sequence_id },
@@ -390,29 +367,28 @@ impl IoThread {
             );
             // If the write fails the connection ends, and the ack is sent again after the
             // recovery.
-            if write(o, &frame) {
-                log::trace!("sequenceAck {sequence_id}");
-                self.seq.acked(sequence_id);
-            }
+            l.sock.queue(&frame);
+            log::trace!("sequenceAck {sequence_id}");
+            self.seq.acked(sequence_id);
         }
     }
 
     /// B32: a `ping` every keep-alive interval.
-    fn ping(&mut self, o: &mut Open, now: Instant) {
-        if let Some(at) = o.next_ping.filter(|t| *t <= now) {
-            write(o, &self.ping);
-            o.next_ping = Some(at.max(now) + self.core.options.keep_alive_interval);
+    fn ping(&mut self, l: &mut Link, now: Instant) {
+        if let Some(at) = l.next_ping.filter(|t| *t <= now) {
+            l.sock.queue(&self.ping);
+            l.next_ping = Some(at.max(now) + self.core.options.keep_alive_interval);
         }
     }
 
     /// Which of the open connection's timeouts expired, if any.
-    fn expired(&self, o: &Open, now: Instant) -> Option<TimeoutKind> {
+    fn expired(&self, l: &Link, now: Instant) -> Option<TimeoutKind> {
         let keep_alive = self.core.options.keep_alive_timeout;
-        if !o.paused && !keep_alive.is_zero() && now >= o.last_recv + keep_alive {
+        if !l.paused && !keep_alive.is_zero() && now >= l.last_recv + keep_alive {
             // B32: a dead connection is closed and recovered.
             log::warn!("no frame for {keep_alive:?}: the connection is dead");
             Some(TimeoutKind::KeepAlive)
-        } else if o.deadline.is_some_and(|d| d <= now) {
+        } else if l.deadline.is_some_and(|d| d <= now) {
             Some(TimeoutKind::Connected)
         } else {
             None
@@ -420,84 +396,35 @@ impl IoThread {
     }
 }
 
-/// Queues a frame (sharing its bytes); `false` if the connection failed (recorded in
-/// `o.ended`).
-fn write(o: &mut Open, frame: &WireFrame) -> bool {
-    match o.ws.write(frame.to_message()) {
-        Ok(()) => {
-            o.dirty = true;
-            true
-        }
-        // The frame is buffered; the flush goes on at the writable edge.
-        Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-            o.dirty = true;
-            true
-        }
-        Err(e) => {
-            if o.ended.is_none() {
-                o.ended = Some((None, ws_error(e)));
-            }
-            false
-        }
-    }
-}
+/// A frame's header and mask, at most.
+const FRAME_OVERHEAD: usize = crate::protocol::websocket::MAX_FRAME_HEADER;
+/// The drained outbox's list is let go above this many frames.
+const KEEP_OUT_FRAMES: usize = 64;
 
-/// An error of the open WebSocket, keeping tungstenite's error as the cause.
-fn ws_error(e: tungstenite::Error) -> Error {
-    match e {
-        tungstenite::Error::Io(e) => Error::io(e),
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            Error::Connect(ConnectError::Closed {
-                code: None,
-                reason: String::new(),
-            })
-        }
-        // A message over the size limit, a frame that breaks RFC 6455, text that is not
-        // UTF-8: the connection's failure, not its handshake's.
-        other => Error::Connect(ConnectError::WebSocket(Cause::new(other))),
-    }
+/// Frames that break RFC 6455, or a message over the size limit: the connection's failure,
+/// not its handshake's. The cause is the framing's error.
+fn frame_error(e: FrameError) -> Error {
+    Error::Connect(ConnectError::WebSocket(Cause::new(e)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tungstenite::error::{CapacityError, ProtocolError};
 
     #[test]
-    fn a_too_large_message_is_a_websocket_error_with_its_cause() {
-        let e = ws_error(tungstenite::Error::Capacity(
-            CapacityError::MessageTooLong {
-                size: 20 << 20,
-                max_size: 16 << 20,
-            },
-        ));
+    fn a_broken_frame_is_a_websocket_error_with_its_cause() {
+        let mut r = Socket::reader(Vec::new());
+        let mut huge = vec![0x81u8, 0x7f];
+        huge.extend_from_slice(&(socket::MAX_FRAME as u64 + 1).to_be_bytes());
+        let e = r
+            .feed(&mut huge, &mut |_| std::ops::ControlFlow::Continue(()))
+            .map_err(frame_error)
+            .unwrap_err();
         let Error::Connect(ConnectError::WebSocket(cause)) = &e else {
             panic!("{e:?}")
         };
-        assert!(matches!(
-            cause.downcast_ref::<tungstenite::Error>(),
-            Some(tungstenite::Error::Capacity(_))
-        ));
+        assert!(cause.downcast_ref::<FrameError>().is_some());
         assert!(!e.to_string().contains("handshake"), "{e}");
         assert!(std::error::Error::source(&e).is_some());
-    }
-
-    #[test]
-    fn a_broken_frame_is_a_websocket_error_and_a_reset_an_io_error() {
-        assert!(matches!(
-            ws_error(tungstenite::Error::Protocol(
-                ProtocolError::NonZeroReservedBits
-            )),
-            Error::Connect(ConnectError::WebSocket(_))
-        ));
-        assert!(matches!(
-            ws_error(tungstenite::Error::Io(std::io::Error::from(
-                ErrorKind::ConnectionReset
-            ))),
-            Error::Connect(ConnectError::Io {
-                kind: ErrorKind::ConnectionReset,
-                ..
-            })
-        ));
     }
 }

@@ -1,91 +1,122 @@
-//! What the I/O thread does with what it reads: one short handler per message kind of the
+//! What a client's driver does with what it reads: one short handler per message kind of the
 //! service. Nothing here runs user code: events go to the dispatcher.
 
-use super::{write, ws_error, IoThread, Open};
+use super::{frame_error, ClientIo, Link, Open};
 use crate::error::{ConnectError, Error};
 use crate::events::{Event, GroupMessage, ServerMessage};
+use crate::protocol::websocket::Inbound;
 use crate::protocol::{AckError, Data, Metadata, ProtocolError, ServiceMessage};
 use crate::state::{AckResolution, ConnectedOutcome, InvokeResolution};
 use std::io::ErrorKind;
+use std::ops::ControlFlow;
 use std::time::Instant;
-use tungstenite::Message;
 
-/// Messages read per loop turn before writes and timers get a turn.
+/// Messages handled per step before writes, timers and the loop's other clients get a turn.
 const READ_BUDGET: usize = 512;
 
-impl IoThread {
-    /// Reads until `WouldBlock`, the end of the connection, or the budget.
-    pub(super) fn read(&mut self, o: &mut Open, now: Instant) {
-        // No poll runs until this turn ends, so no readiness edge is lost meanwhile.
-        o.ws.get_mut().trust_short_reads(true);
-        self.read_turn(o, now);
-        o.ws.get_mut().trust_short_reads(false);
-    }
-
-    fn read_turn(&mut self, o: &mut Open, now: Instant) {
-        for _ in 0..READ_BUDGET {
-            match o.ws.read() {
-                Ok(Message::Text(text)) if !self.subprotocol.is_binary() => {
-                    o.last_recv = now;
-                    self.on_message(o, ServiceMessage::decode(&text), now);
-                    if o.ended.is_some() {
+impl ClientIo {
+    /// Reads into the loop's buffer until `WouldBlock`, the end of the connection, or the
+    /// budget; frames of an earlier step's read come first.
+    pub(super) fn read(&mut self, o: &mut Open, buf: &mut [u8], now: Instant) {
+        let mut handled = 0;
+        if o.reader.has_buffered() && !self.feed(o, &mut [], &mut handled, now) {
+            return;
+        }
+        loop {
+            match o.link.sock.read(buf) {
+                Ok(0) => {
+                    o.link.ended = Some((
+                        None,
+                        Error::Connect(ConnectError::Closed {
+                            code: None,
+                            reason: "the connection closed without a close frame".into(),
+                        }),
+                    ));
+                    return;
+                }
+                Ok(n) => {
+                    if !self.feed(o, &mut buf[..n], &mut handled, now) {
                         return;
                     }
                 }
-                Ok(Message::Binary(bytes)) if self.subprotocol.is_binary() => {
-                    o.last_recv = now;
-                    self.on_message(o, ServiceMessage::decode_protobuf(&bytes), now);
-                    if o.ended.is_some() {
-                        return;
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    let (code, reason) = frame
-                        .map(|f| (Some(u16::from(f.code)), f.reason.as_str().to_owned()))
-                        .unwrap_or((None, String::new()));
-                    o.ended = Some((code, Error::Connect(ConnectError::Closed { code, reason })));
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    o.link.readable = false;
+                    // B45: a large frame's buffer goes once the frame is whole.
+                    o.reader.trim();
                     return;
                 }
-                Ok(Message::Text(_) | Message::Binary(_)) => {
-                    // B34: the wrong kind of frame for the subprotocol is skipped.
-                    o.last_recv = now;
-                    log::debug!(
-                        "skipping a {} frame: {} uses {} frames",
-                        if self.subprotocol.is_binary() {
-                            "text"
-                        } else {
-                            "binary"
-                        },
-                        self.subprotocol,
-                        if self.subprotocol.is_binary() {
-                            "binary"
-                        } else {
-                            "text"
-                        }
-                    );
-                }
-                Ok(_) => {
-                    // Ping (tungstenite queued the pong: flush it), pong, raw frame.
-                    o.last_recv = now;
-                    o.dirty = true;
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    o.readable = false;
-                    return;
-                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    o.ended = Some((None, ws_error(e)));
+                    o.link.ended = Some((None, Error::io(e)));
                     return;
                 }
             }
         }
-        // Budget spent: `readable` stays set, so the loop comes back without waiting.
+    }
+
+    /// Hands the complete frames of `bytes` to their handlers; `false` when reading stops
+    /// here (the connection ended, or the budget is spent: `readable` stays set, so the
+    /// driver runs again next turn).
+    fn feed(&mut self, o: &mut Open, bytes: &mut [u8], handled: &mut usize, now: Instant) -> bool {
+        let Open { reader, link } = o;
+        let flow = reader.feed(bytes, &mut |m| {
+            link.last_recv = now;
+            self.on_inbound(link, m, now);
+            *handled += 1;
+            if link.ended.is_some() || *handled >= READ_BUDGET {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        match flow {
+            Ok(ControlFlow::Continue(())) => true,
+            Ok(ControlFlow::Break(())) => false,
+            Err(e) => {
+                link.ended.get_or_insert((None, frame_error(e)));
+                false
+            }
+        }
+    }
+
+    /// One WebSocket message or control frame.
+    fn on_inbound(&mut self, l: &mut Link, m: Inbound<'_>, now: Instant) {
+        match m {
+            Inbound::Text(text) if !self.subprotocol.is_binary() => {
+                self.on_message(l, ServiceMessage::decode(text), now)
+            }
+            Inbound::Binary(bytes) if self.subprotocol.is_binary() => {
+                self.on_message(l, ServiceMessage::decode_protobuf(bytes), now)
+            }
+            Inbound::Text(_) | Inbound::Binary(_) => {
+                // B34: the wrong kind of frame for the subprotocol is skipped.
+                let (got, uses) = if self.subprotocol.is_binary() {
+                    ("text", "binary")
+                } else {
+                    ("binary", "text")
+                };
+                log::debug!(
+                    "skipping a {got} frame: {} uses {uses} frames",
+                    self.subprotocol
+                );
+            }
+            // B32: WebSocket-level pings are answered.
+            Inbound::Ping(payload) => l.sock.queue_pong(payload),
+            Inbound::Pong(_) => {}
+            Inbound::Close(frame) => {
+                l.sock.queue_close_reply(frame);
+                let (code, reason) = frame
+                    .map(|(c, r)| (Some(c), r.to_owned()))
+                    .unwrap_or((None, String::new()));
+                l.ended = Some((code, Error::Connect(ConnectError::Closed { code, reason })));
+            }
+        }
     }
 
     /// One decoded frame, handed to the handler of its kind.
     fn on_message(
         &mut self,
-        o: &mut Open,
+        l: &mut Link,
         decoded: Result<ServiceMessage, ProtocolError>,
         now: Instant,
     ) {
@@ -135,7 +166,7 @@ impl IoThread {
                 connection_id,
                 user_id,
                 reconnection_token,
-            } => self.on_connected(o, connection_id, user_id, reconnection_token, now),
+            } => self.on_connected(l, connection_id, user_id, reconnection_token, now),
             ServiceMessage::Disconnected { message } => self.on_disconnected(message),
             ServiceMessage::InvokeResponse {
                 invocation_id,
@@ -218,13 +249,13 @@ impl IoThread {
     /// The session is ready: a recovery resends (B21), a new connection rejoins (B23).
     fn on_connected(
         &mut self,
-        o: &mut Open,
+        l: &mut Link,
         connection_id: String,
         user_id: Option<String>,
         reconnection_token: Option<String>,
         now: Instant,
     ) {
-        o.deadline = None;
+        l.deadline = None;
         let outcome = self.core.shared.lock().session.on_connected(
             connection_id,
             user_id,
@@ -241,7 +272,7 @@ impl IoThread {
                 );
                 self.seq.on_recovered(now);
                 for f in &resend {
-                    write(o, f);
+                    l.sock.queue(f);
                 }
                 self.emit(event);
             }
@@ -250,7 +281,7 @@ impl IoThread {
                 self.drop_code = None;
                 self.seq.reset();
                 for f in &rejoin {
-                    write(o, f);
+                    l.sock.queue(f);
                 }
                 if connected.is_none() {
                     // Rejoins are in flight: `Connected` (and what arrives meanwhile) waits
