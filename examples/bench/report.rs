@@ -8,6 +8,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Client {
     Ours,
+    /// This crate with every client of the process on one shared runtime (scale only).
+    OursShared,
     Raw,
     Python,
     Js,
@@ -268,6 +270,7 @@ const SCALE_FIGURES: &[Figure] = &[
 /// after its own. A column without any figure in a run is left out.
 const COLUMNS: &[(Client, &str, bool)] = &[
     (Client::Ours, "webpubsub-client", true),
+    (Client::OursShared, "webpubsub-client, shared runtime", true),
     (Client::Raw, "raw tungstenite", false),
     (Client::Python, "Python SDK 1.1.0", true),
     (Client::Js, "JS SDK 1.1.0", true),

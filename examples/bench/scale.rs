@@ -25,8 +25,8 @@
 //! and why (the first error), with the open files and their limit of both processes.
 //!
 //! This crate on a shared runtime (every client of the child on one `Runtime`: two threads
-//! in all) runs as the `ours` child with `BENCH_SCALE_RUNTIME=shared`; its figures are a
-//! note under the table, one line per size, until `report.rs` has a column for it.
+//! in all) runs as the `ours` child with `BENCH_SCALE_RUNTIME=shared`, in a column of its
+//! own.
 //!
 //! To add a column: a `Client` and its header in `report.rs`, an entry in `KINDS` below,
 //! and a `--child-scale` mode in `bench.rs` that calls `ours::child_scale` with a closure
@@ -159,6 +159,7 @@ pub fn fd_limit() -> u64 {
 fn label(c: Client) -> &'static str {
     match c {
         Client::Ours => "webpubsub-client",
+        Client::OursShared => "webpubsub-client on one shared runtime",
         Client::Raw => "raw tungstenite",
         Client::Python => "Python SDK",
         Client::Js => "JS SDK",
@@ -211,33 +212,23 @@ pub fn run(table: &mut Table, wants: impl Fn(&str) -> bool) {
             }
         }
         if shared {
-            let what = "webpubsub-client on one shared runtime";
-            eprintln!("[bench] scale: {n} clients of {what} ...");
-            let mut out = Figures::new();
+            let client = Client::OursShared;
+            eprintln!("[bench] scale: {n} clients of {} ...", label(client));
+            let out = table.scale_column(n, client);
             let r = emulator
                 .clone()
-                .and_then(|bin| one(&bin, n, Launch::Shared, None, &mut out));
-            if let Err(e) = &r {
-                out.entry("scale.connect").or_insert(Val::Na(e.clone()));
+                .and_then(|bin| one(&bin, n, Launch::Shared, None, out));
+            match r {
+                Ok(note) => table.note(format!(
+                    "(scale) the emulator process with {} clients of {}: {note}",
+                    fmt_count(n),
+                    label(client)
+                )),
+                Err(e) => {
+                    eprintln!("[bench] scale {n} {}: {e}", label(client));
+                    out.entry("scale.connect").or_insert(Val::Na(e));
+                }
             }
-            let cell = |id: &str| match out.get(id) {
-                Some(Val::Num(v)) => format!("{v:.1}"),
-                Some(Val::Na(why)) => format!("n/a ({why})"),
-                None => "—".into(),
-            };
-            table.note(format!(
-                "(scale) {} clients of {what}: connect all {} s, {} threads, RSS per client {} KiB \
-                 ({} KiB after a {} KiB message each), one broadcast to all {} ms{}",
-                fmt_count(n),
-                cell("scale.connect"),
-                cell("scale.threads"),
-                cell("scale.rss"),
-                cell("scale.rss_burst"),
-                BIG / 1024,
-                cell("scale.broadcast"),
-                r.map(|emu| format!("; the emulator process: {emu}"))
-                    .unwrap_or_default(),
-            ));
         }
     }
 }
