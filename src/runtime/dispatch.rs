@@ -88,6 +88,25 @@ impl ClientQueue {
         }
     }
 
+    /// Queues the received messages of one read, in order: one lock and at most one wake-up
+    /// of the dispatcher for all of them, where a push per event made the dispatcher take
+    /// them one at a time, each a lock of the queue and of the ring shared with the I/O
+    /// thread. Leaves `events` empty.
+    pub(crate) fn push_events(self: &Arc<Self>, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.pending.fetch_add(events.len(), Ordering::SeqCst);
+        let schedule = {
+            let mut items = self.items.lock();
+            items.queue.extend(events.drain(..).map(Item::Event));
+            !std::mem::replace(&mut items.scheduled, true)
+        };
+        if schedule {
+            self.dispatch.schedule(self.clone());
+        }
+    }
+
     /// Events waiting for (or in) the callbacks.
     pub(crate) fn backlog(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
