@@ -189,7 +189,11 @@ mod tests {
                             .find(|&i| ESCAPE[bytes[i] as usize] != 0)
                             .unwrap_or(16)
                     };
-                    assert_eq!(clean_run(&bytes), want, "byte {b:#x} at {at}, {above:#x} above");
+                    assert_eq!(
+                        clean_run(&bytes),
+                        want,
+                        "byte {b:#x} at {at}, {above:#x} above"
+                    );
                 }
             }
         }
