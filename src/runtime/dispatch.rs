@@ -343,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_events_is_delivered_in_order_between_single_events() {
+        let dispatch = DispatchShared::new();
+        let (tx, rx) = unbounded();
+        let q = client(&dispatch, 0, tx, None);
+        let t = start(&dispatch);
+        q.push(Item::Event(message(1)));
+        let mut batch: Vec<Event> = (2..=100).map(message).collect();
+        q.push_events(&mut batch);
+        assert!(batch.is_empty(), "the batch is handed over whole");
+        q.push_events(&mut batch); // an empty batch queues nothing
+        q.push(Item::Event(message(101)));
+        for n in 1..=101 {
+            assert_eq!(rx.recv_timeout(WAIT).unwrap(), (0, n));
+        }
+        dispatch.loop_gone();
+        t.join().unwrap();
+        assert!(rx.try_recv().is_err(), "nothing more");
+        assert_eq!(q.backlog(), 0);
+    }
+
+    #[test]
     fn a_slow_client_delays_another_by_at_most_one_callback() {
         // B44: A's handler blocks on its gate; its backlog waits. B's event, queued while A's
         // first callback runs, is delivered after at most one more of A's callbacks.
