@@ -138,6 +138,9 @@ struct ClientIo {
     /// Messages of a new connection received before its `Connected` event (which waits for
     /// the rejoin to settle, B9): handed over right after it, in order.
     held: Option<Vec<Event>>,
+    /// The messages of the read in progress, handed to the dispatcher together at its end
+    /// (or before any other event, which must come after them). Empty between reads.
+    batch: Vec<Event>,
 }
 
 impl Driver for ClientIo {
@@ -198,6 +201,7 @@ impl ClientIo {
             // B32: the protobuf codec encodes `ping` too (the JS protobuf codec cannot).
             ping: WireFrame::encode(&ClientMessage::Ping, subprotocol),
             held: None,
+            batch: Vec::new(),
         }
     }
 
@@ -256,18 +260,25 @@ impl ClientIo {
         }
     }
 
-    fn emit(&self, event: Option<Event>) {
+    fn emit(&mut self, event: Option<Event>) {
         if let Some(e) = event {
+            self.flush_batch();
             self.queue.push(Item::Event(e));
         }
     }
 
-    /// A received message event: held while a new connection settles, else handed over.
+    /// A received message event: held while a new connection settles, else batched with
+    /// the other messages of the read.
     fn emit_message(&mut self, event: Event) {
         match &mut self.held {
             Some(held) => held.push(event),
-            None => self.emit(Some(event)),
+            None => self.batch.push(event),
         }
+    }
+
+    /// Hands the batched messages to the dispatcher.
+    fn flush_batch(&mut self) {
+        self.queue.push_events(&mut self.batch);
     }
 
     /// Hands over the messages held while a new connection settled.

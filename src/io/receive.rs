@@ -13,11 +13,22 @@ use std::time::Instant;
 
 /// Messages handled per step before writes, timers and the loop's other clients get a turn.
 const READ_BUDGET: usize = 512;
+/// Slots of the message batch kept between reads (B45: a burst's go).
+const KEEP_BATCH: usize = 16;
 
 impl ClientIo {
     /// Reads into the loop's buffer until `WouldBlock`, the end of the connection, or the
-    /// budget; frames of an earlier step's read come first.
+    /// budget; frames of an earlier step's read come first. The messages read go to the
+    /// dispatcher after each system call's frames, together.
     pub(super) fn read(&mut self, o: &mut Open, buf: &mut [u8], now: Instant) {
+        self.read_frames(o, buf, now);
+        self.flush_batch();
+        if self.batch.capacity() > KEEP_BATCH {
+            self.batch = Vec::new();
+        }
+    }
+
+    fn read_frames(&mut self, o: &mut Open, buf: &mut [u8], now: Instant) {
         let mut handled = 0;
         if o.reader.has_buffered() && !self.feed(o, &mut [], &mut handled, now) {
             return;
@@ -35,7 +46,10 @@ impl ClientIo {
                     return;
                 }
                 Ok(n) => {
-                    if !self.feed(o, &mut buf[..n], &mut handled, now) {
+                    let more = self.feed(o, &mut buf[..n], &mut handled, now);
+                    // Before the next read: the callbacks start on these meanwhile.
+                    self.flush_batch();
+                    if !more {
                         return;
                     }
                 }

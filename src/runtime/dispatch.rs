@@ -88,6 +88,25 @@ impl ClientQueue {
         }
     }
 
+    /// Queues the received messages of one read, in order: one lock and at most one wake-up
+    /// of the dispatcher for all of them, where a push per event made the dispatcher take
+    /// them one at a time, each a lock of the queue and of the ring shared with the I/O
+    /// thread. Leaves `events` empty.
+    pub(crate) fn push_events(self: &Arc<Self>, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.pending.fetch_add(events.len(), Ordering::SeqCst);
+        let schedule = {
+            let mut items = self.items.lock();
+            items.queue.extend(events.drain(..).map(Item::Event));
+            !std::mem::replace(&mut items.scheduled, true)
+        };
+        if schedule {
+            self.dispatch.schedule(self.clone());
+        }
+    }
+
     /// Events waiting for (or in) the callbacks.
     pub(crate) fn backlog(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
@@ -321,6 +340,27 @@ mod tests {
         for q in &queues {
             assert_eq!(q.backlog(), 0);
         }
+    }
+
+    #[test]
+    fn a_batch_of_events_is_delivered_in_order_between_single_events() {
+        let dispatch = DispatchShared::new();
+        let (tx, rx) = unbounded();
+        let q = client(&dispatch, 0, tx, None);
+        let t = start(&dispatch);
+        q.push(Item::Event(message(1)));
+        let mut batch: Vec<Event> = (2..=100).map(message).collect();
+        q.push_events(&mut batch);
+        assert!(batch.is_empty(), "the batch is handed over whole");
+        q.push_events(&mut batch); // an empty batch queues nothing
+        q.push(Item::Event(message(101)));
+        for n in 1..=101 {
+            assert_eq!(rx.recv_timeout(WAIT).unwrap(), (0, n));
+        }
+        dispatch.loop_gone();
+        t.join().unwrap();
+        assert!(rx.try_recv().is_err(), "nothing more");
+        assert_eq!(q.backlog(), 0);
     }
 
     #[test]

@@ -9,24 +9,13 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            if !any_byte_needs_escape(word) {
-                i += 8;
-                continue;
-            }
-        }
-        let (at, b) = (i, bytes[i]);
-        i += 1;
-        let escape = ESCAPE[b as usize];
-        if escape == 0 {
-            continue;
-        }
-        // `b` is ASCII, so `start..at` ends on a character boundary.
+    loop {
+        let at = start + clean_run(&bytes[start..]);
+        // The byte at `at` is ASCII, so `start..at` ends on a character boundary.
         out.push_str(&s[start..at]);
-        start = i;
+        let Some(&b) = bytes.get(at) else { break };
+        start = at + 1;
+        let escape = ESCAPE[b as usize];
         if escape == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.push_str("\\u00");
@@ -37,13 +26,30 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
             out.push(escape as char);
         }
     }
-    out.push_str(&s[start..]);
     out.push('"');
 }
 
-/// Whether any of the 8 bytes of `w` is a control character, `"` or `\\` (exact: the
-/// zero-byte tests below have no false positives or negatives for the presence question).
-fn any_byte_needs_escape(w: u64) -> bool {
+/// The length of the leading run of `b` that needs no escaping: eight bytes per step (the
+/// first hit of a word is exact), the last few one at a time.
+fn clean_run(b: &[u8]) -> usize {
+    let chunks = b.chunks_exact(8);
+    let tail = b.len() - chunks.remainder().len();
+    for (n, chunk) in chunks.enumerate() {
+        let hits = escape_hits(<[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes));
+        if hits != 0 {
+            return n * 8 + (hits.trailing_zeros() / 8) as usize;
+        }
+    }
+    tail + b[tail..]
+        .iter()
+        .position(|&c| ESCAPE[c as usize] != 0)
+        .unwrap_or(b.len() - tail)
+}
+
+/// The high bit of each byte of `w` (little-endian) that is a control character, `"` or
+/// `\\`: exact for the lowest such byte (a borrow only runs upwards), so the first hit is
+/// where the run ends; bytes above it may show false hits.
+fn escape_hits(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let control = w.wrapping_sub(ONES * 0x20) & !w;
@@ -51,7 +57,7 @@ fn any_byte_needs_escape(w: u64) -> bool {
     let quote = q.wrapping_sub(ONES) & !q;
     let b = w ^ (ONES * b'\\' as u64);
     let backslash = b.wrapping_sub(ONES) & !b;
-    (control | quote | backslash) & HIGH != 0
+    (control | quote | backslash) & HIGH
 }
 
 /// Writes `n` in decimal, without the formatting machinery of `write!`.
@@ -167,13 +173,28 @@ mod tests {
     fn the_word_scan_agrees_with_the_escape_table_for_every_byte_and_position() {
         for b in 0..=255u8 {
             for at in 0..8 {
-                let mut word = [b'a'; 8];
-                word[at] = b;
-                assert_eq!(
-                    any_byte_needs_escape(u64::from_le_bytes(word)),
-                    ESCAPE[b as usize] != 0,
-                    "byte {b:#x} at {at}"
-                );
+                // Clean bytes below `b`, and above it each byte value in turn (a false hit
+                // there must not move the first one).
+                for above in [b'a', 0, b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xff] {
+                    let mut word = [b'a'; 8];
+                    word[at] = b;
+                    for w in &mut word[at + 1..] {
+                        *w = above;
+                    }
+                    let bytes = word.repeat(2);
+                    let want = if ESCAPE[b as usize] != 0 {
+                        at
+                    } else {
+                        (at + 1..16)
+                            .find(|&i| ESCAPE[bytes[i] as usize] != 0)
+                            .unwrap_or(16)
+                    };
+                    assert_eq!(
+                        clean_run(&bytes),
+                        want,
+                        "byte {b:#x} at {at}, {above:#x} above"
+                    );
+                }
             }
         }
     }
