@@ -259,6 +259,28 @@ fn binary_frames_are_skipped() {
 }
 
 #[test]
+fn frames_read_beyond_one_read_budget_are_handled_without_more_data_from_the_socket() {
+    // The socket is edge-triggered: a step handles a bounded number of frames (512), and
+    // what it read beyond them (or left in the kernel) gets no new readiness event. 1,500
+    // pongs and a message in one write arrive in one read; only a driver that runs again
+    // on its own delivers the message (else nothing comes until the next keep-alive).
+    let mut s = setup();
+    let mut bytes = Vec::new();
+    for _ in 0..1500 {
+        bytes.extend(frame(true, 0xa, b""));
+    }
+    let data = r#"{"type":"message","from":"server","dataType":"text","data":"after the pongs","sequenceId":1}"#;
+    bytes.extend(frame(true, 0x1, data.as_bytes()));
+    s.c().raw(&bytes);
+    match s.next_message() {
+        Event::ServerMessage(m) => assert_eq!(m.data, Data::Text("after the pongs".into())),
+        e => panic!("{e:?}"),
+    }
+    s.assert_kept(2);
+    s.stop();
+}
+
+#[test]
 fn a_message_over_1_mb_is_delivered() {
     // The service limits messages to 1 MB; the client accepts up to 16 MiB from the service
     // (a limit a service change should not break), and keeps the connection.

@@ -330,13 +330,20 @@ fn one(
             )),
         );
     } else {
+        let tcp_before = TcpPressure::read();
         s.send("go")?;
         emu.broadcast("x".repeat(BIG))?;
         let v = s.next(cfg.wait + cfg.settle + Duration::from_secs(10))?;
         if v["last_epoch"].is_null() {
+            let tcp = TcpPressure::read().since(tcp_before);
             out.insert(
                 "scale.rss_burst",
-                Val::Na(format!("{} of {n} within {:?}", v["received"], cfg.wait)),
+                Val::Na(format!(
+                    "{} of {n} within {:?}{}",
+                    v["received"],
+                    cfg.wait,
+                    tcp.note()
+                )),
             );
         } else {
             out.insert(
@@ -348,6 +355,62 @@ fn one(
     s.send("stop")?;
     s.finish(Duration::from_secs(60));
     Ok(emu_usage)
+}
+
+/// The kernel's TCP memory counters (`TcpExt` of `/proc/net/netstat`, for the whole machine).
+/// A burst to many sockets puts up to `n` × 256 KiB in socket buffers at once; past
+/// `tcp_mem`'s pressure threshold the kernel drops segments at the receive queues, and the
+/// senders retransmit them with exponential backoff (200 ms, 400 ms, ... — eight drops of one
+/// segment make it wait over 50 s), whatever the clients do once they read again. A burst
+/// that does not arrive in time says whether that happened.
+#[derive(Clone, Copy, Default)]
+struct TcpPressure {
+    pressures: u64,
+    rcvq_drops: u64,
+}
+
+impl TcpPressure {
+    fn read() -> TcpPressure {
+        let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+        let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return TcpPressure::default();
+        };
+        let mut p = TcpPressure::default();
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            match name {
+                "TCPMemoryPressures" => p.pressures = value.parse().unwrap_or(0),
+                "TCPRcvQDrop" => p.rcvq_drops = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn since(self, before: TcpPressure) -> TcpPressure {
+        TcpPressure {
+            pressures: self.pressures.saturating_sub(before.pressures),
+            rcvq_drops: self.rcvq_drops.saturating_sub(before.rcvq_drops),
+        }
+    }
+
+    /// What the cell of an incomplete burst adds: nothing if the kernel was not under TCP
+    /// memory pressure meanwhile.
+    fn note(self) -> String {
+        if self.pressures == 0 && self.rcvq_drops == 0 {
+            return String::new();
+        }
+        let max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_mem")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse::<u64>().ok())
+            .map(|pages| format!(" of {} MiB", pages * 4 / 1024))
+            .unwrap_or_default();
+        format!(
+            "; the kernel's TCP memory{max} was under pressure meanwhile ({} time(s), {} \
+             segments dropped at receive queues, machine-wide): retransmission backoff",
+            self.pressures, self.rcvq_drops
+        )
+    }
 }
 
 fn fmt_count(n: usize) -> String {
