@@ -144,7 +144,13 @@ pub fn child(
     raise_fd_limit();
     let deliveries = Deliveries::new(cfg.n, cfg.big_bytes);
     let rss_before = webpubsub_testkit::process::rss_kib();
+    // Descriptors held back while the clients connect, so that the measures below can still
+    // open /proc when the clients took every other one (the default mode at 10,000 clients).
+    let reserve: Vec<std::fs::File> = (0..8)
+        .filter_map(|_| std::fs::File::open("/dev/null").ok())
+        .collect();
     let (connected, clients) = connect(&deliveries);
+    drop(reserve);
     let mut ready = json!({
         "ready": "scale",
         "connected": connected.count,
