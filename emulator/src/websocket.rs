@@ -82,10 +82,11 @@ mod tests {
     fn decode(bytes: &[u8]) -> Result<(Vec<String>, bool), FrameError> {
         let mut r = reader(Vec::new());
         let mut seen = Vec::new();
-        r.feed(&mut bytes.to_vec(), &mut |m| {
+        let flow = r.feed(&mut bytes.to_vec(), &mut |m| {
             seen.push(format!("{m:?}"));
             ControlFlow::Continue(())
         })?;
+        assert!(flow.is_continue());
         Ok((seen, r.has_buffered()))
     }
 
