@@ -45,15 +45,6 @@ pub(crate) fn forbidden(what: &str) -> AckError {
     AckError::new(AckError::FORBIDDEN, what)
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary (close reasons are limited).
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,11 +81,5 @@ mod tests {
             frame_size(MAX_MESSAGE_BYTES + 1).unwrap_err().name,
             BAD_REQUEST
         );
-    }
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
     }
 }

@@ -21,13 +21,14 @@ use crate::session::{Command, Session, Waiting};
 use crate::shared::Shared;
 use crate::types::Observation;
 use crate::wake::{DeferWakes, Link};
-use crate::websocket::{self, Inbound};
+use crate::websocket;
 use crate::wire::{Io, Ready, Step, Wire, BATCH, CLOSE_TIMEOUT, WRITE_CHUNK};
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
+use webpubsub_protocol::websocket::Inbound;
 use webpubsub_protocol::ServiceMessage;
 
 /// Reads per turn before the loop's other connections get theirs.
@@ -325,7 +326,7 @@ impl Connection {
                 websocket::pong(payload, out);
                 ControlFlow::Continue(())
             }
-            Inbound::Pong => ControlFlow::Continue(()),
+            Inbound::Pong(_) => ControlFlow::Continue(()),
             Inbound::Close(received) => {
                 websocket::close_reply(received, out);
                 *stop = Some(Stop::End(End::ClientClosed));

@@ -392,8 +392,8 @@ impl Loop {
                     Driven::Step(step) => break step,
                     Driven::Upgraded(upgraded) => {
                         slot.conn = match upgraded {
-                            Upgraded::Connection(c) => Conn::Ws(Box::new(c)),
-                            Upgraded::Refused(r) => Conn::Refused(Box::new(r)),
+                            Upgraded::Connection(c) => Conn::Ws(c),
+                            Upgraded::Refused(r) => Conn::Refused(r),
                         };
                         // At once: its `connected` is queued, and frames may be buffered.
                         ready = Ready {

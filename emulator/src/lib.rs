@@ -298,7 +298,8 @@
 //! What a message does (`messages`, `admission`, `rest`) is apart from the sockets that
 //! carry it (`websocket`, `net`, `wire`, `connection`, `upgrade`, `request`, `io_loop`,
 //! `server`), and the state it changes (`session`, `hub`, `shared`) owns its transitions.
-//! `websocket` is the one place where WebSocket frames become messages and back; `wire` is a
+//! `websocket` is the server's end of the protocol crate's frame codec (the emulator's size
+//! limit, its queued frames and close codes around the wire's framing rules); `wire` is a
 //! WebSocket's socket side; `connection` (a WebSocket with its session) and `request` (a
 //! socket before it is one: TLS, HTTP, REST) are state machines that `io_loop` drives;
 //! `wake` carries wake-ups from any thread to the loop that owns a socket. Modules use only

@@ -45,10 +45,10 @@ pub(crate) enum Then {
     },
 }
 
-/// A socket after a 101.
+/// A socket after a 101, boxed as the loop keeps it (a connection is large beside a step).
 pub(crate) enum Upgraded {
-    Connection(Connection),
-    Refused(Refused),
+    Connection(Box<Connection>),
+    Refused(Box<Refused>),
 }
 
 /// An upgrade's answer: now, or once what it waits for has arrived.
@@ -229,12 +229,12 @@ pub(crate) fn switched(
         Then::Close => None,
         Then::Open { hub, admitted, hs } => {
             let session = admission::open(shared, &hub, *admitted, &hs, link.clone());
-            Some(Upgraded::Connection(Connection::new(
+            Some(Upgraded::Connection(Box::new(Connection::new(
                 wire,
                 link.clone(),
                 hub,
                 session,
-            )))
+            ))))
         }
         Then::Recover {
             hub,
@@ -242,12 +242,12 @@ pub(crate) fn switched(
             ..
         } => {
             admission::recover(shared, &hub, &session, link.clone());
-            Some(Upgraded::Connection(Connection::new(
+            Some(Upgraded::Connection(Box::new(Connection::new(
                 wire,
                 link.clone(),
                 hub,
                 session,
-            )))
+            ))))
         }
         Then::Recover {
             hub,
@@ -255,11 +255,11 @@ pub(crate) fn switched(
             attempt,
         } => {
             admission::recovery_refused(shared, &hub, attempt);
-            Some(Upgraded::Refused(Refused::new(
+            Some(Upgraded::Refused(Box::new(Refused::new(
                 wire,
                 CloseCode::Policy,
                 "Invalid or expired reconnection token, or the session is closed",
-            )))
+            ))))
         }
     }
 }

@@ -9,12 +9,13 @@ use crate::frames::OutFrame;
 use crate::messages::{Ctx, Flow, Incoming};
 use crate::net::{read_now, write_now, Stream};
 use crate::shared::Shared;
-use crate::websocket::{self, Inbound};
+use crate::websocket;
 use std::io;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
+use webpubsub_protocol::websocket::{FrameReader, Inbound};
 
 /// Bytes read per system call (into the loop's buffer).
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -81,7 +82,7 @@ pub(crate) enum Step {
 /// what it could not write yet.
 pub(crate) struct Wire {
     pub stream: Stream,
-    pub reader: websocket::Reader,
+    pub reader: FrameReader,
     /// Bytes the socket did not take yet; empty (no allocation) while it keeps up.
     pub out: Vec<u8>,
     /// The socket may have bytes: read until it has none (readiness is edge-triggered).
@@ -95,7 +96,7 @@ impl Wire {
         Wire {
             stream,
             // Frames the client sent right behind its upgrade request.
-            reader: websocket::Reader::with_bytes(leftover),
+            reader: websocket::reader(leftover),
             out: Vec::new(),
             readable: true,
             writable: true,
