@@ -122,17 +122,7 @@ fn the_connect_handler_sets_the_user_the_groups_and_the_state() {
         .send_to_group("app-group", "to the app's group");
     assert_eq!(server_message(&events), Data::from("to the app's group"));
     // The app server's side: the token's claims in connect, its answer in connected.
-    let connect = wf.server.first(|v| is(v, "connect", &conn));
-    assert_eq!(connect["claims"]["sub"], json!(["u1"]));
-    assert!(connect["query"].get("access_token").is_none(), "{connect}");
-    let connected = wf.server.first(|v| is(v, "connected", &conn));
-    assert_eq!(connected["userId"], "app-u1");
-    assert_eq!(connected["states"], json!({"calls": 0}));
-    assert!(wf
-        .emu
-        .hub("chat")
-        .group_members("app-group")
-        .contains(&conn));
+    wf.assert_shaped_by_connect(&conn, "u1");
 }
 
 #[test]

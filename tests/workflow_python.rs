@@ -78,20 +78,11 @@ fn the_python_client_is_shaped_by_connect_and_a_refused_connect_fails_its_open()
         return;
     };
     let conn = connect(&mut p, &wf.url("py1"), "a", "py1");
-    let connect = wf.server.first(|v| is(v, "connect", &conn));
-    assert_eq!(connect["claims"]["sub"], json!(["py1"]));
+    let connect = wf.assert_shaped_by_connect(&conn, "py1");
     assert_eq!(
         connect["subprotocols"],
         json!(["json.reliable.webpubsub.azure.v1"])
     );
-    let connected = wf.server.first(|v| is(v, "connected", &conn));
-    assert_eq!(connected["userId"], "app-py1");
-    assert_eq!(connected["states"], json!({"calls": 0}));
-    assert!(wf
-        .emu
-        .hub("chat")
-        .group_members("app-group")
-        .contains(&conn));
 
     let refused = format!("{}&refuse=1", wf.url("py-refused"));
     let a = p.call(json!({"op": "connect", "client": "r", "url": refused}));

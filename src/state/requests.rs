@@ -41,21 +41,8 @@ impl<W, I> Session<W, I> {
         frame: WireFrame,
         waiter: W,
     ) -> Result<bool, Error> {
-        if self.is_ending() {
-            return Err(Error::Stopped);
-        }
-        let fresh = self.acks.insert_new(
-            ack_id,
-            Pending {
-                frame,
-                kind,
-                sent: false,
-                waiter: Some(waiter),
-            },
-        );
-        if !fresh {
-            return Err(Error::InvalidInput(InvalidInput::AckIdInUse(ack_id)));
-        }
+        // The same entry as a parked request's, then queued at once.
+        self.park(ack_id, kind, frame, waiter)?;
         Ok(self.push(Outbound::Acked(ack_id)))
     }
 

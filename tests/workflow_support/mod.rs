@@ -76,6 +76,26 @@ impl Workflow {
         relay
     }
 
+    /// Checks the app server's side of a connection that `user`'s token opened: the token's
+    /// claims reached `connect` (the token itself did not), the answer's user `app-<user>`
+    /// and state reached `connected`, and the connection is in the answer's group. Returns
+    /// the `connect` record for further checks.
+    pub fn assert_shaped_by_connect(&self, connection_id: &str, user: &str) -> Value {
+        let connect = self.server.first(|v| is(v, "connect", connection_id));
+        assert_eq!(connect["claims"]["sub"], serde_json::json!([user]));
+        assert!(connect["query"].get("access_token").is_none(), "{connect}");
+        let connected = self.server.first(|v| is(v, "connected", connection_id));
+        assert_eq!(connected["userId"], format!("app-{user}"));
+        assert_eq!(connected["states"], serde_json::json!({"calls": 0}));
+        assert!(self
+            .emu
+            .hub(HUB)
+            .group_members("app-group")
+            .iter()
+            .any(|c| c == connection_id));
+        connect
+    }
+
     /// How many times the app server got the user event `event` from `connection_id`,
     /// counted once it has seen the later record `after` (of the same connection: the
     /// emulator sends a connection's events one at a time, in order).
