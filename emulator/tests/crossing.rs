@@ -13,18 +13,7 @@ use serde_json::json;
 use support::*;
 use tungstenite::Message;
 use webpubsub_emulator::{Emulator, BAD_REQUEST};
-use webpubsub_protocol::{ClientMessage, Data, Metadata, ProtobufAny, ServiceMessage, Subprotocol};
-
-fn publish(g: &str, ack: Option<u64>, data: Data) -> ClientMessage {
-    ClientMessage::SendToGroup {
-        group: g.into(),
-        ack_id: ack,
-        no_echo: false,
-        data,
-        ttl_seconds: None,
-        metadata: Metadata::new(),
-    }
-}
+use webpubsub_protocol::{Data, ProtobufAny, ServiceMessage, Subprotocol};
 
 /// A payload of each data type, naming its sender so that receivers can tell them apart.
 fn payloads(sender: Subprotocol) -> [Data; 4] {

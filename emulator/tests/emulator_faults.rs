@@ -26,13 +26,6 @@ fn fault(emu: &Emulator, id: &str, action: &str) -> HttpResponse {
     )
 }
 
-fn join(g: &str, id: u64) -> ClientMessage {
-    ClientMessage::JoinGroup {
-        group: g.into(),
-        ack_id: Some(id),
-    }
-}
-
 fn joiner(emu: &Emulator) -> (String, Ws) {
     let url = emu
         .client_url("chat")

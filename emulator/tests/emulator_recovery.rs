@@ -77,13 +77,6 @@ fn expect_1008(p: Subprotocol, url: &str) {
     }
 }
 
-fn join_ack(g: &str, id: u64) -> ClientMessage {
-    ClientMessage::JoinGroup {
-        group: g.into(),
-        ack_id: Some(id),
-    }
-}
-
 fn recovery_resends_what_was_not_sequence_acked_and_continues_the_sequence(p: Subprotocol) {
     let emu = Emulator::start().unwrap();
     let obs = emu.observe();
@@ -123,12 +116,12 @@ fn duplicate_ack_ids_are_detected_across_a_recovery(p: Subprotocol) {
         .role("webpubsub.joinLeaveGroup")
         .build();
     let mut a = connect_as(p, &url);
-    a.send(join_ack("g", 5));
+    a.send(join("g", 5));
     assert_eq!(a.ack(5), (true, None));
     emu.hub("chat").drop_connection(&a.connection_id);
     wait_dropped(&obs, &a.connection_id);
     let mut r = recover(&url, &a);
-    r.send(join_ack("g", 5));
+    r.send(join("g", 5));
     assert_eq!(r.ack(5), (false, Some("Duplicate".into())));
 }
 
@@ -141,16 +134,16 @@ fn a_lost_ack_means_executed_then_dropped_and_the_retry_is_a_duplicate(p: Subpro
         .build();
     let mut a = connect_as(p, &url);
     assert!(hub.lose_next_ack(&a.connection_id));
-    a.send(join_ack("g", 1));
+    a.send(join("g", 1));
     let (code, seen) = a.closed();
     assert_eq!(code, None);
     assert!(seen.is_empty(), "no ack: {seen:?}");
     assert!(hub.group_exists("g"), "the request was executed");
     // The drop is reported once the emulator noticed; recovery works at once regardless.
     let mut r = recover(&url, &a);
-    r.send(join_ack("g", 1));
+    r.send(join("g", 1));
     assert_eq!(r.ack(1), (false, Some("Duplicate".into())));
-    r.send(join_ack("h", 2));
+    r.send(join("h", 2));
     assert_eq!(r.ack(2), (true, None), "only the next ack was lost");
 }
 
@@ -164,12 +157,12 @@ fn failed_acks_are_internal_server_errors_and_not_executed(p: Subprotocol) {
             .build(),
     );
     assert!(hub.fail_next_acks(&a.connection_id, 2));
-    a.send(join_ack("g", 1));
+    a.send(join("g", 1));
     assert_eq!(a.ack(1), (false, Some("InternalServerError".into())));
-    a.send(join_ack("g", 1));
+    a.send(join("g", 1));
     assert_eq!(a.ack(1), (false, Some("InternalServerError".into())));
     assert!(!hub.group_exists("g"));
-    a.send(join_ack("g", 1));
+    a.send(join("g", 1));
     assert_eq!(
         a.ack(1),
         (true, None),
@@ -218,7 +211,7 @@ fn delayed_acks_arrive_after_the_delay_and_after_later_frames(p: Subprotocol) {
     let delay = Duration::from_millis(300);
     assert!(hub.delay_acks(&a.connection_id, delay));
     let t0 = Instant::now();
-    a.send(join_ack("g", 1));
+    a.send(join("g", 1));
     a.send(ClientMessage::Ping);
     assert_eq!(a.recv(), ServiceMessage::Pong, "the pong is not delayed");
     assert_eq!(a.ack(1), (true, None));

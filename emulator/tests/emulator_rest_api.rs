@@ -517,13 +517,6 @@ fn generate_token_takes_groups_roles_and_whole_minutes_and_refuses_the_rest() {
     assert_eq!(mqtt.json()["code"], "NotImplemented");
 }
 
-fn join(group: &str, ack: u64) -> ClientMessage {
-    ClientMessage::JoinGroup {
-        group: group.into(),
-        ack_id: Some(ack),
-    }
-}
-
 fn publish(group: &str, ack: u64) -> ClientMessage {
     ClientMessage::SendToGroup {
         group: group.into(),

@@ -9,24 +9,6 @@ use webpubsub_emulator::{
 };
 use webpubsub_protocol::{ClientMessage, Data, Metadata, ServiceMessage, MAX_MESSAGE_BYTES};
 
-fn join(g: &str, ack: u64) -> ClientMessage {
-    ClientMessage::JoinGroup {
-        group: g.into(),
-        ack_id: Some(ack),
-    }
-}
-
-fn publish(g: &str, ack: Option<u64>, data: impl Into<Data>) -> ClientMessage {
-    ClientMessage::SendToGroup {
-        group: g.into(),
-        ack_id: ack,
-        no_echo: false,
-        data: data.into(),
-        ttl_seconds: None,
-        metadata: Metadata::new(),
-    }
-}
-
 #[test]
 fn connected_message_carries_id_user_and_reconnection_token() {
     let emu = Emulator::start().unwrap();

@@ -22,24 +22,6 @@ use webpubsub_protocol::{
 /// Both protobuf subprotocols, reliable first.
 const PROTOBUF_BOTH: [Subprotocol; 2] = [Subprotocol::ProtobufReliable, Subprotocol::Protobuf];
 
-fn join(g: &str, ack: u64) -> ClientMessage {
-    ClientMessage::JoinGroup {
-        group: g.into(),
-        ack_id: Some(ack),
-    }
-}
-
-fn publish(g: &str, ack: Option<u64>, data: impl Into<Data>) -> ClientMessage {
-    ClientMessage::SendToGroup {
-        group: g.into(),
-        ack_id: ack,
-        no_echo: false,
-        data: data.into(),
-        ttl_seconds: None,
-        metadata: Metadata::new(),
-    }
-}
-
 fn b64(s: &str) -> Vec<u8> {
     B64.decode(s).unwrap()
 }

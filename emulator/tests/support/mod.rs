@@ -10,7 +10,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 use webpubsub_emulator::{Emulator, Observation};
-use webpubsub_protocol::{ClientMessage, ServiceMessage, Subprotocol};
+use webpubsub_protocol::{ClientMessage, Data, Metadata, ServiceMessage, Subprotocol};
 
 pub const RELIABLE: &str = "json.reliable.webpubsub.azure.v1";
 pub const PLAIN: &str = "json.webpubsub.azure.v1";
@@ -496,5 +496,25 @@ impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// `joinGroup` of `group` with an ack id.
+pub fn join(group: &str, ack: u64) -> ClientMessage {
+    ClientMessage::JoinGroup {
+        group: group.into(),
+        ack_id: Some(ack),
+    }
+}
+
+/// `sendToGroup` of `data` to `group` (echo on, no TTL, no metadata).
+pub fn publish(group: &str, ack: Option<u64>, data: impl Into<Data>) -> ClientMessage {
+    ClientMessage::SendToGroup {
+        group: group.into(),
+        ack_id: ack,
+        no_echo: false,
+        data: data.into(),
+        ttl_seconds: None,
+        metadata: Metadata::new(),
     }
 }
