@@ -178,8 +178,5 @@ fn a_python_client_recovering_in_the_middle_of_an_event_gets_the_reply_from_one_
 
     // Closing ends the session: the app server records disconnected, with the last state.
     p.ok(json!({"op": "stop", "client": "a"}));
-    let seen = wf.server.first(|v| is(v, "disconnected", &conn));
-    assert_eq!(seen["states"], json!({"calls": 2}));
-    let before_it = wf.server.until(|v| is(v, "count", &conn));
-    assert!(!before_it.iter().any(|v| is(v, "disconnected", &conn)));
+    wf.assert_disconnected_after(&conn, "count", json!({"calls": 2}));
 }

@@ -96,6 +96,17 @@ impl Workflow {
         connect
     }
 
+    /// Checks that the app server recorded `disconnected` for the connection with the last
+    /// state `states`, and not before its user event `last`.
+    pub fn assert_disconnected_after(&self, connection_id: &str, last: &str, states: Value) {
+        let seen = self.server.first(|v| is(v, "disconnected", connection_id));
+        assert_eq!(seen["states"], states);
+        let before_it = self.server.until(|v| is(v, last, connection_id));
+        assert!(!before_it
+            .iter()
+            .any(|v| is(v, "disconnected", connection_id)));
+    }
+
     /// How many times the app server got the user event `event` from `connection_id`,
     /// counted once it has seen the later record `after` (of the same connection: the
     /// emulator sends a connection's events one at a time, in order).
