@@ -117,9 +117,15 @@ fn the_connect_handler_sets_the_user_the_groups_and_the_state() {
     let conn = id(&c);
     // The client's side: the user the app server chose, and the group it joined.
     assert_eq!(c.user_id().as_deref(), Some("app-u1"));
-    wf.emu
-        .hub("chat")
-        .send_to_group("app-group", "to the app's group");
+    // Every connection of the file's tests is in that group: the message goes through the
+    // group to this one only, so that it never lands in another test's events.
+    let hub = wf.emu.hub("chat");
+    let others: Vec<String> = hub
+        .group_members("app-group")
+        .into_iter()
+        .filter(|m| *m != conn)
+        .collect();
+    hub.send_to_group_except("app-group", "to the app's group", &others);
     assert_eq!(server_message(&events), Data::from("to the app's group"));
     // The app server's side: the token's claims in connect, its answer in connected.
     wf.assert_shaped_by_connect(&conn, "u1");
